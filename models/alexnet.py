@@ -1,0 +1,60 @@
+"""AlexNet in the torchvision layout, so ImageNet weights map key for key.
+
+Keys (``features.{0,3,6,8,10}``, ``classifier.{1,4,6}``) follow torchvision's
+``alexnet``; Paddle's Linear weights are [in, out], the transpose of torch's.
+"""
+import math
+
+import paddle
+import paddle.nn as nn
+
+FEATURE_DIM = 256 * 6 * 6  # 9216, the flattened pool5 output fc6 reads
+
+
+def uniform_fan_in(fan_in):
+    """Uniform(±1/sqrt(fan_in)) initialiser: the recipe's random init."""
+    bound = 1.0 / math.sqrt(fan_in)
+    return paddle.ParamAttr(initializer=nn.initializer.Uniform(-bound, bound))
+
+
+def conv(c_in, c_out, kernel, stride=1, padding=0):
+    fan_in = c_in * kernel * kernel
+    return nn.Conv2D(c_in, c_out, kernel, stride=stride, padding=padding,
+                     weight_attr=uniform_fan_in(fan_in), bias_attr=uniform_fan_in(fan_in))
+
+
+def linear(d_in, d_out):
+    return nn.Linear(d_in, d_out, weight_attr=uniform_fan_in(d_in), bias_attr=uniform_fan_in(d_in))
+
+
+def alexnet_features():
+    """conv1..conv5 with torchvision's indices 0, 3, 6, 8, 10."""
+    return nn.Sequential(
+        conv(3, 64, 11, stride=4, padding=2), nn.ReLU(), nn.MaxPool2D(3, 2),   # 0-2
+        conv(64, 192, 5, padding=2), nn.ReLU(), nn.MaxPool2D(3, 2),            # 3-5
+        conv(192, 384, 3, padding=1), nn.ReLU(),                               # 6-7
+        conv(384, 256, 3, padding=1), nn.ReLU(),                               # 8-9
+        conv(256, 256, 3, padding=1), nn.ReLU(), nn.MaxPool2D(3, 2),           # 10-12
+    )
+
+
+def fc67():
+    """Dropout, fc6, ReLU, Dropout, fc7, ReLU: indices 0-5 of both heads."""
+    return [nn.Dropout(0.5), linear(FEATURE_DIM, 4096), nn.ReLU(),
+            nn.Dropout(0.5), linear(4096, 4096), nn.ReLU()]
+
+
+class AlexNet(nn.Layer):
+    """Plain AlexNet classifier; used to pretrain the demo backbone and to
+    check converted ImageNet weights. The adaptive pool lets crops smaller
+    than 224 px through (at 224 px it is the identity)."""
+
+    def __init__(self, num_classes=1000):
+        super().__init__()
+        self.features = alexnet_features()
+        self.avgpool = nn.AdaptiveAvgPool2D((6, 6))
+        self.classifier = nn.Sequential(*fc67(), linear(4096, num_classes))
+
+    def forward(self, x):                    # x: [N, 3, S, S]
+        x = self.avgpool(self.features(x))   # [N, 256, 6, 6]
+        return self.classifier(paddle.flatten(x, 1))  # [N, num_classes]

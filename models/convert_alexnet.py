@@ -1,0 +1,98 @@
+"""Convert ImageNet AlexNet weights to this project's backbone file.
+
+    python -m models.convert_alexnet alexnet-owt-7be5be79.pth models/AlexNet_pretrained.pdparams
+    python -m models.convert_alexnet paddle_alexnet.pdparams models/AlexNet_pretrained.pdparams
+
+Sources: torchvision's ``alexnet`` state dict (.pth; torch is imported only for
+this) or ``paddle.vision.models.alexnet`` weights (.pdparams). Torch Linear
+weights are [out, in] and are transposed to Paddle's [in, out]. Paddle's
+AlexNet names its layers differently; they are renamed to torchvision's keys.
+"""
+import argparse
+import os
+import sys
+
+import numpy as np
+
+from utils.errors import UserError, run_cli
+
+# paddle.vision.models.AlexNet layer names -> torchvision keys
+PADDLE_VISION_KEYS = {
+    "_conv1._conv": "features.0", "_conv2._conv": "features.3",
+    "_conv3._conv": "features.6", "_conv4._conv": "features.8",
+    "_conv5._conv": "features.10",
+    "_fc6": "classifier.1", "_fc7": "classifier.4", "_fc8": "classifier.6",
+}
+EXPECTED_SHAPES = {  # Paddle shapes of the converted weights
+    "features.0.weight": [64, 3, 11, 11], "features.3.weight": [192, 64, 5, 5],
+    "features.6.weight": [384, 192, 3, 3], "features.8.weight": [256, 384, 3, 3],
+    "features.10.weight": [256, 256, 3, 3], "classifier.1.weight": [9216, 4096],
+    "classifier.4.weight": [4096, 4096], "classifier.6.weight": [4096, 1000],
+}
+
+
+def from_torchvision(state):
+    """torchvision AlexNet (numpy arrays) -> Paddle layout: transpose Linear weights."""
+    out = {}
+    for key, value in state.items():
+        value = np.asarray(value, dtype=np.float32)
+        if key.startswith("classifier.") and key.endswith(".weight"):
+            value = value.T
+        out[key] = np.ascontiguousarray(value)
+    return out
+
+
+def from_paddle_vision(state):
+    """paddle.vision AlexNet -> torchvision key names (shapes already Paddle's)."""
+    out = {}
+    for key, value in state.items():
+        prefix, param = key.rsplit(".", 1)
+        if prefix not in PADDLE_VISION_KEYS:
+            raise UserError(f"unexpected key {key} in a paddle.vision AlexNet file")
+        out[f"{PADDLE_VISION_KEYS[prefix]}.{param}"] = np.asarray(value, dtype=np.float32)
+    return out
+
+
+def convert(state):
+    """Either source format -> {torchvision key: Paddle-shaped float32 array}."""
+    if any(k.startswith("_conv1") for k in state):
+        out = from_paddle_vision(state)
+    else:
+        out = from_torchvision(state)
+    for key, shape in EXPECTED_SHAPES.items():
+        if key not in out:
+            raise UserError(f"{key} missing: not an AlexNet state dict")
+        if list(out[key].shape) != shape:
+            raise UserError(f"{key} has shape {list(out[key].shape)} after conversion, expected {shape}")
+    return out
+
+
+def read_state(path):
+    if not os.path.isfile(path):
+        raise UserError(f"{path} not found")
+    if path.endswith((".pth", ".pt")):
+        try:
+            import torch
+        except ImportError:
+            raise UserError("reading a .pth needs torch: pip install torch (only for this conversion)")
+        state = torch.load(path, map_location="cpu")
+        return {k: v.numpy() for k, v in state.items()}
+    import paddle
+    return {k: np.asarray(v) for k, v in paddle.load(path).items()}
+
+
+def main(argv):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("src", help="torchvision .pth or paddle.vision .pdparams")
+    parser.add_argument("dst", help="output .pdparams (e.g. models/AlexNet_pretrained.pdparams)")
+    parser.add_argument("--debug", action="store_true")
+    args = parser.parse_args(argv)
+    import paddle
+    from utils.io import atomic_save
+    state = convert(read_state(args.src))
+    atomic_save({k: paddle.to_tensor(v) for k, v in state.items()}, args.dst)
+    print(f"wrote {args.dst} ({len(state)} tensors)")
+
+
+if __name__ == "__main__":
+    run_cli(main, sys.argv[1:])

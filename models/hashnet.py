@@ -1,0 +1,88 @@
+"""HashNet (Cao et al., ICCV 2017): AlexNet features, fc6/fc7, a hash layer.
+
+forward(x) returns the real-valued hash-layer output z [N, bit]. Training
+squashes it as u = tanh(β·z) inside the loss (utils/loss.py) so that β can be
+raised by continuation without touching the model; retrieval uses the binary
+code sign(z), with z == 0 mapped to +1.
+"""
+import os
+
+import paddle
+import paddle.nn as nn
+
+from models.alexnet import FEATURE_DIM, alexnet_features, fc67
+from utils.errors import UserError
+
+DEFAULT_BACKBONE = "models/AlexNet_pretrained.pdparams"
+RANDOM_INIT = "random"
+
+BACKBONE_HELP = (
+    "get ImageNet AlexNet weights as torchvision's alexnet-owt-*.pth or "
+    "paddle.vision's alexnet .pdparams and convert them with "
+    "`python -m models.convert_alexnet SRC models/AlexNet_pretrained.pdparams`, "
+    "or pass --backbone random for random init")
+
+
+class HashNet(nn.Layer):
+    def __init__(self, bit):
+        super().__init__()
+        self.bit = bit
+        self.features = alexnet_features()
+        self.avgpool = nn.AdaptiveAvgPool2D((6, 6))
+        # The hash layer is new while fc6/fc7 are pretrained, so it learns 10x
+        # faster (ParamAttr learning_rate multiplies the optimizer's lr).
+        hash_weight = paddle.ParamAttr(learning_rate=10.0,
+                                       initializer=nn.initializer.Normal(0.0, 0.01))
+        hash_bias = paddle.ParamAttr(learning_rate=10.0,
+                                     initializer=nn.initializer.Constant(0.0))
+        self.classifier_plus = nn.Sequential(
+            *fc67(), nn.Linear(4096, bit, weight_attr=hash_weight, bias_attr=hash_bias))
+
+    def forward(self, x):                           # x: [N, 3, S, S]
+        x = self.avgpool(self.features(x))          # [N, 256, 6, 6]
+        x = paddle.reshape(x, [-1, FEATURE_DIM])    # [N, 9216]
+        return self.classifier_plus(x)              # z: [N, bit]
+
+
+def binary_codes(z):
+    """sign(z) as int8 in {-1, +1}; z == 0 counts as +1 so every bit is set."""
+    return paddle.where(z >= 0, paddle.ones_like(z), -paddle.ones_like(z)).astype("int8")
+
+
+def backbone_state(alexnet_state):
+    """Map an AlexNet state dict (torchvision layout, Paddle shapes) onto
+    HashNet keys: features.* unchanged, classifier.{1,4} -> classifier_plus.{1,4}.
+    The ImageNet classifier (classifier.6) has no counterpart and is dropped."""
+    mapped = {}
+    for key, value in alexnet_state.items():
+        if key.startswith("features."):
+            mapped[key] = value
+        elif key.split(".")[:2] in (["classifier", "1"], ["classifier", "4"]):
+            mapped["classifier_plus" + key[len("classifier"):]] = value
+    return mapped
+
+
+def load_backbone(model, path):
+    """Initialise features and fc6/fc7 from a local AlexNet .pdparams file.
+
+    Weights are never downloaded: a missing file is a UserError saying how to
+    get one. ``path == "random"`` keeps the random init (demo, tests).
+    """
+    if path == RANDOM_INIT:
+        return
+    if not os.path.isfile(path):
+        raise UserError(f"backbone weights {path} not found: {BACKBONE_HELP}")
+    try:
+        state = backbone_state(paddle.load(path))
+    except Exception as err:  # a file paddle cannot read is bad input too
+        raise UserError(f"backbone weights {path} are unreadable ({err}): {BACKBONE_HELP}")
+    own = model.state_dict()
+    missing = [k for k in own if not k.startswith("classifier_plus.6") and k not in state]
+    if missing:
+        raise UserError(f"backbone weights {path} lack {', '.join(missing[:3])}: {BACKBONE_HELP}")
+    for key, value in state.items():
+        if list(value.shape) != list(own[key].shape):
+            raise UserError(f"backbone weights {path}: {key} has shape {list(value.shape)}, "
+                            f"expected {list(own[key].shape)} (torch Linear weights must be "
+                            "transposed: use python -m models.convert_alexnet)")
+    model.set_state_dict(state)

@@ -1,0 +1,87 @@
+"""The one argument parser of main_single_gpu.py and main_multi_gpu.py.
+
+Flags and defaults are the reference recipe's (spec §3, §6); the reference's
+spellings keep working (``-bs``/``--batch-size``, ``--data-path``, ``-ee`` …).
+``--dataset`` fills ``--num_class`` and ``--topK`` from its preset unless
+they are given. The resolved config is saved as JSON next to the log and
+inside every checkpoint.
+"""
+import argparse
+import os
+
+# dataset -> (num_class, topK); topK -1 ranks the whole database
+DATASET_PRESETS = {
+    "coco": (80, 5000),
+    "nuswide_21": (21, 5000), "nuswide_21_m": (21, 5000), "nuswide_81_m": (81, 5000),
+    "imagenet": (100, 1000),
+    "cifar10": (10, -1), "cifar10-1": (10, -1), "cifar10-2": (10, -1),
+    "mirflickr": (38, -1), "voc2012": (20, -1),
+    "demo": (10, 100),  # the generated demo set (utils/demo_data.py)
+}
+BITS = (16, 32, 48, 64)
+# Seeds of the released COCO runs, per bit length (used by scripts/*.sh).
+RECIPE_SEEDS = {16: 0, 32: 2000, 48: 200, 64: 2000}
+
+
+def available_cores():
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def build_parser(batch_size=128):
+    """``batch_size`` is the per-process default: 128 single-GPU, 64 per GPU."""
+    p = argparse.ArgumentParser(description="HashNet (ICCV 2017) training and evaluation")
+    a = p.add_argument
+    a("--bit", type=int, default=64, choices=BITS)
+    a("--seed", type=int, default=2000)
+    a("--eval", action="store_true", help="evaluate --pretrained weights and exit")
+    a("--pretrained", default=None, help="HashNet checkpoint path without .pdparams")
+    a("--resume", default=None, nargs="?", const="auto",
+      help="checkpoint path without .pdparams; alone: the newest in --output-dir")
+    a("--debug_steps", type=int, default=50, help="log a step line every N steps")
+    a("--dataset", default="coco", choices=sorted(DATASET_PRESETS))
+    a("--data-path", "--data_path", dest="data_path", default="datasets/coco",
+      help="root that the list files' image paths are relative to")
+    a("--list-dir", "--list_dir", dest="list_dir", default=None,
+      help="folder of train/test/database.txt (default data/<dataset>)")
+    a("--num_class", type=int, default=None, help="default: the dataset preset")
+    a("--topK", type=int, default=None, help="mAP@K; -1 = whole database (default: preset)")
+    a("--crop_size", type=int, default=224)
+    a("--resize_size", type=int, default=256)
+    a("-bs", "--batch-size", "--batch_size", dest="batch_size", type=int, default=batch_size)
+    a("--last_epoch", type=int, default=0, help="epochs already done (with --resume)")
+    a("-ee", "--eval_epoch", type=int, default=10, help="evaluate every N epochs and at the last")
+    a("--alpha", type=float, default=0.1)
+    a("--step_continuation", type=int, default=20)
+    a("-lr", "--learning_rate", type=float, default=1e-3, help="for a global batch of 64")
+    a("--de_step", type=int, default=50, help="halve lr every N epochs")
+    a("-e", "--epoch", type=int, default=150)
+    a("-op", "--optimizer", default="sgd", choices=["sgd", "rmsprop", "adamw"], type=str.lower)
+    a("-wd", "--weight_decay", type=float, default=5e-4)
+    a("--momentum", type=float, default=0.9)
+    a("--log_path", default="logs")
+    a("--output-dir", "--output_dir", dest="output_dir", default="output")
+    # Not in the reference: where the backbone comes from, and machine knobs.
+    a("--backbone", default="models/AlexNet_pretrained.pdparams",
+      help="ImageNet AlexNet .pdparams (see models/convert_alexnet.py), or 'random'")
+    a("--num_workers", type=int, default=0, help="DataLoader worker processes")
+    a("--num_threads", type=int, default=available_cores(),
+      help="CPU threads for Paddle's kernels (Paddle's own default is 1)")
+    a("--skip_no_relevant", action="store_true",
+      help="mAP over queries with a relevant item only (the HashNet authors' script)")
+    a("--debug", action="store_true", help="show tracebacks for bad input")
+    return p
+
+
+def parse_args(argv=None, batch_size=128):
+    args = build_parser(batch_size).parse_args(argv)
+    num_class, topk = DATASET_PRESETS[args.dataset]
+    if args.num_class is None:
+        args.num_class = num_class
+    if args.topK is None:
+        args.topK = topk
+    if args.list_dir is None:
+        args.list_dir = os.path.join("data", args.dataset)
+    return args

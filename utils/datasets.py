@@ -1,0 +1,271 @@
+"""Image lists, transforms, CIFAR-10 splits and the data loaders (spec §4).
+
+A list file has one image per line: ``<relative/path.jpg> <c_1> … <c_C>``
+with c_i in {0, 1}. Each sample is (image [3, S, S] float32, multi-hot label
+[C] float32, dataset index int64); the index addresses the loss's memory bank.
+
+Augmentation draws from an RNG seeded by (seed, epoch, index), so a sample's
+crop and flip do not depend on worker count, process count or on whether the
+run was resumed.
+"""
+import os
+import pickle
+import tarfile
+
+import numpy as np
+import paddle
+from PIL import Image
+
+from utils.errors import UserError
+
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+SPLITS = ("train", "test", "database")
+
+
+# ---------------------------------------------------------------- list files
+def parse_list(path, num_class):
+    """Read a list file -> (relative paths, labels [n, C] float32).
+
+    Any malformed line is a UserError naming the file and line number."""
+    if not os.path.isfile(path):
+        raise UserError(f"list file {path} not found (see README: Data)")
+    paths, labels = [], []
+    with open(path) as f:
+        for lineno, line in enumerate(f, 1):
+            fields = line.split()
+            if not fields:
+                continue
+            where = f"{path}:{lineno}"
+            if len(fields) - 1 != num_class:
+                raise UserError(f"{where}: {len(fields) - 1} labels, expected {num_class} "
+                                "(check --num_class / --dataset)")
+            if any(v not in ("0", "1") for v in fields[1:]):
+                raise UserError(f"{where}: labels must be 0 or 1, got {' '.join(fields[1:])}")
+            paths.append(fields[0])
+            labels.append([int(v) for v in fields[1:]])
+    if not paths:
+        raise UserError(f"list file {path} is empty")
+    return paths, np.asarray(labels, dtype=np.float32).reshape(len(paths), num_class)
+
+
+# ---------------------------------------------------------------- transforms
+def resize_short(img, size):
+    """Resize so the short side is `size` (torchvision's Resize(int))."""
+    w, h = img.size
+    if w <= h:
+        new = (size, max(1, round(h * size / w)))
+    else:
+        new = (max(1, round(w * size / h)), size)
+    return img.resize(new, Image.BILINEAR)
+
+
+def crop(img, size, rng=None):
+    """Random crop when an rng is given, else the centre crop."""
+    w, h = img.size
+    if w < size or h < size:
+        raise UserError(f"image of {w}x{h} px is smaller than crop {size} (check --crop_size/--resize_size)")
+    if rng is None:
+        left, top = round((w - size) / 2), round((h - size) / 2)
+    else:
+        left, top = int(rng.integers(0, w - size + 1)), int(rng.integers(0, h - size + 1))
+    return img.crop((left, top, left + size, top + size))
+
+
+def to_normalized_array(img):
+    """PIL RGB -> [3, H, W] float32 normalised with ImageNet mean/std."""
+    x = np.asarray(img, dtype=np.float32) / 255.0
+    return ((x - IMAGENET_MEAN) / IMAGENET_STD).transpose(2, 0, 1).copy()
+
+
+def train_transform(img, resize_size, crop_size, rng):
+    img = crop(resize_short(img, resize_size), crop_size, rng)
+    if rng.random() < 0.5:
+        img = img.transpose(Image.FLIP_LEFT_RIGHT)
+    return to_normalized_array(img)
+
+
+def test_transform(img, resize_size, crop_size):
+    return to_normalized_array(crop(resize_short(img, resize_size), crop_size))
+
+
+def load_rgb(path):
+    """Open an image as RGB; a missing or corrupt file is a UserError."""
+    try:
+        with Image.open(path) as img:
+            return img.convert("RGB")
+    except FileNotFoundError:
+        raise UserError(f"image {path} not found (check --data-path)")
+    except OSError as err:
+        raise UserError(f"image {path} is unreadable or corrupt ({err})")
+
+
+# ---------------------------------------------------------------- datasets
+class HashingDataset(paddle.io.Dataset):
+    """Base: subclasses give ``labels`` [n, C] and ``image(i)`` -> PIL RGB."""
+
+    def __init__(self, labels, resize_size, crop_size, train, seed=0):
+        self.labels = labels
+        self.resize_size, self.crop_size = resize_size, crop_size
+        self.train, self.seed, self.epoch = train, seed, 0
+
+    def set_epoch(self, epoch):
+        self.epoch = epoch
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, index):
+        img = self.image(index)
+        if self.train:
+            rng = np.random.default_rng([self.seed, self.epoch, index])
+            x = train_transform(img, self.resize_size, self.crop_size, rng)
+        else:
+            x = test_transform(img, self.resize_size, self.crop_size)
+        return x, self.labels[index], np.int64(index)
+
+
+class ImageList(HashingDataset):
+    """Images named by a list file, relative to ``root``."""
+
+    def __init__(self, list_file, root, num_class, **kwargs):
+        self.list_file, self.root = list_file, root
+        self.paths, labels = parse_list(list_file, num_class)
+        super().__init__(labels, **kwargs)
+
+    def check_files(self):
+        """Fail early, naming list file and line, if an image is missing."""
+        if not os.path.isdir(self.root):
+            raise UserError(f"data path {self.root} not found (set --data-path)")
+        for lineno, rel in enumerate(self.paths, 1):
+            if not os.path.isfile(os.path.join(self.root, rel)):
+                raise UserError(f"{self.list_file}:{lineno}: image {os.path.join(self.root, rel)} "
+                                "not found (check --data-path)")
+
+    def image(self, index):
+        return load_rgb(os.path.join(self.root, self.paths[index]))
+
+
+class ArrayImages(HashingDataset):
+    """Images held in memory as uint8 [n, H, W, 3] (CIFAR-10)."""
+
+    def __init__(self, images, labels, **kwargs):
+        self.images = images
+        super().__init__(labels, **kwargs)
+
+    def image(self, index):
+        return Image.fromarray(self.images[index])
+
+
+# ---------------------------------------------------------------- CIFAR-10
+CIFAR_SPLITS = {  # name -> (query per class, train per class, database)
+    "cifar10": (100, 500, "rest"),
+    "cifar10-1": (100, 500, "rest+train"),
+    "cifar10-2": (1000, 5000, "train"),
+}
+
+
+def read_cifar10(path):
+    """All 60,000 CIFAR-10 images (uint8 [n, 32, 32, 3]) and class ids, from a
+    local ``cifar-10-python.tar.gz`` or its extracted ``cifar-10-batches-py``."""
+    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    batches = []
+    if os.path.isdir(path):
+        for name in names:
+            file = os.path.join(path, name)
+            if not os.path.isfile(file):
+                raise UserError(f"{file} not found: --data-path must be cifar-10-batches-py "
+                                "or cifar-10-python.tar.gz (CIFAR python version)")
+            with open(file, "rb") as f:
+                batches.append(pickle.load(f, encoding="bytes"))
+    elif os.path.isfile(path) and tarfile.is_tarfile(path):
+        with tarfile.open(path) as tar:
+            members = {os.path.basename(m.name): m for m in tar.getmembers()}
+            for name in names:
+                if name not in members:
+                    raise UserError(f"{path} has no {name}: not the CIFAR-10 python archive")
+                batches.append(pickle.load(tar.extractfile(members[name]), encoding="bytes"))
+    else:
+        raise UserError(f"CIFAR-10 not found at {path}: download cifar-10-python.tar.gz "
+                        "yourself and pass it (or its extracted folder) as --data-path")
+    images = np.concatenate([b[b"data"] for b in batches]).reshape(-1, 3, 32, 32)
+    classes = np.concatenate([np.asarray(b[b"labels"]) for b in batches])
+    return images.transpose(0, 2, 3, 1).copy(), classes
+
+
+def cifar10_split(classes, name, seed):
+    """Indices of (train, test, database) per spec §4, drawn per class with a
+    seeded permutation (the reference's split was unseeded)."""
+    n_query, n_train, database = CIFAR_SPLITS[name]
+    rng = np.random.default_rng(seed)
+    train, test, rest = [], [], []
+    for c in range(10):
+        idx = rng.permutation(np.flatnonzero(classes == c))
+        test.append(idx[:n_query])
+        train.append(idx[n_query:n_query + n_train])
+        rest.append(idx[n_query + n_train:])
+    train, test, rest = (np.sort(np.concatenate(x)) for x in (train, test, rest))
+    db = {"rest": rest, "rest+train": np.sort(np.concatenate([rest, train])), "train": train}[database]
+    return train, test, db
+
+
+# ---------------------------------------------------------------- builders
+def build_datasets(args, splits=SPLITS):
+    """{split: dataset} for ``args.dataset`` (lists under ``args.list_dir``)."""
+    sizes = dict(resize_size=args.resize_size, crop_size=args.crop_size, seed=args.seed)
+    if args.dataset.startswith("cifar10"):
+        images, classes = read_cifar10(args.data_path)
+        onehot = np.eye(10, dtype=np.float32)[classes]
+        parts = dict(zip(SPLITS, cifar10_split(classes, args.dataset, args.seed)))
+        return {s: ArrayImages(images[parts[s]], onehot[parts[s]], train=(s == "train"), **sizes)
+                for s in splits}
+    out = {}
+    for s in splits:
+        ds = ImageList(os.path.join(args.list_dir, f"{s}.txt"), args.data_path, args.num_class,
+                       train=(s == "train"), **sizes)
+        ds.check_files()
+        out[s] = ds
+    return out
+
+
+class ShardedBatchSampler(paddle.io.Sampler):
+    """Batches of one process's shard of a (seed, epoch)-shuffled order.
+
+    The order is padded (repeating its head) to a multiple of ``world_size``
+    and process r takes every world_size-th item from r, so step t of W
+    processes with batch b covers exactly step t of one process with batch
+    W·b. The last batch may be short (the reference kept it)."""
+
+    def __init__(self, size, batch_size, shuffle, seed=0, rank=0, world_size=1):
+        self.size, self.batch_size, self.shuffle = size, batch_size, shuffle
+        self.seed, self.rank, self.world_size, self.epoch = seed, rank, world_size, 0
+
+    def set_epoch(self, epoch):
+        self.epoch = epoch
+
+    def shard(self):
+        order = (np.random.default_rng([self.seed, self.epoch]).permutation(self.size)
+                 if self.shuffle else np.arange(self.size))
+        padded = -(-self.size // self.world_size) * self.world_size
+        order = np.concatenate([order, order[:padded - self.size]])
+        return order[self.rank::self.world_size]
+
+    def __iter__(self):
+        shard = self.shard().tolist()
+        for start in range(0, len(shard), self.batch_size):
+            yield shard[start:start + self.batch_size]
+
+    def __len__(self):
+        return -(-(-(-self.size // self.world_size)) // self.batch_size)
+
+
+def build_loader(dataset, batch_size, shuffle, num_workers=0, seed=0, rank=0, world_size=1):
+    sampler = ShardedBatchSampler(len(dataset), batch_size, shuffle, seed, rank, world_size)
+    return paddle.io.DataLoader(dataset, batch_sampler=sampler, num_workers=num_workers,
+                                return_list=True)
+
+
+def set_epoch(loader, epoch):
+    """Reshuffle and re-seed augmentation for `epoch` (call before iterating)."""
+    loader.batch_sampler.set_epoch(epoch)
+    loader.dataset.set_epoch(epoch)

@@ -1,0 +1,54 @@
+"""HashNet's weighted pairwise loss against a memory bank of the training set.
+
+Every training image has a row in the bank: U [num_train, bit] holds its last
+seen u = tanh(β·z), Y [num_train, C] its labels. A batch is compared with the
+whole bank, so each step sees all N training images, not just B·B pairs.
+"""
+import paddle
+import paddle.nn as nn
+
+
+class HashNetLoss(nn.Layer):
+    """ℓ(u_i, U_j) = log(1 + e^{D_ij}) − S_ij·D_ij with D = α·u·Uᵀ, weighted so
+    that similar and dissimilar pairs carry equal total weight (HashNet eq. 5).
+
+    Rows of the bank that were never written are zeros: they count as
+    dissimilar pairs whose D is 0, so they add a constant and no gradient.
+    """
+
+    def __init__(self, num_train, bit, num_class, alpha=0.1):
+        super().__init__()
+        self.alpha = alpha
+        self.beta = 1.0  # continuation scale, set once per epoch by the engine
+        # Buffers, so the bank is saved and restored with the training state.
+        self.register_buffer("U", paddle.zeros([num_train, bit]))
+        self.register_buffer("Y", paddle.zeros([num_train, num_class]))
+
+    def forward(self, z, y, ind):
+        """z [B, bit] hash-layer outputs, y [B, C] multi-hot labels, ind [B]
+        dataset indices. Returns the scalar loss."""
+        u = paddle.tanh(self.beta * z)                              # [B, bit]
+        # The batch's own rows are the live u (gradient flows through them,
+        # so u_i is pulled by u_j both as query and as bank entry); the rest
+        # of the bank is constant, from earlier steps.
+        U = paddle.scatter(self.U, ind, u, overwrite=True)          # [N, bit]
+        Y = paddle.scatter(self.Y, ind, y, overwrite=True)          # [N, C]
+        self.U.set_value(U.detach())
+        self.Y.set_value(Y)
+        S = (paddle.matmul(y, Y, transpose_y=True) > 0).astype(u.dtype)  # [B, N]
+        D = self.alpha * paddle.matmul(u, U, transpose_y=True)           # [B, N]
+        return weighted_pair_loss(D, S)
+
+
+def weighted_pair_loss(D, S):
+    """Σ w·ℓ / n with ℓ = log(1 + e^D) − S·D, computed stably as
+    log(1 + e^{−|D|}) + max(D, 0) − S·D; similar pairs weighted n/n1,
+    dissimilar n/n0. A class with no pairs just has no terms (no 0/0)."""
+    ell = paddle.log1p(paddle.exp(-paddle.abs(D))) + paddle.clip(D, min=0) - S * D
+    n = float(S.numel())
+    n1 = S.sum()
+    n0 = n - n1
+    w_pos = n / paddle.clip(n1, min=1.0)
+    w_neg = n / paddle.clip(n0, min=1.0)
+    weights = S * w_pos + (1 - S) * w_neg
+    return (weights * ell).sum() / n
