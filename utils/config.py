@@ -67,6 +67,8 @@ def build_parser(batch_size=128):
     a("--backbone", default="models/AlexNet_pretrained.pdparams",
       help="ImageNet AlexNet .pdparams (see models/convert_alexnet.py), or 'random'")
     a("--num_workers", type=int, default=0, help="DataLoader worker processes")
+    a("--nprocs", type=int, default=None,
+      help="main_multi_gpu.py: processes to spawn (default: one per GPU, 2 on a CPU machine)")
     a("--num_threads", type=int, default=available_cores(),
       help="CPU threads for Paddle's kernels (Paddle's own default is 1)")
     a("--skip_no_relevant", action="store_true",
