@@ -85,4 +85,5 @@ def load_backbone(model, path):
             raise UserError(f"backbone weights {path}: {key} has shape {list(value.shape)}, "
                             f"expected {list(own[key].shape)} (torch Linear weights must be "
                             "transposed: use python -m models.convert_alexnet)")
-    model.set_state_dict(state)
+    own.update(state)  # the hash layer keeps its fresh init
+    model.set_state_dict(own)

@@ -4,8 +4,9 @@
 #   2. pretrain the AlexNet backbone on its training labels: the demo's
 #      stand-in for ImageNet weights, which HashNet needs (from random init
 #      its codes collapse to one code within an epoch)
-#   3. train HashNet with the exact loss and schedules, at demo-sized
-#      resolution, batch, learning rate and epochs (set below, in the open)
+#   3. train HashNet with the exact loss, schedules and learning rate, at
+#      demo-sized resolution, batch and epochs, β raised every epoch (set
+#      below, in the open)
 #   4. evaluate the best checkpoint, and compare with random codes
 # Environment: DEMO_PRESET=tiny for the small CI set; DEMO_OUT to move outputs.
 set -euo pipefail
@@ -20,7 +21,7 @@ BIT=${DEMO_BIT:-64}
 # Demo settings (the COCO recipe: 224 px crops, batch 128, lr 1e-3, 150 epochs).
 CROP=64 RESIZE=72 BATCH=${DEMO_BATCH:-16}
 BACKBONE_EPOCHS=${DEMO_BACKBONE_EPOCHS:-3} BACKBONE_LR=${DEMO_BACKBONE_LR:-2e-2}
-EPOCHS=${DEMO_EPOCHS:-3} LR=${DEMO_LR:-1e-2} STEP_CONTINUATION=${DEMO_STEP_CONTINUATION:-2}
+EPOCHS=${DEMO_EPOCHS:-2} LR=${DEMO_LR:-1e-3} STEP_CONTINUATION=${DEMO_STEP_CONTINUATION:-1}
 SEED=${DEMO_SEED:-0}
 
 start=$(date +%s)
@@ -35,7 +36,7 @@ if [ ! -f "$BACKBONE" ]; then
 fi
 COMMON=(--dataset demo --data-path "$DATA" --list-dir "$LISTS" --bit "$BIT" --seed "$SEED"
         --crop_size $CROP --resize_size $RESIZE -bs "$BATCH" --output-dir "$OUT" --log_path "$OUT/logs")
-python main_single_gpu.py "${COMMON[@]}" --backbone "$BACKBONE" -e "$EPOCHS" -ee "$EPOCHS" \
+python main_single_gpu.py "${COMMON[@]}" --backbone "$BACKBONE" -e "$EPOCHS" -ee 1 \
   -lr "$LR" --step_continuation "$STEP_CONTINUATION" --debug_steps 10
 python main_single_gpu.py "${COMMON[@]}" --eval --pretrained "$OUT/model_best_$BIT"
 python -m utils.demo_report --log-dir "$OUT/logs" --list-dir "$LISTS"

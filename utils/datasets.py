@@ -238,10 +238,13 @@ class ShardedBatchSampler(paddle.io.Sampler):
 
     def __init__(self, size, batch_size, shuffle, seed=0, rank=0, world_size=1):
         self.size, self.batch_size, self.shuffle = size, batch_size, shuffle
-        self.seed, self.rank, self.world_size, self.epoch = seed, rank, world_size, 0
+        self.seed, self.rank, self.world_size = seed, rank, world_size
+        self.epoch, self.skip = 0, 0
 
-    def set_epoch(self, epoch):
-        self.epoch = epoch
+    def set_epoch(self, epoch, skip=0):
+        """Order for `epoch`; the first `skip` batches are left out (resuming
+        an interrupted epoch), while len() stays the full count."""
+        self.epoch, self.skip = epoch, skip
 
     def shard(self):
         order = (np.random.default_rng([self.seed, self.epoch]).permutation(self.size)
@@ -252,7 +255,7 @@ class ShardedBatchSampler(paddle.io.Sampler):
 
     def __iter__(self):
         shard = self.shard().tolist()
-        for start in range(0, len(shard), self.batch_size):
+        for start in range(self.skip * self.batch_size, len(shard), self.batch_size):
             yield shard[start:start + self.batch_size]
 
     def __len__(self):
@@ -265,7 +268,8 @@ def build_loader(dataset, batch_size, shuffle, num_workers=0, seed=0, rank=0, wo
                                 return_list=True)
 
 
-def set_epoch(loader, epoch):
-    """Reshuffle and re-seed augmentation for `epoch` (call before iterating)."""
-    loader.batch_sampler.set_epoch(epoch)
+def set_epoch(loader, epoch, skip=0):
+    """Reshuffle and re-seed augmentation for `epoch` (call before iterating);
+    `skip` batches already trained on are left out."""
+    loader.batch_sampler.set_epoch(epoch, skip)
     loader.dataset.set_epoch(epoch)

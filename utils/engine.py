@@ -1,10 +1,13 @@
 """The one training and evaluation engine behind main_single_gpu.py and
 main_multi_gpu.py. Multi-process specifics live in utils/distributed.py."""
+import dataclasses
 import json
 import math
 import os
 import random
+import signal
 import sys
+import threading
 import time
 
 import numpy as np
@@ -17,10 +20,11 @@ from utils.checkpoint import (load_training_state, load_weights, newest_checkpoi
                               save_checkpoint)
 from utils.datasets import build_datasets, build_loader, set_epoch
 from utils.errors import UserError
-from utils.io import atomic_write_json
+from utils.io import atomic_write_json, ensure_writable_dir
 from utils.loss import HashNetLoss
 from utils.lr_scheduler import base_lr, build_optimizer, continuation_beta, step_lr
-from utils.tools import mean_average_precision, set_seed
+from utils.plots import save_evaluation_plots, save_training_plot
+from utils.tools import retrieval_metrics, set_seed
 
 
 def setup_runtime(args):
@@ -53,24 +57,59 @@ def train_step(model, criterion, optimizer, x, y, ind):
     return value
 
 
-def train_one_epoch(model, criterion, optimizer, loader, epoch, args, log):
-    """One pass over the training set; returns the mean step loss."""
+class StopFlag:
+    """SIGINT/SIGTERM only raise this flag: the loop finishes its step, saves
+    `last` and exits 128+signum, so an interrupted run resumes exactly."""
+
+    def __init__(self):
+        self.signum = None
+
+    def __call__(self, signum, frame):
+        self.signum = signum
+
+    def install(self):
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, self)
+            signal.signal(signal.SIGTERM, self)
+
+
+STOP = StopFlag()
+
+
+@dataclasses.dataclass
+class EpochProgress:
+    """How far an epoch got: steps done and their summed loss."""
+    epoch: int
+    step: int = 0
+    loss_sum: float = 0.0
+
+
+def train_one_epoch(model, criterion, optimizer, loader, args, log, progress):
+    """Train one epoch from ``progress.step`` on (0, or where an interrupted
+    run stopped); returns ``progress``, short of the last step if a stop
+    signal came."""
+    epoch = progress.epoch
     model.train()
-    set_epoch(loader, epoch)
-    seed_epoch(args.seed, epoch)
+    set_epoch(loader, epoch, skip=progress.step)
+    if progress.step == 0:
+        seed_epoch(args.seed, epoch)  # mid-epoch resumes restore the RNG instead
     criterion.beta = continuation_beta(epoch, args.step_continuation)
     optimizer.set_lr(epoch_lr(args, epoch))
-    steps, total = len(loader), 0.0
-    for step, (x, y, ind) in enumerate(loader, 1):
+    steps = len(loader)
+    for x, y, ind in loader:
         value = train_step(model, criterion, optimizer, x, y, ind)
+        progress.step += 1
         if not math.isfinite(value):
-            raise FloatingPointError(f"non-finite loss {value} at epoch {epoch}, step {step}: "
-                                     "lower --learning_rate; the last checkpoint is intact")
-        total += value
-        if step % args.debug_steps == 0 or step == steps:
-            log.info(f"Epoch[{epoch:03d}/{args.epoch:03d}], Step[{step:04d}/{steps:04d}], "
+            raise UserError(f"non-finite loss {value} at epoch {epoch}, step {progress.step}: "
+                            "lower --learning_rate; the last checkpoint is intact")
+        progress.loss_sum += value
+        if progress.step % args.debug_steps == 0 or progress.step == steps:
+            log.info(f"Epoch[{epoch:03d}/{args.epoch:03d}], Step[{progress.step:04d}/{steps:04d}], "
                      f"Loss: {value:.4f}")
-    return total / steps
+        if dist.any_process(STOP.signum is not None):  # every process stops at this step
+            STOP.signum = STOP.signum or signal.SIGTERM
+            break
+    return progress
 
 
 @paddle.no_grad()
@@ -88,13 +127,22 @@ def encode(model, loader, desc="encoding"):
 
 
 def evaluate(model, query_loader, db_loader, args):
-    """Encode queries and database; return the retrieval metrics."""
+    """Encode queries and database; return every retrieval metric (mAP@K,
+    tie-aware mAP, P/R within Hamming radius 2, PR curve, precision@N)."""
     q_codes, q_labels = encode(model, query_loader, "encoding queries")
     db_codes, db_labels = encode(model, db_loader, "encoding database")
-    mAP = mean_average_precision(q_codes, q_labels, db_codes, db_labels, args.topK,
-                                 skip_no_relevant=args.skip_no_relevant)
-    return {"map": mAP, "bit": args.bit, "dataset": args.dataset, "topK": args.topK,
-            "num_queries": len(q_codes), "num_database": len(db_codes)}
+    metrics = retrieval_metrics(q_codes, q_labels, db_codes, db_labels, args.topK,
+                                skip_no_relevant=args.skip_no_relevant,
+                                progress=sys.stderr.isatty())
+    metrics["dataset"] = args.dataset
+    return metrics
+
+
+def write_evaluation(metrics, out_dir):
+    """metrics.json and the PR / precision@N plots, written atomically (rank 0)."""
+    if dist.is_main_process():
+        atomic_write_json(metrics, os.path.join(out_dir, "metrics.json"))
+        save_evaluation_plots(metrics, out_dir)
 
 
 # ---------------------------------------------------------------- the run
@@ -110,7 +158,8 @@ def make_loaders(args, splits):
 
 
 def start_log(args, mode):
-    log_dir = os.path.join(args.log_path, f"{mode}-{args.bit}-{time.strftime('%Y%m%d-%H%M%S')}")
+    ensure_writable_dir(args.log_path, "--log_path")
+    log_dir = os.path.join(args.log_path, f"{mode}-{args.bit}-{dist.run_stamp()}")
     log = dist.setup_logger(log_dir)
     if dist.is_main_process():
         atomic_write_json(vars(args), os.path.join(log_dir, "config.json"))
@@ -123,6 +172,12 @@ def rng_states():
             "paddle": paddle.get_rng_state()}
 
 
+def restore_rng(states):
+    random.setstate(states["python"])
+    np.random.set_state(states["numpy"])
+    paddle.set_rng_state(states["paddle"])
+
+
 def run_eval(args):
     if not args.pretrained:
         raise UserError("--eval needs --pretrained PATH (a checkpoint without .pdparams)")
@@ -133,13 +188,14 @@ def run_eval(args):
     metrics = evaluate(model, loaders["test"], loaders["database"], args)
     metrics["checkpoint"] = args.pretrained
     log.info(f"HashNet eval bit:{args.bit}, dataset:{args.dataset}, MAP:{metrics['map']:.3f} "
-             f"(mAP@{args.topK} = {metrics['map']:.6f})")
-    if dist.is_main_process():
-        atomic_write_json(metrics, os.path.join(log_dir, "metrics.json"))
+             f"(mAP@{args.topK} = {metrics['map']:.6f}, tie-aware {metrics['map_tie_aware']:.6f}, "
+             f"P@H<=2 {metrics['precision_radius']:.4f})")
+    write_evaluation(metrics, log_dir)
     return metrics
 
 
 def run_train(args):
+    ensure_writable_dir(args.output_dir, "--output-dir")
     log, log_dir = start_log(args, "train")
     loaders = make_loaders(args, ("train", "test", "database"))
     model = HashNet(args.bit)
@@ -153,17 +209,20 @@ def run_train(args):
                                 args.weight_decay, args.momentum)
     state = {"epoch": args.last_epoch, "best_map": 0.0, "best_epoch": 0, "history": []}
     if args.resume:
-        prefix = newest_checkpoint(args.output_dir, args.bit) if args.resume == "auto" else args.resume
-        load_weights(model, prefix)
-        state.update(load_training_state(prefix, optimizer))
-        if "bank" in state:
-            criterion.set_state_dict(state["bank"])
-        log.info(f"resumed from {prefix} after epoch {state['epoch']}")
-    os.makedirs(args.output_dir, exist_ok=True)
-
+        resume(args, model, optimizer, criterion, state, log)
+    STOP.install()
+    steps = len(loaders["train"])
     for epoch in range(state["epoch"] + 1, args.epoch + 1):
         start = time.time()
-        loss = train_one_epoch(train_model, criterion, optimizer, loaders["train"], epoch, args, log)
+        progress = state.pop("partial", None) or EpochProgress(epoch)
+        train_one_epoch(train_model, criterion, optimizer, loaders["train"], args, log, progress)
+        if progress.step < steps:  # stopped by a signal
+            state["partial"] = progress
+            save(args, "last", model, optimizer, criterion, state)
+            log.info(f"stopped by signal {STOP.signum} at epoch {epoch}, step {progress.step}: "
+                     f"saved {args.output_dir}/last_{args.bit}; continue with --resume")
+            raise SystemExit(128 + STOP.signum)
+        loss = progress.loss_sum / steps
         log.info(f"HashNet[{epoch:2d}/{args.epoch}] bit:{args.bit}, lr:{epoch_lr(args, epoch):.9f}, "
                  f"scale:{criterion.beta:.3f}, train loss:{loss:.3f} ({time.time() - start:.1f}s)")
         record = {"epoch": epoch, "loss": loss, "map": None}
@@ -174,15 +233,43 @@ def run_train(args):
             if metrics["map"] > state["best_map"]:
                 state.update(best_map=metrics["map"], best_epoch=epoch)
                 save(args, "model_best", model, optimizer, criterion, state)
+            # These weights stay on disk only if they are the best so far.
+            metrics.update(epoch=epoch, checkpoint=(f"{args.output_dir}/model_best_{args.bit}"
+                                                    if state["best_epoch"] == epoch else None))
+            write_evaluation(metrics, log_dir)
             log.info(f"HashNet epoch:{epoch}, bit:{args.bit}, dataset:{args.dataset}, "
                      f"MAP:{metrics['map']:.3f}, Best MAP(e{state['best_epoch']}): {state['best_map']:.3f}")
         save(args, "last", model, optimizer, criterion, state)
+        if dist.is_main_process():
+            save_training_plot(state["history"], os.path.join(log_dir, "training.png"),
+                               f"HashNet {args.bit} bits on {args.dataset}: training")
+        log.info(f"saved {args.output_dir}/last_{args.bit} (epoch {epoch})")
     return state
+
+
+def resume(args, model, optimizer, criterion, state, log):
+    """Restore model, optimizer, memory bank and counters from a checkpoint
+    (``--resume`` alone: the newest in --output-dir)."""
+    prefix = newest_checkpoint(args.output_dir, args.bit) if args.resume == "auto" else args.resume
+    load_weights(model, prefix)
+    state.update(load_training_state(prefix, optimizer))
+    if "bank" in state:
+        criterion.set_state_dict(state.pop("bank"))
+    if "partial" in state:
+        # Mid-epoch: continue that epoch's RNG streams where they stopped.
+        state["partial"] = EpochProgress(**state["partial"])
+        restore_rng(state["rng"])
+        where = f"epoch {state['partial'].epoch}, step {state['partial'].step}"
+    else:
+        where = f"the end of epoch {state['epoch']}"
+    log.info(f"resumed from {prefix} at {where}")
 
 
 def save(args, name, model, optimizer, criterion, state):
     if dist.is_main_process():
         training = dict(state, bank=criterion.state_dict(), rng=rng_states(), config=vars(args))
+        if "partial" in state:
+            training["partial"] = dataclasses.asdict(state["partial"])
         save_checkpoint(os.path.join(args.output_dir, f"{name}_{args.bit}"), model, optimizer, training)
 
 

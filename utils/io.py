@@ -32,3 +32,16 @@ def atomic_write_json(obj, path):
             f.write("\n")
     atomic_write(path, write)
 
+
+
+def ensure_writable_dir(path, flag):
+    """Create ``path`` if needed and prove it takes files, before any work is
+    done; otherwise a UserError naming the flag that chose it."""
+    from utils.errors import UserError
+    try:
+        os.makedirs(path, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as err:
+        raise UserError(f"{flag} {path} is not writable ({err.strerror}): "
+                        f"fix its permissions or pass another {flag}")
