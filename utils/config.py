@@ -73,6 +73,8 @@ def build_parser(batch_size=128):
       help="CPU threads for Paddle's kernels (Paddle's own default is 1)")
     a("--skip_no_relevant", action="store_true",
       help="mAP over queries with a relevant item only (the HashNet authors' script)")
+    a("--skip-bad-images", "--skip_bad_images", dest="skip_bad_images", action="store_true",
+      help="log and skip missing or unreadable images instead of stopping")
     a("--debug", action="store_true", help="show tracebacks for bad input")
     return p
 

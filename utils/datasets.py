@@ -8,6 +8,7 @@ Augmentation draws from an RNG seeded by (seed, epoch, index), so a sample's
 crop and flip do not depend on worker count, process count or on whether the
 run was resumed.
 """
+import logging
 import os
 import pickle
 import tarfile
@@ -104,10 +105,11 @@ def load_rgb(path):
 class HashingDataset(paddle.io.Dataset):
     """Base: subclasses give ``labels`` [n, C] and ``image(i)`` -> PIL RGB."""
 
-    def __init__(self, labels, resize_size, crop_size, train, seed=0):
+    def __init__(self, labels, resize_size, crop_size, train, seed=0, skip_bad_images=False):
         self.labels = labels
         self.resize_size, self.crop_size = resize_size, crop_size
         self.train, self.seed, self.epoch = train, seed, 0
+        self.skip_bad_images = skip_bad_images
 
     def set_epoch(self, epoch):
         self.epoch = epoch
@@ -116,7 +118,13 @@ class HashingDataset(paddle.io.Dataset):
         return len(self.labels)
 
     def __getitem__(self, index):
-        img = self.image(index)
+        try:
+            img = self.image(index)
+        except UserError as err:
+            if not self.skip_bad_images:
+                raise
+            logging.getLogger("hashnet").warning(f"skipped: {err}")
+            return None  # dropped by collate_skipping
         if self.train:
             rng = np.random.default_rng([self.seed, self.epoch, index])
             x = train_transform(img, self.resize_size, self.crop_size, rng)
@@ -134,13 +142,17 @@ class ImageList(HashingDataset):
         super().__init__(labels, **kwargs)
 
     def check_files(self):
-        """Fail early, naming list file and line, if an image is missing."""
+        """Fail early, naming list file and line, if an image is missing
+        (with --skip-bad-images: warn, and the loader skips it)."""
         if not os.path.isdir(self.root):
             raise UserError(f"data path {self.root} not found (set --data-path)")
         for lineno, rel in enumerate(self.paths, 1):
             if not os.path.isfile(os.path.join(self.root, rel)):
-                raise UserError(f"{self.list_file}:{lineno}: image {os.path.join(self.root, rel)} "
-                                "not found (check --data-path)")
+                message = (f"{self.list_file}:{lineno}: image {os.path.join(self.root, rel)} "
+                           "not found")
+                if not self.skip_bad_images:
+                    raise UserError(message + " (check --data-path, or pass --skip-bad-images)")
+                logging.getLogger("hashnet").warning(message + ": it will be skipped")
 
     def image(self, index):
         return load_rgb(os.path.join(self.root, self.paths[index]))
@@ -212,7 +224,8 @@ def cifar10_split(classes, name, seed):
 # ---------------------------------------------------------------- builders
 def build_datasets(args, splits=SPLITS):
     """{split: dataset} for ``args.dataset`` (lists under ``args.list_dir``)."""
-    sizes = dict(resize_size=args.resize_size, crop_size=args.crop_size, seed=args.seed)
+    sizes = dict(resize_size=args.resize_size, crop_size=args.crop_size, seed=args.seed,
+                 skip_bad_images=getattr(args, "skip_bad_images", False))
     if args.dataset.startswith("cifar10"):
         images, classes = read_cifar10(args.data_path)
         onehot = np.eye(10, dtype=np.float32)[classes]
@@ -262,10 +275,48 @@ class ShardedBatchSampler(paddle.io.Sampler):
         return -(-(-(-self.size // self.world_size)) // self.batch_size)
 
 
+def collate_skipping(samples):
+    """Default collation minus the samples a skipped (bad) image left as None."""
+    samples = [s for s in samples if s is not None]
+    if not samples:
+        raise UserError("every image of a batch was unreadable (see the skipped: lines)")
+    return paddle.io.dataloader.collate.default_collate_fn(samples)
+
+
+class Loader:
+    """Batches of ``dataset`` in ``batch_sampler`` order, as paddle tensors.
+
+    With no workers, samples are read in the calling thread: Paddle's own
+    DataLoader reads in a helper thread even then, and (Paddle 3.3) hangs
+    when a sample raises, so a bad image's one-line error would never come.
+    With workers, Paddle's DataLoader does the work and a worker's failure
+    becomes a one-line error."""
+
+    def __init__(self, dataset, batch_sampler, num_workers=0):
+        self.dataset, self.batch_sampler, self.num_workers = dataset, batch_sampler, num_workers
+
+    def __len__(self):
+        return len(self.batch_sampler)
+
+    def __iter__(self):
+        if self.num_workers == 0:
+            for indices in self.batch_sampler:
+                batch = collate_skipping([self.dataset[i] for i in indices])
+                yield [paddle.to_tensor(field) for field in batch]
+            return
+        loader = paddle.io.DataLoader(self.dataset, batch_sampler=self.batch_sampler,
+                                      num_workers=self.num_workers,
+                                      collate_fn=collate_skipping, return_list=True)
+        try:
+            yield from loader
+        except SystemError as err:
+            raise UserError(f"a data loader worker failed ({err}); its traceback is above, "
+                            "or rerun with --num_workers 0 for a one-line message")
+
+
 def build_loader(dataset, batch_size, shuffle, num_workers=0, seed=0, rank=0, world_size=1):
     sampler = ShardedBatchSampler(len(dataset), batch_size, shuffle, seed, rank, world_size)
-    return paddle.io.DataLoader(dataset, batch_sampler=sampler, num_workers=num_workers,
-                                return_list=True)
+    return Loader(dataset, sampler, num_workers)
 
 
 def set_epoch(loader, epoch, skip=0):

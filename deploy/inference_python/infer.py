@@ -1,0 +1,130 @@
+"""Single-image retrieval on Paddle Inference (a model from export_model.py).
+
+    python deploy/inference_python/infer.py --bit 64 --dataset coco \\
+        --data-path datasets/coco --model-dir output/inference --img-path query.jpg \\
+        --use-gpu False --benchmark True --warmup 5
+
+Same retrieval as predict.py (deploy/retrieval.py: cache, Hamming top-k with
+ties in database order, printed table, JSON, nearest-image copy, montage),
+with the codes computed by a Paddle Inference predictor instead of the
+dygraph model. Its database cache is ``database_code_<dataset>_<bit>_inference.npz``
+in --save-path, fingerprinted by the model files' sha256; when it is
+(re)built the database is encoded in batches of --db-batch-size.
+
+--use-gpu True|False (the reference's style; a bare --use-gpu means True;
+default: GPU when this Paddle has CUDA and a device). --warmup N runs the
+predictor N times on a batch of --batch-size before anything is timed.
+--benchmark True repeats the query pipeline (--benchmark-runs times, on a
+batch of --batch-size copies of the query) and prints preprocess /
+inference / postprocess ms and images/s.
+"""
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if REPO not in sys.path:
+    sys.path.insert(0, REPO)
+
+from deploy.predictor import InferenceModel, resolve_use_gpu, sign_codes  # noqa: E402
+from deploy.retrieval import (add_retrieval_args, code_cache, database_loader,  # noqa: E402
+                              finish_args, load_query, open_database, report, search, str2bool)
+from utils.errors import UserError, run_cli  # noqa: E402
+
+
+def build_parser():
+    p = argparse.ArgumentParser(description="HashNet single-image retrieval (Paddle Inference)")
+    add_retrieval_args(p)
+    a = p.add_argument
+    a("--model-dir", "--model_dir", dest="model_dir", default="output/inference",
+      help="folder of inference_<bit>.json|.pdmodel + .pdiparams (export_model.py)")
+    a("--use-gpu", "--use_gpu", dest="use_gpu", nargs="?", const=True, default=None, type=str2bool,
+      help="True|False (default: GPU if available)")
+    a("--batch-size", "--batch_size", dest="batch_size", type=int, default=1,
+      help="query batch of --warmup and --benchmark")
+    a("--db-batch-size", "--db_batch_size", dest="db_batch_size", type=int, default=64,
+      help="batch size for encoding the database")
+    a("--benchmark", nargs="?", const=True, default=False, type=str2bool,
+      help="True: time preprocess / inference / postprocess")
+    a("--benchmark-runs", "--benchmark_runs", dest="benchmark_runs", type=int, default=10)
+    a("--warmup", type=int, default=0, help="predictor runs before timing")
+    return p
+
+
+class Timer:
+    def __init__(self):
+        self.total = {"preprocess": 0.0, "inference": 0.0, "postprocess": 0.0}
+
+    def stage(self, name, fn, *args):
+        start = time.perf_counter()
+        out = fn(*args)
+        self.total[name] += time.perf_counter() - start
+        return out
+
+
+def query_pipeline(args, model, packed, batch, timer):
+    """preprocess -> inference -> postprocess (sign, Hamming top-k) for a
+    batch of ``batch`` copies of the query; returns (indices, distances)."""
+    x = timer.stage("preprocess", lambda: np.concatenate(
+        [load_query(args.img, args.resize_size, args.crop_size) for _ in range(batch)]))
+    z = timer.stage("inference", model.run, x)
+    return timer.stage("postprocess", lambda: search(sign_codes(z), packed, args.topk))
+
+
+def benchmark(args, model, packed, n_db):
+    timer = Timer()
+    for _ in range(args.benchmark_runs):
+        query_pipeline(args, model, packed, args.batch_size, timer)
+    ms = {k: 1000 * v / args.benchmark_runs for k, v in timer.total.items()}
+    total = sum(ms.values())
+    device = "GPU" if model.use_gpu else f"CPU, {args.num_threads} threads"
+    print(f"benchmark ({device}, batch {args.batch_size}, {args.benchmark_runs} runs after "
+          f"{args.warmup} warm-up runs), mean per batch:")
+    print(f"  preprocess  {ms['preprocess']:9.2f} ms")
+    print(f"  inference   {ms['inference']:9.2f} ms")
+    print(f"  postprocess {ms['postprocess']:9.2f} ms (sign + Hamming top-{args.topk} "
+          f"over {n_db:,} codes)")
+    print(f"  throughput  {1000 * args.batch_size / total:9.1f} images/s end to end, "
+          f"{1000 * args.batch_size / ms['inference']:.1f} images/s inference alone")
+    return {"device": device, "batch_size": args.batch_size, "runs": args.benchmark_runs,
+            "ms": ms, "images_per_s": 1000 * args.batch_size / total}
+
+
+def main(argv):
+    args = finish_args(build_parser().parse_args(argv))
+    for flag in ("batch_size", "db_batch_size", "benchmark_runs"):
+        if getattr(args, flag) < 1:
+            raise UserError(f"--{flag.replace('_', '-')} must be >= 1")
+    if args.warmup < 0:
+        raise UserError("--warmup must be >= 0")
+    use_gpu = resolve_use_gpu(args.use_gpu)
+    db = open_database(args)
+    load_query(args.img, args.resize_size, args.crop_size)  # an unreadable query fails now
+    model = InferenceModel(args.model_dir, args.bit, use_gpu, args.num_threads)
+    print(f"model: {model.files[0]} + {os.path.basename(model.files[1])} on "
+          f"{'GPU' if use_gpu else f'CPU ({args.num_threads} threads)'}")
+    for _ in range(args.warmup):
+        model.run(np.zeros((args.batch_size, 3, args.crop_size, args.crop_size), np.float32))
+
+    def build():
+        codes, labels = [], []
+        for x, y, _ in database_loader(db, args.db_batch_size):
+            codes.append(model.codes(x.numpy()))
+            labels.append(y.numpy())
+        return np.concatenate(codes), np.concatenate(labels)
+
+    packed, labels, source = code_cache(args, model.files, tag="_inference").get(
+        build, len(db), args.rebuild_cache)
+    indices, distances = query_pipeline(args, model, packed, 1, Timer())
+    extra = {"model_files": list(model.files)}
+    if args.benchmark:
+        extra["benchmark"] = benchmark(args, model, packed, len(db))
+    return report(args, db, indices[0], distances[0], db.labels if labels is None else labels,
+                  source, tag="_inference", extra=extra)
+
+
+if __name__ == "__main__":
+    run_cli(main, sys.argv[1:])

@@ -1,0 +1,94 @@
+"""An exported HashNet (export_model.py) on Paddle Inference.
+
+``paddle.jit.save`` writes ``inference_{bit}.json`` (Paddle 3.x, PIR
+program) or ``inference_{bit}.pdmodel`` (Paddle 2.x) next to
+``inference_{bit}.pdiparams``; ``inference.Config(model_file, params_file)``
+takes either. Used by deploy/inference_python/infer.py and by
+export_model.py's post-export check.
+"""
+import os
+
+import numpy as np
+
+from utils.errors import UserError
+
+MODEL_SUFFIXES = (".json", ".pdmodel")   # Paddle 3.x first, then 2.x
+
+
+def model_files(model_dir, bit):
+    """(program file, params file) of ``<model_dir>/inference_{bit}``; a
+    missing directory or file is a UserError naming what is there."""
+    if not os.path.isdir(model_dir):
+        raise UserError(f"model dir {model_dir} not found (export one with "
+                        f"`python export_model.py --bit {bit} --save-inference-dir {model_dir}`)")
+    prefix = os.path.join(model_dir, f"inference_{bit}")
+    programs = [prefix + s for s in MODEL_SUFFIXES if os.path.isfile(prefix + s)]
+    params = prefix + ".pdiparams"
+    if not programs or not os.path.isfile(params):
+        present = sorted(f for f in os.listdir(model_dir) if f.startswith("inference_"))
+        raise UserError(f"{model_dir} has no complete {bit}-bit inference model (needs "
+                        f"inference_{bit}.json or .pdmodel, and inference_{bit}.pdiparams; found: "
+                        f"{', '.join(present) or 'nothing'}; --bit must match export_model.py --bit)")
+    return programs[0], params
+
+
+def resolve_use_gpu(use_gpu):
+    """``None`` = GPU when Paddle has CUDA and a device; True without them is
+    a UserError."""
+    import paddle
+    has_gpu = paddle.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0
+    if use_gpu and not paddle.is_compiled_with_cuda():
+        raise UserError("--use-gpu True but this Paddle is built without CUDA "
+                        "(install paddlepaddle-gpu, or pass --use-gpu False)")
+    if use_gpu and not has_gpu:
+        raise UserError("--use-gpu True but no CUDA device is visible (pass --use-gpu False)")
+    return has_gpu if use_gpu is None else bool(use_gpu)
+
+
+def sign_codes(z):
+    """numpy twin of models.hashnet.binary_codes: int8 ±1, z == 0 -> +1."""
+    return np.where(np.asarray(z) >= 0, 1, -1).astype(np.int8)
+
+
+class InferenceModel:
+    """A Paddle Inference predictor for ``<model_dir>/inference_{bit}``:
+    ``run(x [N,3,S,S] float32)`` -> z [N, bit]; ``codes(x)`` -> int8 ±1."""
+
+    def __init__(self, model_dir, bit, use_gpu=False, num_threads=1, gpu_mem_mb=500):
+        from paddle import inference
+        self.bit = bit
+        self.files = model_files(model_dir, bit)
+        self.use_gpu = bool(use_gpu)
+        config = inference.Config(*self.files)
+        if self.use_gpu:
+            config.enable_use_gpu(gpu_mem_mb, 0)
+        else:
+            config.disable_gpu()
+            config.set_cpu_math_library_num_threads(max(1, num_threads))
+        # No enable_memory_optim(): with a PIR (.json) program Paddle 3.3 then
+        # fails in create_predictor ("Not find predictor_id 0 and pass_name
+        # memory_optimize_pass"); the model is small enough without it.
+        config.disable_glog_info()
+        config.switch_ir_optim(True)
+        self.config = config
+        try:
+            self.predictor = inference.create_predictor(config)
+        except Exception as err:  # a corrupt or foreign model file is bad input
+            raise UserError(f"cannot load the inference model {self.files[0]} "
+                            f"({type(err).__name__}: {str(err).strip().splitlines()[-1][:200]})")
+        self.input = self.predictor.get_input_handle(self.predictor.get_input_names()[0])
+        self.output = self.predictor.get_output_handle(self.predictor.get_output_names()[0])
+
+    def run(self, x):
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        self.input.reshape(list(x.shape))
+        self.input.copy_from_cpu(x)
+        self.predictor.run()
+        z = self.output.copy_to_cpu()
+        if z.ndim != 2 or z.shape[1] != self.bit:
+            raise UserError(f"{self.files[0]} outputs shape {list(z.shape)}, not [N, {self.bit}]: "
+                            f"not a {self.bit}-bit HashNet (check --bit)")
+        return z
+
+    def codes(self, x):
+        return sign_codes(self.run(x))

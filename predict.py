@@ -1,0 +1,62 @@
+"""Retrieve the database images nearest to one query image (dygraph model).
+
+    python predict.py --bit 64 --dataset coco --data_path datasets/coco --img query.jpg
+    python predict.py --bit 64 --dataset demo --data_path datasets/demo \\
+        --pretrained output/demo/model_best_64 --crop_size 64 --resize_size 72 \\
+        --img datasets/demo/images/001000.jpg --topk 10
+
+Encodes the query, loads the database codes from the cache in --save_path
+(or encodes data/<dataset>/database.txt and caches it; a cache made by other
+weights, another list or other sizes is rebuilt: utils/code_cache.py), and
+prints the top-k by Hamming distance, ties in database order. In --save_path
+it writes a copy of the nearest image (as the reference did), a montage
+``retrieval_<query>_<bit>.png`` and the same results as JSON.
+
+--pretrained defaults to output/model_best_<bit> (what training writes),
+else the reference's released output/weights_<bit>.
+"""
+import argparse
+import sys
+
+import paddle
+
+from deploy.retrieval import (add_retrieval_args, code_cache, database_loader, finish_args,
+                              load_model, load_query, open_database, report, search,
+                              set_paddle_threads)
+from models.hashnet import binary_codes
+from utils.engine import encode
+from utils.errors import run_cli
+
+
+def build_parser():
+    p = argparse.ArgumentParser(description="HashNet single-image retrieval (dygraph)")
+    add_retrieval_args(p)
+    p.add_argument("--pretrained", default=None,
+                   help="checkpoint path without .pdparams (default output/model_best_<bit>, "
+                        "else output/weights_<bit>)")
+    p.add_argument("-bs", "--batch-size", "--batch_size", dest="batch_size", type=int, default=64,
+                   help="batch size for encoding the database")
+    return p
+
+
+@paddle.no_grad()
+def main(argv):
+    args = finish_args(build_parser().parse_args(argv))
+    set_paddle_threads(args.num_threads)
+    db = open_database(args)
+    query = load_query(args.img, args.resize_size, args.crop_size)
+    model, weights = load_model(args.bit, args.pretrained)
+    query_code = binary_codes(model(paddle.to_tensor(query))).numpy()
+    print(f"weights: {weights}")
+
+    def build():
+        return encode(model, database_loader(db, args.batch_size), "encoding database")
+
+    packed, labels, source = code_cache(args, [weights]).get(build, len(db), args.rebuild_cache)
+    indices, distances = search(query_code, packed, args.topk)
+    return report(args, db, indices[0], distances[0], db.labels if labels is None else labels,
+                  source)
+
+
+if __name__ == "__main__":
+    run_cli(main, sys.argv[1:])

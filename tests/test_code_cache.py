@@ -1,0 +1,169 @@
+"""utils/code_cache.py: the fingerprinted database code cache.
+
+Reused only while weights, list, data root, sizes and bit are unchanged;
+rebuilt (never silently reused) when any of them changes; the reference's
+±1 .npy read only when no fingerprinted cache exists; a corrupt cache is
+rebuilt with a warning; read with allow_pickle=False.
+"""
+import json
+import os
+
+import numpy as np
+import pytest
+
+from utils.code_cache import DatabaseCodeCache, make_fingerprint, sha256_file
+from utils.hamming import pack_codes, unpack_codes
+
+BIT, N, C = 16, 12, 10
+
+
+@pytest.fixture
+def files(tmp_path):
+    """A weights file, a list file and a data root to fingerprint."""
+    weights, lst, root = tmp_path / "w.pdparams", tmp_path / "database.txt", tmp_path / "images"
+    weights.write_bytes(b"weights v1")
+    lst.write_text("".join(f"images/{i}.jpg 1 0 0 0 0 0 0 0 0 0\n" for i in range(N)))
+    root.mkdir()
+    return weights, lst, root
+
+
+class Encoder:
+    """A stand-in for encoding the database; counts its calls."""
+
+    def __init__(self, seed=0):
+        rng = np.random.default_rng(seed)
+        self.codes = rng.choice(np.array([-1, 1], np.int8), size=(N, BIT))
+        self.labels = (rng.random((N, C)) < 0.3).astype(np.float32)
+        self.calls = 0
+
+    def __call__(self):
+        self.calls += 1
+        return self.codes, self.labels
+
+
+def cache_for(tmp_path, files, lines, crop=224, resize=256, bit=BIT, legacy=True):
+    weights, lst, root = files
+    fp = make_fingerprint([str(weights)], str(lst), str(root), bit, crop, resize)
+    return DatabaseCodeCache(str(tmp_path / "out" / "database_code_x_16.npz"), fp,
+                             legacy_path=str(tmp_path / "out" / f"database_code_{bit}.npy") if legacy
+                             else None, log=lines.append)
+
+
+def test_built_then_reused(tmp_path, files):
+    lines, enc = [], Encoder()
+    packed, labels, source = cache_for(tmp_path, files, lines).get(enc, N)
+    assert source == "built" and enc.calls == 1
+    np.testing.assert_array_equal(packed, pack_codes(enc.codes))
+    np.testing.assert_array_equal(labels, enc.labels)
+    packed2, labels2, source2 = cache_for(tmp_path, files, lines).get(enc, N)
+    assert source2 == "cache" and enc.calls == 1, lines
+    np.testing.assert_array_equal(packed2, packed)
+    np.testing.assert_array_equal(labels2, enc.labels)
+    # written atomically: no temp file left beside it
+    assert sorted(os.listdir(tmp_path / "out")) == ["database_code_x_16.npz"]
+    with np.load(tmp_path / "out" / "database_code_x_16.npz", allow_pickle=False) as data:
+        assert data["packed"].dtype == np.uint8 and data["packed"].shape == (N, BIT // 8)
+
+
+@pytest.mark.parametrize("change, expect", [
+    ("weights", "the weights changed"),
+    ("list", "the database list changed"),
+    ("crop", "--crop_size changed"),
+    ("root", "--data_path changed"),
+])
+def test_stale_cache_is_rebuilt(tmp_path, files, change, expect):
+    lines, enc = [], Encoder()
+    cache_for(tmp_path, files, lines).get(enc, N)
+    weights, lst, root = files
+    crop = 224
+    if change == "weights":
+        weights.write_bytes(b"weights v2")
+    elif change == "list":
+        lst.write_text(lst.read_text().replace("images/0.jpg", "images/other.jpg"))
+    elif change == "crop":
+        crop = 200
+    else:
+        os.rename(root, str(root) + "2")
+        files = (weights, lst, type(root)(str(root) + "2"))
+    new = Encoder(seed=1)
+    packed, _, source = cache_for(tmp_path, files, lines, crop=crop).get(new, N)
+    assert source == "built" and new.calls == 1
+    assert any("stale" in line and expect in line for line in lines), lines
+    np.testing.assert_array_equal(packed, pack_codes(new.codes))   # not the old codes
+    # and the rebuilt cache is reused next time
+    again = Encoder(seed=2)
+    assert cache_for(tmp_path, files, lines, crop=crop).get(again, N)[2] == "cache"
+    assert again.calls == 0
+
+
+def test_legacy_npy_is_read_only_without_a_fingerprinted_cache(tmp_path, files):
+    lines, enc = [], Encoder()
+    os.makedirs(tmp_path / "out")
+    legacy = enc.codes.astype(np.float32)
+    legacy[0, 0] = 0.0   # the reference's sign() could give 0: counted as +1
+    np.save(tmp_path / "out" / "database_code_16.npy", legacy)
+    packed, labels, source = cache_for(tmp_path, files, lines).get(enc, N)
+    assert source == "legacy" and labels is None and enc.calls == 0
+    expected = enc.codes.copy()
+    expected[0, 0] = 1
+    np.testing.assert_array_equal(unpack_codes(packed, BIT), expected)
+    assert any("LEGACY" in line and "UNVERIFIED" in line for line in lines), lines
+    # once a fingerprinted cache exists (here: forced rebuild) it wins
+    cache_for(tmp_path, files, lines).get(enc, N, rebuild=True)
+    assert cache_for(tmp_path, files, lines).get(enc, N)[2] == "cache"
+    # a stale fingerprinted cache is rebuilt, not replaced by the legacy file
+    files[0].write_bytes(b"weights v2")
+    assert cache_for(tmp_path, files, lines).get(enc, N)[2] == "built"
+
+
+@pytest.mark.parametrize("shape", [(N - 1, BIT), (N, 32)])
+def test_legacy_npy_that_does_not_fit_is_ignored(tmp_path, files, shape):
+    lines, enc = [], Encoder()
+    os.makedirs(tmp_path / "out")
+    np.save(tmp_path / "out" / "database_code_16.npy", np.ones(shape, np.float32))
+    assert cache_for(tmp_path, files, lines).get(enc, N)[2] == "built"
+    assert enc.calls == 1
+    assert any("legacy" in line and "does not fit" in line for line in lines), lines
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "pickled", "wrong_shape"])
+def test_corrupt_cache_is_rebuilt_with_a_warning(tmp_path, files, damage):
+    lines, enc = [], Encoder()
+    cache = cache_for(tmp_path, files, lines)
+    cache.get(enc, N)
+    path = tmp_path / "out" / "database_code_x_16.npz"
+    if damage == "garbage":
+        path.write_bytes(b"not a zip file at all")
+    elif damage == "truncated":
+        path.write_bytes(path.read_bytes()[:100])
+    elif damage == "pickled":   # an object array needs allow_pickle: refused
+        with open(path, "wb") as f:
+            np.savez(f, packed=np.array([object()], dtype=object), labels=enc.labels,
+                     fingerprint=np.array("{}"))
+    else:
+        with open(path, "wb") as f:
+            np.savez(f, packed=np.zeros((N, 5), np.uint8), labels=enc.labels,
+                     fingerprint=np.array(json.dumps(cache.fingerprint)))
+    lines.clear()
+    packed, _, source = cache_for(tmp_path, files, lines).get(enc, N)
+    assert source == "built" and enc.calls == 2
+    assert lines[0].startswith("warning: database code cache") and "rebuilding" in lines[0], lines
+    np.testing.assert_array_equal(packed, pack_codes(enc.codes))
+    assert cache_for(tmp_path, files, lines).get(enc, N)[2] == "cache"
+
+
+def test_cache_of_another_database_size_is_not_used(tmp_path, files):
+    lines, enc = [], Encoder()
+    cache_for(tmp_path, files, lines).get(enc, N)
+    # same fingerprint, but the caller's list has another length: never trust it
+    assert cache_for(tmp_path, files, lines).get(enc, N + 1)[2] == "built"
+
+
+def test_fingerprint_hashes_file_contents(tmp_path, files):
+    weights, lst, root = files
+    fp = make_fingerprint([str(weights)], str(lst), str(root), BIT, 64, 72)
+    assert fp["model_sha256"] == sha256_file(str(weights))
+    assert fp["list_sha256"] == sha256_file(str(lst))
+    assert (fp["bit"], fp["crop_size"], fp["resize_size"]) == (BIT, 64, 72)
+    two = make_fingerprint([str(weights), str(lst)], str(lst), str(root), BIT, 64, 72)
+    assert two["model_sha256"] != fp["model_sha256"]   # every model file counts
