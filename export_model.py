@@ -20,6 +20,7 @@ import sys
 import tempfile
 
 import numpy as np
+import utils  # noqa: F401  (first: silences Paddle's import-time ccache warning)
 import paddle
 from paddle.static import InputSpec
 

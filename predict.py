@@ -18,9 +18,11 @@ else the reference's released output/weights_<bit>.
 import argparse
 import sys
 
+import utils  # noqa: F401  (first: silences Paddle's import-time ccache warning)
 import paddle
 
-from deploy.retrieval import (add_retrieval_args, code_cache, database_loader, finish_args,
+from deploy.retrieval import (add_retrieval_args, code_cache, database_index, database_loader,
+                              finish_args,
                               load_model, load_query, open_database, report, search,
                               set_paddle_threads)
 from models.hashnet import binary_codes
@@ -53,7 +55,7 @@ def main(argv):
         return encode(model, database_loader(db, args.batch_size), "encoding database")
 
     packed, labels, source = code_cache(args, [weights]).get(build, len(db), args.rebuild_cache)
-    indices, distances = search(query_code, packed, args.topk)
+    indices, distances = search(query_code, packed, args.topk, database_index(args.img, db))
     return report(args, db, indices[0], distances[0], db.labels if labels is None else labels,
                   source)
 

@@ -19,7 +19,7 @@ from utils.code_cache import DatabaseCodeCache, make_fingerprint
 from utils.config import BITS, DATASET_PRESETS, available_cores
 from utils.datasets import ImageList, build_loader, load_rgb, parse_list, test_transform
 from utils.errors import UserError
-from utils.hamming import pack_codes, hamming_topk
+from utils.hamming import hamming_distances, hamming_topk, pack_codes
 from utils.io import atomic_write, atomic_write_json
 
 # AlexNet's five stride/pool stages leave nothing of a crop under 63 px
@@ -183,10 +183,30 @@ def query_label(img, db, list_dir, num_class):
 
 
 # ------------------------------------------------------------------ search and report
-def search(query_codes, packed_db, k):
-    """Top-k of each query (±1 codes [nq, bit]) by Hamming distance, ties in
-    database order: (indices [nq, k], distances [nq, k])."""
-    return hamming_topk(pack_codes(query_codes), packed_db, k)
+def database_index(img, db):
+    """Index of the query's own file in the database list, or None."""
+    target = os.path.realpath(img)
+    for i, p in enumerate(db.paths):
+        if os.path.realpath(os.path.join(db.root, p)) == target:
+            return i
+    return None
+
+
+def search(query_codes, packed_db, k, self_index=None):
+    """Top-k of queries (±1 codes [nq, bit]) by Hamming distance, ties in
+    database order: (indices [nq, k], distances [nq, k]). A query that is itself
+    in the database (``self_index``) is listed first among the codes at its
+    distance: a good model gives many images the same code, and the exact
+    match should not hide behind a lower index."""
+    packed_query = pack_codes(query_codes)
+    indices, distances = hamming_topk(packed_query, packed_db, k)
+    if self_index is not None:
+        own = hamming_distances(packed_query, packed_db[self_index:self_index + 1])[:, 0]
+        for row in np.flatnonzero(own <= distances[:, 0]):
+            others = indices[row] != self_index
+            indices[row] = np.concatenate([[self_index], indices[row][others][:k - 1]])
+            distances[row] = np.concatenate([[own[row]], distances[row][others][:k - 1]])
+    return indices, distances
 
 
 def relevance(indices, db_labels, q_label):

@@ -30,8 +30,9 @@ if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
 from deploy.predictor import InferenceModel, resolve_use_gpu, sign_codes  # noqa: E402
-from deploy.retrieval import (add_retrieval_args, code_cache, database_loader,  # noqa: E402
-                              finish_args, load_query, open_database, report, search, str2bool)
+from deploy.retrieval import (add_retrieval_args, code_cache, database_index,  # noqa: E402
+                              database_loader, finish_args, load_query, open_database,
+                              report, search, str2bool)
 from utils.errors import UserError, run_cli  # noqa: E402
 
 
@@ -65,13 +66,13 @@ class Timer:
         return out
 
 
-def query_pipeline(args, model, packed, batch, timer):
+def query_pipeline(args, model, packed, batch, timer, self_index=None):
     """preprocess -> inference -> postprocess (sign, Hamming top-k) for a
     batch of ``batch`` copies of the query; returns (indices, distances)."""
     x = timer.stage("preprocess", lambda: np.concatenate(
         [load_query(args.img, args.resize_size, args.crop_size) for _ in range(batch)]))
     z = timer.stage("inference", model.run, x)
-    return timer.stage("postprocess", lambda: search(sign_codes(z), packed, args.topk))
+    return timer.stage("postprocess", lambda: search(sign_codes(z), packed, args.topk, self_index))
 
 
 def benchmark(args, model, packed, n_db):
@@ -118,7 +119,8 @@ def main(argv):
 
     packed, labels, source = code_cache(args, model.files, tag="_inference").get(
         build, len(db), args.rebuild_cache)
-    indices, distances = query_pipeline(args, model, packed, 1, Timer())
+    indices, distances = query_pipeline(args, model, packed, 1, Timer(),
+                                        database_index(args.img, db))
     extra = {"model_files": list(model.files)}
     if args.benchmark:
         extra["benchmark"] = benchmark(args, model, packed, len(db))
