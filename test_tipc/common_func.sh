@@ -1,0 +1,150 @@
+#!/usr/bin/env bash
+# Helpers shared by test_tipc/prepare.sh and test_tipc/test_train_inference_python.sh
+# (sourced, not run). Written for this project; see test_tipc/README.md for the
+# config format.
+#
+# A config line is KEY:VALUE, split at the first colon. A value can be
+#   plain          --bit:16
+#   per mode       --epoch:lite_train_lite_infer=2|whole_train_whole_infer=150
+#   a list         --use-gpu:False|True        (the driver loops over it)
+#   null           --pretrained:null           (the flag is left out)
+# Lines starting with "##" or "===" separate blocks; blank lines are ignored.
+
+TIPC_MODES="lite_train_lite_infer whole_train_whole_infer"
+
+func_parser_key() {    # "KEY:VALUE" -> KEY
+    local line=$1
+    echo "${line%%:*}"
+}
+
+func_parser_value() {  # "KEY:VALUE" -> VALUE ("" when the line has no colon)
+    local line=$1
+    [[ $line == *:* ]] && echo "${line#*:}" || echo ""
+}
+
+func_is_mode_value() {  # VALUE -> true if it is written "mode=value|mode=value"
+    [[ $1 =~ ^[a-z_]+_infer= ]]
+}
+
+func_mode_value() {    # VALUE MODE -> the MODE entry of a per-mode value, else VALUE
+    local value=$1 mode=$2 item items
+    if ! func_is_mode_value "$value"; then
+        echo "$value"
+        return 0
+    fi
+    IFS='|' read -ra items <<< "$value"
+    for item in "${items[@]}"; do
+        if [[ ${item%%=*} == "$mode" ]]; then
+            echo "${item#*=}"
+            return 0
+        fi
+    done
+    return 1
+}
+
+func_set_params() {    # KEY VALUE -> "KEY VALUE", or nothing for a null/empty key or value
+    local key=$1 value=$2
+    if [[ -z $key || $key == null || -z $value || $value == null ]]; then
+        echo ""
+    else
+        echo "$key $value"
+    fi
+}
+
+status_check() {       # STATUS COMMAND RESULTS_LOG: print and append the verdict
+    local status=$1 command=$2 results_log=$3 line
+    if [[ $status -eq 0 ]]; then
+        line="Run successfully with command - ${command}"
+    else
+        line="Run failed with command - ${command}"
+    fi
+    mkdir -p "$(dirname "$results_log")"
+    echo "$line" | tee -a "$results_log"
+    return "$status"
+}
+
+# ---------------------------------------------------------------- the config
+# func_load_config CONFIG MODE (the scripts' two arguments): checks them, makes
+# the repo root the working directory and reads the config (func_read_config).
+# Sets CONFIG (absolute path) and MODE; returns 2 with a message on bad input.
+func_load_config() {
+    if [[ $# -ne 2 ]]; then
+        echo "usage: bash $0 CONFIG MODE   (MODE: ${TIPC_MODES// / | })" >&2
+        return 2
+    fi
+    [[ -f $1 ]] || { echo "error: config $1 not found" >&2; return 2; }
+    CONFIG=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
+    MODE=$2
+    if [[ " $TIPC_MODES " != *" $MODE "* ]]; then
+        echo "error: unknown mode '$MODE' (one of: $TIPC_MODES)" >&2
+        return 2
+    fi
+    cd "$(dirname "${BASH_SOURCE[0]}")/.." || return 2
+    func_read_config "$CONFIG" "$MODE" || return 2
+}
+
+# func_read_config FILE MODE fills the parallel arrays CFG_KEY, CFG_VALUE (the
+# MODE's value already picked) and CFG_BLOCK (block number of the line).
+# Returns 1, with a message, if a per-mode value has no entry for MODE.
+func_read_config() {
+    local file=$1 mode=$2 line block=0 key value
+    CFG_KEY=() CFG_VALUE=() CFG_BLOCK=()
+    if [[ ! -f $file ]]; then
+        echo "error: config $file not found" >&2
+        return 1
+    fi
+    while IFS= read -r line || [[ -n $line ]]; do
+        line=${line%$'\r'}
+        [[ -z ${line//[[:space:]]/} ]] && continue
+        if [[ $line == '##'* || $line == '==='* ]]; then
+            block=$((block + 1))
+            continue
+        fi
+        key=$(func_parser_key "$line")
+        if ! value=$(func_mode_value "$(func_parser_value "$line")" "$mode"); then
+            echo "error: $file: '$key' has no value for mode $mode" >&2
+            return 1
+        fi
+        CFG_KEY+=("$key") CFG_VALUE+=("$value") CFG_BLOCK+=("$block")
+    done < "$file"
+}
+
+func_config_index() {  # KEY [BLOCK] -> index of the first line with KEY (in BLOCK)
+    local key=$1 block=${2:-} i
+    for i in "${!CFG_KEY[@]}"; do
+        if [[ ${CFG_KEY[$i]} == "$key" && ( -z $block || ${CFG_BLOCK[$i]} == "$block" ) ]]; then
+            echo "$i"
+            return 0
+        fi
+    done
+    return 1
+}
+
+func_config_get() {    # KEY [BLOCK] -> its value; "null" when the key is absent
+    local i
+    if i=$(func_config_index "$@"); then
+        echo "${CFG_VALUE[$i]}"
+    else
+        echo null
+    fi
+}
+
+func_config_block() {  # KEY -> the block number of its first line
+    local i
+    i=$(func_config_index "$1") && echo "${CFG_BLOCK[$i]}"
+}
+
+func_config_flags() {  # BLOCK -> the block's "--flag value" lines as one string
+    # Lists (a|b) are left out: the driver loops over those itself.
+    local block=$1 i flags=""
+    for i in "${!CFG_KEY[@]}"; do
+        [[ ${CFG_BLOCK[$i]} == "$block" && ${CFG_KEY[$i]} == -* ]] || continue
+        [[ ${CFG_VALUE[$i]} == *'|'* ]] && continue
+        flags+=" $(func_set_params "${CFG_KEY[$i]}" "${CFG_VALUE[$i]}")"
+    done
+    func_squeeze "$flags"
+}
+
+func_squeeze() {       # TEXT -> TEXT with runs of spaces made one, ends trimmed
+    echo "$1" | tr -s ' ' | sed 's/^ //; s/ $//'
+}
