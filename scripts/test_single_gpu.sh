@@ -6,7 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 COCO_PATH=${COCO_PATH:-datasets/coco}
-WEIGHTS=${WEIGHTS:-output/coco_{bit}/model_best_{bit}}
+DEFAULT_WEIGHTS='output/coco_{bit}/model_best_{bit}'
+WEIGHTS=${WEIGHTS:-$DEFAULT_WEIGHTS}
 declare -A SEED=([16]=0 [32]=2000 [48]=200 [64]=2000)
 BITS=("$@"); [ ${#BITS[@]} -gt 0 ] || BITS=(16 32 48 64)
 for B in "${BITS[@]}"; do

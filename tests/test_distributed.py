@@ -1,0 +1,249 @@
+"""Data-parallel training and evaluation, on CPU with 2 gloo processes.
+
+* main_multi_gpu.py under ``python -m paddle.distributed.launch`` trains one
+  epoch and evaluates on the tiny demo set: one log folder, rank 0 writes,
+  lr scaled by the world size, checkpoints like single-process ones;
+* 2 processes x batch b update the parameters like 1 process x 2b;
+* multi-process evaluation gives the single-process mAP;
+* a bad input is one error line; a process that dies makes the run fail
+  within seconds; a stop signal to one process stops all at the same step.
+
+The other runs start their processes with main_multi_gpu.py's own launcher
+(utils.distributed.launch, i.e. paddle.distributed.spawn), some through
+``python tests/test_distributed.py MODE OUT_DIR FLAGS...``, which runs one
+of the worker functions at the bottom of this module in every process.
+"""
+import functools
+import json
+import os
+import re
+import signal
+import sys
+import time
+
+import numpy as np
+import paddle
+import pytest
+
+from conftest import assert_cli_error, demo_argv, log_lines, run_python, state_numpy
+from models.hashnet import HashNet
+from utils import distributed as dist
+from utils import engine
+from utils.checkpoint import load_weights
+from utils.config import parse_args
+
+NPROCS = 2
+# main_multi_gpu.py's extra flags: 2 gloo processes sharing the 2 cores.
+MULTI = ("--nprocs", str(NPROCS), "--num_threads", "1")
+DEATH_DEADLINE = 120  # seconds within which a run with a dead process must end
+
+
+def multi(*argv, timeout=300):
+    return run_python("main_multi_gpu.py", *argv, *MULTI, timeout=timeout)
+
+
+def worker(mode, out, argv, timeout=300):
+    """Run ``launch(<mode's worker>, args)`` in 2 processes (see bottom)."""
+    return run_python(os.path.abspath(__file__), mode, str(out), *argv, *MULTI, timeout=timeout)
+
+
+def ok(proc):
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    return proc
+
+
+def sub_lists(demo, root, **counts):
+    """A list dir with the first ``counts[split]`` lines of the demo's lists
+    (same images), e.g. odd sizes, so that the sampler has to pad."""
+    os.makedirs(root, exist_ok=True)
+    for split in ("train", "test", "database"):
+        with open(os.path.join(demo.list_dir, f"{split}.txt")) as f:
+            lines = f.readlines()[:counts.get(split)]
+        with open(os.path.join(root, f"{split}.txt"), "w") as f:
+            f.writelines(lines)
+    return str(root)
+
+
+# ---------------------------------------------------------------- train + eval
+@pytest.fixture(scope="module")
+def trained(demo, tmp_path_factory):
+    """One epoch + evaluation by main_multi_gpu.py, started the other way,
+    by ``python -m paddle.distributed.launch``: 48 training images, 8 per
+    process -> 3 steps of a global batch of 16."""
+    out = tmp_path_factory.mktemp("multi")
+    ok(run_python("-m", "paddle.distributed.launch", "--nproc_per_node", str(NPROCS),
+                  "--log_dir", str(out / "launch"), "main_multi_gpu.py",
+                  *demo_argv(demo, out, "-bs", "8", "-e", "1", "-ee", "1", "--debug_steps", "1",
+                             "--num_threads", "1")))
+    return out
+
+
+def test_two_processes_train_and_evaluate(trained, demo):
+    out = trained
+    runs = os.listdir(out / "logs")
+    assert len(runs) == 1, runs  # both processes agreed on the timestamped folder
+    files = sorted(os.listdir(out / "logs" / runs[0]))
+    assert "config.json" in files, files
+    assert [f for f in files if f.startswith("log")] == ["log.txt", "log_1.txt"], files
+    steps = log_lines(out / "logs", r"Step\[(\d+)/(\d+)\], Loss: ([\d.]+)")
+    assert [(m[1], m[2]) for m in steps] == [("0001", "0003"), ("0002", "0003"), ("0003", "0003")]
+    # lr0 = 1e-3 x 8 per process x 2 processes / 64
+    (epoch_line,) = log_lines(out / "logs", r"HashNet\[ 1/1\] bit:16, lr:([\d.]+)")
+    assert float(epoch_line[1]) == pytest.approx(1e-3 * 8 * NPROCS / 64)
+    assert log_lines(out / "logs", r"HashNet epoch:1, bit:16, dataset:demo, MAP:[\d.]+")
+    # rank 0 alone prints (the launcher keeps each process's output in workerlog.<rank>)
+    printed = [open(out / "launch" / f"workerlog.{r}").read() for r in range(NPROCS)]
+    assert [len(re.findall(r"Step\[0001/0003\]", text)) for text in printed] == [1, 0]
+
+
+def test_checkpoint_interchangeable_and_bank_global(trained, demo):
+    out = trained
+    prefix = str(out / "output" / "last_16")
+    params = paddle.load(prefix + ".pdparams")
+    model = HashNet(16)
+    assert sorted(params) == sorted(model.state_dict())  # no "_layers." prefix
+    load_weights(model, prefix)
+    bank = paddle.load(prefix + ".pdopt")["training"]["bank"]
+    # every process wrote the whole global batch into its bank: all 48 rows
+    # were written (a per-shard bank would hold only rank 0's 24)
+    written = np.abs(bank["U"].numpy()).sum(axis=1) > 0
+    assert written.sum() == demo.counts["train"]
+    assert np.array_equal(bank["Y"].numpy().sum(axis=1) > 0, written)
+
+
+def test_multi_process_eval_map_equals_single_process(trained, demo, make_args, tmp_path):
+    out = trained
+    # 23 queries and 47 database images: odd sizes, so the sampler pads
+    lists = sub_lists(demo, tmp_path / "lists", test=23, database=47)
+    flags = ["--list-dir", lists, "--eval", "--pretrained", str(out / "output" / "last_16"),
+             "-bs", "5"]
+    ok(multi(*demo_argv(demo, tmp_path / "multi", *flags)))
+    (run,) = os.listdir(tmp_path / "multi" / "logs")
+    with open(tmp_path / "multi" / "logs" / run / "metrics.json") as f:
+        multi_metrics = json.load(f)
+    single = engine.run(make_args(*flags, out=tmp_path / "single"))
+    assert (multi_metrics["num_queries"], multi_metrics["num_database"]) == (23, 47)
+    assert multi_metrics["map"] == single["map"]
+
+
+# ---------------------------------------------------------------- 2 x b == 1 x 2b
+def test_two_by_b_equals_one_by_two_b(demo, make_args, tmp_path, monkeypatch):
+    """One epoch on 40 images: 2 processes x 8 and 1 process x 16 take the
+    same 3 steps (16, 16, then a short 8), the memory bank carrying over.
+    Dropout is off (its masks differ between the two), and so is weight
+    decay, so that parameters move by the loss gradient alone."""
+    flags = ["--list-dir", sub_lists(demo, tmp_path / "lists", train=40), "-bs", "8",
+             "-lr", "5", "-wd", "0", "--seed", "3", "-e", "1"]
+    ok(worker("nodropout", tmp_path / "multi", demo_argv(demo, tmp_path / "multi", *flags)))
+    monkeypatch.setattr(engine, "HashNet", HashNetWithoutDropout)
+    engine.run(make_args(*flags, "-bs", "16", out=tmp_path / "single"))
+    got, ref = (paddle.load(str(tmp_path / run / "output" / "last_16.pdparams"))
+                for run in ("multi", "single"))
+    paddle.seed(3)
+    init = state_numpy(HashNetWithoutDropout(16))  # what the engine built after set_seed(3)
+    for key, value in ref.items():
+        multi, single = got[key].numpy(), value.numpy()
+        np.testing.assert_allclose(multi, single, rtol=0, atol=1e-5, err_msg=key)
+        # and relative to the step itself, which is small at random init: a
+        # gradient off by any factor (e.g. DataParallel's mean left as is,
+        # half the gradient) fails here
+        update = np.abs(single - init[key]).max()
+        assert update > 0, key
+        assert np.abs(multi - single).max() <= 0.01 * update, key
+    got, ref = (paddle.load(str(tmp_path / run / "output" / "last_16.pdopt"))["training"]
+                for run in ("multi", "single"))
+    np.testing.assert_allclose(got["bank"]["U"].numpy(), ref["bank"]["U"].numpy(), atol=1e-6)
+    assert got["history"][0]["loss"] == pytest.approx(ref["history"][0]["loss"], abs=1e-6)
+
+
+def test_gather_rows_of_unequal_shards(tmp_path, demo):
+    """gather_in_order with shards of 3 and 2 rows (not from the sampler)."""
+    proc = ok(worker("gather", tmp_path, demo_argv(demo, tmp_path)))
+    assert "gather ok" in proc.stdout, proc.stdout
+
+
+# ---------------------------------------------------------------- failures
+def test_bad_input_is_one_error_line(demo, tmp_path):
+    proc = multi(*demo_argv(demo, tmp_path, "--eval", "--pretrained", str(tmp_path / "none")))
+    assert_cli_error(proc, "none.pdparams not found")
+
+
+def test_dead_process_fails_the_run_quickly(demo, tmp_path):
+    """Process 1 is killed (SIGKILL) at its 2nd step: the run must end with
+    an error within DEATH_DEADLINE, not hang in a collective."""
+    start = time.time()
+    proc = worker("kill", tmp_path, demo_argv(demo, tmp_path, "-bs", "4", "-e", "2"),
+                  timeout=DEATH_DEADLINE)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert time.time() - start < DEATH_DEADLINE
+    assert "error: process 1 was killed by signal SIGKILL" in proc.stderr, proc.stderr[-3000:]
+    assert not os.path.exists(tmp_path / "output" / "last_16.pdparams")  # died in epoch 1
+
+
+def test_signal_to_one_process_stops_all_at_the_same_step(demo, tmp_path):
+    """SIGTERM reaches process 1 only, at its 2nd step: every process stops
+    after that step, rank 0 saves `last` mid-epoch, the run exits 128+15."""
+    proc = worker("term", tmp_path, demo_argv(demo, tmp_path, "-bs", "4", "-e", "2"),
+                  timeout=DEATH_DEADLINE)
+    assert proc.returncode == 128 + signal.SIGTERM, proc.stderr[-3000:]
+    training = paddle.load(str(tmp_path / "output" / "last_16.pdopt"))["training"]
+    assert (training["partial"]["epoch"], training["partial"]["step"]) == (1, 2)
+    (run,) = os.listdir(tmp_path / "logs")
+    for name in ("log.txt", "log_1.txt"):
+        with open(tmp_path / "logs" / run / name) as f:
+            assert "stopped by signal 15 at epoch 1, step 2" in f.read(), name
+
+
+# ---------------------------------------------------------------- worker side
+class HashNetWithoutDropout(HashNet):
+    def __init__(self, bit):
+        super().__init__(bit)
+        for layer in self.sublayers():
+            if isinstance(layer, paddle.nn.Dropout):
+                layer.p = 0.0
+
+
+def nodropout_worker(args, out):
+    engine.HashNet = HashNetWithoutDropout
+    engine.run(args)
+
+
+def gather_worker(args, out):
+    r = dist.rank()
+    n = 3 if r == 0 else 2                     # rank 0 holds 0, 2, 4; rank 1 holds 1, 3
+    indices = np.arange(r, 5, 2)
+    codes = np.stack([indices, -indices], axis=1).astype("int8")
+    labels = indices[:, None].astype("float32")
+    assert len(indices) == n
+    got_codes, got_labels = dist.gather_in_order(codes, labels, indices, 5)
+    assert np.array_equal(got_codes[:, 0], np.arange(5)), got_codes
+    assert np.array_equal(got_labels[:, 0], np.arange(5)), got_labels
+    print("gather ok", flush=True)
+
+
+def signal_worker(signum, args, out):
+    """The engine's run, but process 1 gets ``signum`` at its 2nd step."""
+    step = engine.train_step
+    calls = []
+
+    def signalled_step(*a):
+        calls.append(1)
+        if dist.rank() == 1 and len(calls) == 2:
+            os.kill(os.getpid(), signum)
+        return step(*a)
+    engine.train_step = signalled_step
+    engine.run(args)
+
+
+WORKERS = {"nodropout": nodropout_worker, "gather": gather_worker,
+           "kill": functools.partial(signal_worker, signal.SIGKILL),
+           "term": functools.partial(signal_worker, signal.SIGTERM)}
+
+
+def run_worker(mode, out, args):
+    WORKERS[mode](args, out)
+
+
+if __name__ == "__main__":  # python tests/test_distributed.py MODE OUT_DIR FLAGS...
+    mode, out, argv = sys.argv[1], sys.argv[2], sys.argv[3:]
+    dist.launch(functools.partial(run_worker, mode, out), parse_args(argv, batch_size=64))
