@@ -1,5 +1,6 @@
 """The one training and evaluation engine behind main_single_gpu.py and
 main_multi_gpu.py. Multi-process specifics live in utils/distributed.py."""
+import contextlib
 import dataclasses
 import json
 import math
@@ -67,10 +68,19 @@ class StopFlag:
     def __call__(self, signum, frame):
         self.signum = signum
 
-    def install(self):
-        if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGINT, self)
-            signal.signal(signal.SIGTERM, self)
+    @contextlib.contextmanager
+    def installed(self):
+        """Catch SIGINT/SIGTERM while training; the old handlers come back after."""
+        self.signum = None
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {s: signal.signal(s, self) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
 
 STOP = StopFlag()
@@ -210,7 +220,6 @@ def run_train(args):
     state = {"epoch": args.last_epoch, "best_map": 0.0, "best_epoch": 0, "history": []}
     if args.resume:
         resume(args, model, optimizer, criterion, state, log)
-    STOP.install()
     steps = len(loaders["train"])
     for epoch in range(state["epoch"] + 1, args.epoch + 1):
         start = time.time()
@@ -275,4 +284,7 @@ def save(args, name, model, optimizer, criterion, state):
 
 def run(args):
     setup_runtime(args)
-    return run_eval(args) if args.eval else run_train(args)
+    if args.eval:
+        return run_eval(args)
+    with STOP.installed():
+        return run_train(args)
