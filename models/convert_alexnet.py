@@ -16,13 +16,19 @@ import numpy as np
 
 from utils.errors import UserError, run_cli
 
-# paddle.vision.models.AlexNet layer names -> torchvision keys
+# paddle.vision.models.AlexNet layer names -> torchvision keys (conv3/conv4
+# are plain Conv2D there, the others conv+pool blocks with an inner _conv)
 PADDLE_VISION_KEYS = {
     "_conv1._conv": "features.0", "_conv2._conv": "features.3",
-    "_conv3._conv": "features.6", "_conv4._conv": "features.8",
+    "_conv3": "features.6", "_conv4": "features.8",
+    "_conv3._conv": "features.6", "_conv4._conv": "features.8",  # older layouts
     "_conv5._conv": "features.10",
     "_fc6": "classifier.1", "_fc7": "classifier.4", "_fc8": "classifier.6",
 }
+# paddle.vision's AlexNet drops out in "downscale_in_infer" mode (inputs to
+# fc6/fc7 halved at inference); ours upscales in training instead, so the
+# weights reading a dropped-out input are halved to compute the same function.
+DOWNSCALED_IN_INFER = ("classifier.1.weight", "classifier.4.weight")
 EXPECTED_SHAPES = {  # Paddle shapes of the converted weights
     "features.0.weight": [64, 3, 11, 11], "features.3.weight": [192, 64, 5, 5],
     "features.6.weight": [384, 192, 3, 3], "features.8.weight": [256, 384, 3, 3],
@@ -50,6 +56,9 @@ def from_paddle_vision(state):
         if prefix not in PADDLE_VISION_KEYS:
             raise UserError(f"unexpected key {key} in a paddle.vision AlexNet file")
         out[f"{PADDLE_VISION_KEYS[prefix]}.{param}"] = np.asarray(value, dtype=np.float32)
+    for key in DOWNSCALED_IN_INFER:
+        if key in out:
+            out[key] = out[key] * 0.5
     return out
 
 

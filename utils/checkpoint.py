@@ -16,10 +16,31 @@ from utils.errors import UserError
 from utils.io import atomic_save
 
 
+def rename_accumulators(optimizer_state, names):
+    """Rename the optimizer's per-parameter entries ("<param>_velocity_0" …)
+    by ``names`` {old param name: new}; other entries pass through."""
+    longest_first = sorted(names, key=len, reverse=True)
+    out = {}
+    for key, value in optimizer_state.items():
+        old = next((n for n in longest_first if key.startswith(n + "_")), None)
+        out[key if old is None else names[old] + key[len(old):]] = value
+    return out
+
+
+def portable_optimizer_state(optimizer, model):
+    """Optimizer state keyed by state-dict names (features.0.weight_velocity_0)
+    rather than Paddle's parameter names (conv2d_0.w_0_velocity_0), which
+    depend on how many layers the process had built before: a checkpoint must
+    resume in any process."""
+    names = {p.name: k for k, p in model.named_parameters()}
+    return rename_accumulators(optimizer.state_dict(), names)
+
+
 def save_checkpoint(prefix, model, optimizer, training):
     # .pdopt first: a crash between the two renames leaves the newer
     # optimizer with older weights, never the reverse pair of a best file.
-    atomic_save({"optimizer": optimizer.state_dict(), "training": training}, prefix + ".pdopt")
+    atomic_save({"optimizer": portable_optimizer_state(optimizer, model),
+                 "optimizer_keys": "state_dict_names", "training": training}, prefix + ".pdopt")
     atomic_save(model.state_dict(), prefix + ".pdparams")
 
 
@@ -57,9 +78,10 @@ def load_weights(model, prefix):
     model.set_state_dict({k: state[k] for k in own})
 
 
-def load_training_state(prefix, optimizer):
+def load_training_state(prefix, model, optimizer):
     """Restore the optimizer from ``<prefix>.pdopt``; return the training
-    state dict saved with it ({} for a reference-format file)."""
+    state dict saved with it ({} for a reference-format file, whose optimizer
+    keys are the reference process's parameter names)."""
     path = prefix + ".pdopt"
     if not os.path.isfile(path):
         raise UserError(f"{path} not found: --resume needs both .pdparams and .pdopt")
@@ -68,7 +90,10 @@ def load_training_state(prefix, optimizer):
     except Exception as err:
         raise UserError(f"{path} is unreadable ({type(err).__name__}: {err})")
     if isinstance(saved, dict) and "optimizer" in saved and "training" in saved:
-        optimizer.set_state_dict(saved["optimizer"])
+        state = saved["optimizer"]
+        if saved.get("optimizer_keys") == "state_dict_names":
+            state = rename_accumulators(state, {k: p.name for k, p in model.named_parameters()})
+        optimizer.set_state_dict(state)
         return saved["training"]
     optimizer.set_state_dict(saved)
     return {}

@@ -263,7 +263,7 @@ class ShardedBatchSampler(paddle.io.Sampler):
         order = (np.random.default_rng([self.seed, self.epoch]).permutation(self.size)
                  if self.shuffle else np.arange(self.size))
         padded = -(-self.size // self.world_size) * self.world_size
-        order = np.concatenate([order, order[:padded - self.size]])
+        order = np.resize(order, padded)  # repeats the head cyclically
         return order[self.rank::self.world_size]
 
     def __iter__(self):

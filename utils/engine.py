@@ -261,7 +261,7 @@ def resume(args, model, optimizer, criterion, state, log):
     (``--resume`` alone: the newest in --output-dir)."""
     prefix = newest_checkpoint(args.output_dir, args.bit) if args.resume == "auto" else args.resume
     load_weights(model, prefix)
-    state.update(load_training_state(prefix, optimizer))
+    state.update(load_training_state(prefix, model, optimizer))
     if "bank" in state:
         criterion.set_state_dict(state.pop("bank"))
     if "partial" in state:

@@ -1,0 +1,122 @@
+"""Shared fixtures: a tiny generated demo set, an ``args`` builder, helpers.
+
+Everything is sized for a 2-core CPU: 72 px images cropped to 64 px, a few
+dozen images, ``--backbone random``, 2 Paddle threads.
+"""
+import os
+import re
+import subprocess
+import sys
+import types
+
+import numpy as np
+import paddle
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO not in sys.path:
+    sys.path.insert(0, REPO)
+
+from utils.config import parse_args  # noqa: E402
+from utils.demo_data import generate  # noqa: E402
+from utils.errors import UserError  # noqa: E402
+
+paddle.base.core.set_num_threads(2)
+
+# The tiny demo set every data-driven test shares.
+N_TRAIN, N_TEST, N_EXTRA, IMAGE_SIZE = 48, 24, 24, 72
+CROP, RESIZE = 64, 72
+
+
+@pytest.fixture(scope="session")
+def demo(tmp_path_factory):
+    """Generate the tiny demo set once: images under ``image_dir``, lists
+    under ``list_dir``; also returns the counts ``generate`` reported."""
+    root = tmp_path_factory.mktemp("demo")
+    image_dir, list_dir = str(root / "images"), str(root / "lists")
+    counts = generate(image_dir, list_dir, N_TRAIN, N_TEST, N_EXTRA, IMAGE_SIZE, seed=0)
+    return types.SimpleNamespace(image_dir=image_dir, list_dir=list_dir, counts=counts)
+
+
+def demo_argv(demo, out_dir, *extra, bit=16):
+    """Command-line flags of a tiny run on the demo set, writing under out_dir."""
+    return ["--dataset", "demo", "--data-path", demo.image_dir, "--list-dir", demo.list_dir,
+            "--bit", str(bit), "--crop_size", str(CROP), "--resize_size", str(RESIZE),
+            "--backbone", "random", "--num_threads", "2", "--seed", "0",
+            "--output-dir", os.path.join(str(out_dir), "output"),
+            "--log_path", os.path.join(str(out_dir), "logs"), *extra]
+
+
+@pytest.fixture
+def make_args(demo, tmp_path):
+    """``make_args(*flags, bit=16, out=tmp_path)`` -> an ``args`` namespace
+    from ``utils.config.parse_args`` for a tiny run on the demo set."""
+    def build(*extra, bit=16, out=None):
+        return parse_args(demo_argv(demo, out or tmp_path, *extra, bit=bit))
+    return build
+
+
+def run_python(*argv, cwd=REPO, timeout=300):
+    """Run ``python *argv`` in the repo; returns the CompletedProcess."""
+    env = dict(os.environ, PYTHONPATH=REPO)
+    return subprocess.run([sys.executable, *argv], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def user_error(fn, *args, **kwargs):
+    """Call fn, require a UserError, return its message."""
+    with pytest.raises(UserError) as info:
+        fn(*args, **kwargs)
+    return str(info.value)
+
+
+def assert_cli_error(proc, *fragments):
+    """A bad-input exit: code 2, one ``error: ...`` line, no traceback."""
+    assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
+    assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, proc.stderr[-2000:]
+    for fragment in fragments:
+        assert fragment in errors[0], errors[0]
+    return errors[0]
+
+
+def state_numpy(layer):
+    """{key: numpy copy} of a layer's state dict."""
+    return {k: v.numpy() for k, v in layer.state_dict().items()}
+
+
+def assert_same(actual, expected, key=""):
+    """Exact equality; fast on the 37M-element fc6 (numpy's detailed report
+    only when they differ)."""
+    actual, expected = np.asarray(actual), np.asarray(expected)
+    if actual.shape != expected.shape or not np.array_equal(actual, expected):
+        np.testing.assert_array_equal(actual, expected, err_msg=key)
+
+
+def check_backbone_load(model, path, alexnet_state):
+    """load_backbone(model, path) must set features.* and fc6/fc7
+    (classifier_plus.1/.4) to ``alexnet_state`` (torchvision keys, Paddle
+    shapes) exactly and leave the hash layer (classifier_plus.6) alone."""
+    from models.hashnet import load_backbone
+    before = state_numpy(model)
+    load_backbone(model, path)
+    got = state_numpy(model)
+    for key, value in got.items():
+        if key.startswith("classifier_plus.6."):
+            assert_same(value, before[key], key)
+        else:
+            assert_same(value, alexnet_state[key.replace("classifier_plus.", "classifier.")], key)
+    assert not np.array_equal(before["features.0.weight"], got["features.0.weight"])
+
+
+def log_lines(log_dir_root, pattern):
+    """Lines of every log.txt under log_dir_root matching regex ``pattern``
+    (as match objects), in run order (log dirs sort by start time)."""
+    found = []
+    for run in sorted(os.listdir(log_dir_root)):
+        path = os.path.join(log_dir_root, run, "log.txt")
+        if os.path.isfile(path):
+            with open(path) as f:
+                found += [m for m in map(re.compile(pattern).search, f) if m]
+    return found
