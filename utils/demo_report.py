@@ -47,8 +47,8 @@ def main(argv):
         num_class = len(f.readline().split()) - 1
     _, q_labels = parse_list(os.path.join(args.list_dir, "test.txt"), num_class)
     _, db_labels = parse_list(os.path.join(args.list_dir, "database.txt"), num_class)
-    random_map = random_codes_map(q_labels, db_labels, metrics["bit"], metrics["topK"])
-    k = metrics["topK"]
+    random_map = random_codes_map(q_labels, db_labels, metrics["bit"], metrics["topk"])
+    k = metrics["topk"]
     print(f"demo mAP@{k}: HashNet {metrics['map']:.4f} | random codes {random_map:.4f} | "
           f"gain {metrics['map'] - random_map:+.4f}  ({path})")
 
