@@ -25,10 +25,11 @@ import paddle
 from paddle.static import InputSpec
 
 from deploy.predictor import MODEL_SUFFIXES, InferenceModel, sign_codes
-from deploy.retrieval import check_sizes, load_model, set_paddle_threads
+from deploy.retrieval import check_sizes, load_model
 from utils.config import BITS, available_cores
 from utils.datasets import IMAGENET_MEAN, IMAGENET_STD
 from utils.errors import run_cli
+from utils.tools import set_num_threads
 
 TOLERANCE = 1e-4
 
@@ -83,7 +84,7 @@ def install(tmp_dir, out_dir, bit):
 def main(argv):
     args = build_parser().parse_args(argv)
     check_sizes(args.img_size, flag="--img_size")
-    set_paddle_threads(args.num_threads)
+    set_num_threads(args.num_threads)
     model, weights = load_model(args.bit, args.pretrained)
     print(f"loaded {weights} ({args.bit} bits)")
     out_dir = args.save_inference_dir

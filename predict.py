@@ -22,12 +22,12 @@ import utils  # noqa: F401  (first: silences Paddle's import-time ccache warning
 import paddle
 
 from deploy.retrieval import (add_retrieval_args, code_cache, database_index, database_loader,
-                              finish_args,
-                              load_model, load_query, open_database, report, search,
-                              set_paddle_threads)
+                              finish_args, load_model, load_query, open_database, report,
+                              search)
 from models.hashnet import binary_codes
 from utils.engine import encode
 from utils.errors import run_cli
+from utils.tools import set_num_threads
 
 
 def build_parser():
@@ -44,7 +44,7 @@ def build_parser():
 @paddle.no_grad()
 def main(argv):
     args = finish_args(build_parser().parse_args(argv))
-    set_paddle_threads(args.num_threads)
+    set_num_threads(args.num_threads)
     db = open_database(args)
     query = load_query(args.img, args.resize_size, args.crop_size)
     model, weights = load_model(args.bit, args.pretrained)

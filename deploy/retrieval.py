@@ -91,10 +91,6 @@ def check_sizes(crop, resize=None, flag="--crop_size"):
         raise UserError(f"--resize_size {resize} is smaller than --crop_size {crop}")
 
 
-def set_paddle_threads(n):
-    """Paddle's CPU kernels use one thread unless told."""
-    import paddle
-    paddle.base.core.set_num_threads(max(1, n))
 
 
 # ------------------------------------------------------------------ model (dygraph)

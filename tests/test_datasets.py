@@ -318,3 +318,10 @@ def test_build_datasets_cifar(tmp_path):
         np.testing.assert_array_equal(data.images, images[idx])
     x, y, i = sets["test"][3]
     assert x.shape == (3, 32, 32) and i == 3
+
+
+def test_resize_short_truncates_the_long_side_like_torchvision():
+    from PIL import Image
+    from utils.datasets import resize_short
+    assert resize_short(Image.new("RGB", (640, 427)), 256).size == (383, 256)
+    assert resize_short(Image.new("RGB", (427, 640)), 256).size == (256, 383)

@@ -208,3 +208,26 @@ def test_batch_larger_than_training_set(demo, tmp_path):
 def test_debug_shows_the_traceback(demo, tmp_path):
     proc = cli(demo, tmp_path, "--data-path", str(tmp_path / "nowhere"), "--debug")
     assert proc.returncode != 0 and "Traceback" in proc.stderr
+
+
+@pytest.mark.parametrize("flags, fragment", [
+    (["-ee", "0"], "-ee/--eval_epoch must be >= 1, got 0"),
+    (["--debug_steps", "0"], "--debug_steps must be >= 1"),
+    (["--step_continuation", "-1"], "--step_continuation must be >= 1"),
+    (["-bs", "0"], "-bs/--batch-size must be >= 1"),
+    (["--topK", "0"], "--topK must be -1 (whole database) or >= 1, got 0"),
+])
+def test_non_positive_numeric_flags(demo, tmp_path, flags, fragment):
+    from utils.config import parse_args
+    from conftest import user_error
+    assert fragment in user_error(parse_args, demo_argv(demo, tmp_path, *flags))
+
+
+def test_resume_refuses_a_bank_of_another_training_set():
+    from utils.engine import load_bank
+    from utils.loss import HashNetLoss
+    from conftest import user_error
+    saved = HashNetLoss(48, 16, 10).state_dict()
+    message = user_error(load_bank, HashNetLoss(50, 16, 10), saved, "output/last_16")
+    assert "memory bank U is [48, 16], this run needs [50, 16]" in message
+    load_bank(HashNetLoss(48, 16, 10), saved, "output/last_16")  # same shapes load

@@ -9,6 +9,8 @@ inside every checkpoint.
 import argparse
 import os
 
+from utils.errors import UserError
+
 # dataset -> (num_class, topK); topK -1 ranks the whole database
 DATASET_PRESETS = {
     "coco": (80, 5000),
@@ -79,8 +81,18 @@ def build_parser(batch_size=128):
     return p
 
 
+POSITIVE_FLAGS = {"debug_steps": "--debug_steps", "eval_epoch": "-ee/--eval_epoch",
+                  "de_step": "--de_step", "step_continuation": "--step_continuation",
+                  "batch_size": "-bs/--batch-size", "epoch": "-e/--epoch"}
+
+
 def parse_args(argv=None, batch_size=128):
     args = build_parser(batch_size).parse_args(argv)
+    for name, flag in POSITIVE_FLAGS.items():
+        if getattr(args, name) < 1:
+            raise UserError(f"{flag} must be >= 1, got {getattr(args, name)}")
+    if args.topK is not None and (args.topK == 0 or args.topK < -1):
+        raise UserError(f"--topK must be -1 (whole database) or >= 1, got {args.topK}")
     num_class, topk = DATASET_PRESETS[args.dataset]
     if args.num_class is None:
         args.num_class = num_class

@@ -9,6 +9,7 @@ crop and flip do not depend on worker count, process count or on whether the
 run was resumed.
 """
 import logging
+import math
 import os
 import pickle
 import tarfile
@@ -54,10 +55,10 @@ def parse_list(path, num_class):
 def resize_short(img, size):
     """Resize so the short side is `size` (torchvision's Resize(int))."""
     w, h = img.size
-    if w <= h:
-        new = (size, max(1, round(h * size / w)))
+    if w <= h:  # the long side is truncated, as torchvision and paddle.vision do
+        new = (size, max(1, int(size * h / w)))
     else:
-        new = (max(1, round(w * size / h)), size)
+        new = (max(1, int(size * w / h)), size)
     return img.resize(new, Image.BILINEAR)
 
 
@@ -272,7 +273,8 @@ class ShardedBatchSampler(paddle.io.Sampler):
             yield shard[start:start + self.batch_size]
 
     def __len__(self):
-        return -(-(-(-self.size // self.world_size)) // self.batch_size)
+        per_process = math.ceil(self.size / self.world_size)
+        return math.ceil(per_process / self.batch_size)
 
 
 def collate_skipping(samples):

@@ -48,11 +48,6 @@ def wrap_model(model):
     return paddle.DataParallel(model) if world_size() > 1 else model
 
 
-def unwrap_model(model):
-    """The plain model, so checkpoint keys never carry a ``_layers.`` prefix."""
-    return model._layers if isinstance(model, paddle.DataParallel) else model
-
-
 # ---------------------------------------------------------------- collectives
 def _all_gather_rows(x, sizes):
     """Every process's ``x`` ([sizes[r], ...]) concatenated in rank order.

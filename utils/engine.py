@@ -25,13 +25,11 @@ from utils.io import atomic_write_json, ensure_writable_dir
 from utils.loss import HashNetLoss
 from utils.lr_scheduler import base_lr, build_optimizer, continuation_beta, step_lr
 from utils.plots import save_evaluation_plots, save_training_plot
-from utils.tools import retrieval_metrics, set_seed
+from utils.tools import retrieval_metrics, set_num_threads, set_seed
 
 
 def setup_runtime(args):
-    # Paddle's CPU kernels use one thread unless told; all cores roughly
-    # double training speed on a 2-core machine.
-    paddle.base.core.set_num_threads(max(1, args.num_threads))
+    set_num_threads(args.num_threads)
     set_seed(args.seed)
 
 
@@ -233,7 +231,7 @@ def run_train(args):
             raise SystemExit(128 + STOP.signum)
         loss = progress.loss_sum / steps
         log.info(f"HashNet[{epoch:2d}/{args.epoch}] bit:{args.bit}, lr:{epoch_lr(args, epoch):.9f}, "
-                 f"scale:{criterion.beta:.3f}, train loss:{loss:.3f} ({time.time() - start:.1f}s)")
+                 f"scale:{criterion.beta:.3f}, train loss:{loss:.3f}")
         record = {"epoch": epoch, "loss": loss, "map": None}
         state.update(epoch=epoch, history=state["history"] + [record])
         if epoch % args.eval_epoch == 0 or epoch == args.epoch:
@@ -252,7 +250,7 @@ def run_train(args):
         if dist.is_main_process():
             save_training_plot(state["history"], os.path.join(log_dir, "training.png"),
                                f"HashNet {args.bit} bits on {args.dataset}: training")
-        log.info(f"saved {args.output_dir}/last_{args.bit} (epoch {epoch})")
+        log.info(f"saved {args.output_dir}/last_{args.bit} (epoch {epoch}, {time.time() - start:.1f}s)")
     return state
 
 
@@ -263,7 +261,10 @@ def resume(args, model, optimizer, criterion, state, log):
     load_weights(model, prefix)
     state.update(load_training_state(prefix, model, optimizer))
     if "bank" in state:
-        criterion.set_state_dict(state.pop("bank"))
+        load_bank(criterion, state.pop("bank"), prefix)
+    if "partial" in state and state["config"]["batch_size"] != args.batch_size:
+        raise UserError(f"{prefix} stopped mid-epoch at batch size {state['config']['batch_size']}: "
+                        "resume it with the same -bs")
     if "partial" in state:
         # Mid-epoch: continue that epoch's RNG streams where they stopped.
         state["partial"] = EpochProgress(**state["partial"])
@@ -272,6 +273,17 @@ def resume(args, model, optimizer, criterion, state, log):
     else:
         where = f"the end of epoch {state['epoch']}"
     log.info(f"resumed from {prefix} at {where}")
+
+
+def load_bank(criterion, bank, prefix):
+    """Restore the memory bank, refusing one of another training set (Paddle
+    would only warn and keep an empty bank)."""
+    for key, value in bank.items():
+        need = list(getattr(criterion, key).shape)
+        if list(value.shape) != need:
+            raise UserError(f"{prefix}: memory bank {key} is {list(value.shape)}, this run needs "
+                            f"{need} (use the checkpoint's --dataset, lists and --num_class)")
+    criterion.set_state_dict(bank)
 
 
 def save(args, name, model, optimizer, criterion, state):

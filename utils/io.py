@@ -3,6 +3,8 @@ import json
 import os
 import tempfile
 
+from utils.errors import UserError
+
 
 def atomic_write(path, write):
     """Call ``write(tmp_path)`` for a temp file beside ``path``, then rename it into place."""
@@ -37,7 +39,6 @@ def atomic_write_json(obj, path):
 def ensure_writable_dir(path, flag):
     """Create ``path`` if needed and prove it takes files, before any work is
     done; otherwise a UserError naming the flag that chose it."""
-    from utils.errors import UserError
     try:
         os.makedirs(path, exist_ok=True)
         with tempfile.TemporaryFile(dir=path):

@@ -3,6 +3,8 @@ import math
 
 import paddle
 
+from utils.errors import UserError
+
 
 def continuation_beta(epoch, step_continuation=20):
     """β(e) = sqrt(floor((e−1)/step) + 1): tanh(β·z) sharpens towards sign(z)
@@ -34,4 +36,4 @@ def build_optimizer(name, parameters, lr, weight_decay, momentum=0.9):
     if name == "adamw":
         return paddle.optimizer.AdamW(learning_rate=lr, parameters=parameters,
                                       weight_decay=weight_decay)
-    raise ValueError(f"unknown optimizer {name!r}")
+    raise UserError(f"unknown optimizer {name!r}: use sgd, rmsprop or adamw")
