@@ -56,7 +56,7 @@ def assert_bit_identical(a, b):
 
 
 def test_sigkill_after_epoch_then_resume_is_bit_identical(demo, tmp_path, uninterrupted):
-    code, output = run_until(train_argv(demo, tmp_path), "last_16 (epoch 2)", signal.SIGKILL)
+    code, output = run_until(train_argv(demo, tmp_path), "last_16 (epoch 2,", signal.SIGKILL)
     assert code == -signal.SIGKILL, output[-2000:]
     resumed = run_python(*train_argv(demo, tmp_path, "--resume"))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
