@@ -16,5 +16,5 @@ BITS=("$@"); [ ${#BITS[@]} -gt 0 ] || BITS=(16 32 48 64)
 for B in "${BITS[@]}"; do
   python main_multi_gpu.py ${NPROCS:+--nprocs "$NPROCS"} --eval --dataset coco \
     --data-path "$COCO_PATH" --bit "$B" --seed "${SEED[$B]}" -bs 64 --crop_size 224 \
-    --resize_size 256 --pretrained "${WEIGHTS//\{bit\}/$B}" --log_path logs
+    --resize_size 256 --pretrained "${WEIGHTS//\{bit\}/$B}" --log_path logs --num_workers "${NUM_WORKERS:-4}"
 done

@@ -13,5 +13,5 @@ BITS=("$@"); [ ${#BITS[@]} -gt 0 ] || BITS=(16 32 48 64)
 for B in "${BITS[@]}"; do
   python main_single_gpu.py --eval --dataset coco --data-path "$COCO_PATH" --bit "$B" \
     --seed "${SEED[$B]}" -bs 128 --crop_size 224 --resize_size 256 \
-    --pretrained "${WEIGHTS//\{bit\}/$B}" --log_path logs
+    --pretrained "${WEIGHTS//\{bit\}/$B}" --log_path logs --num_workers "${NUM_WORKERS:-4}"
 done
