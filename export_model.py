@@ -24,12 +24,13 @@ import utils  # noqa: F401  (first: silences Paddle's import-time ccache warning
 import paddle
 from paddle.static import InputSpec
 
-from deploy.predictor import MODEL_SUFFIXES, InferenceModel, sign_codes
-from deploy.retrieval import check_sizes, load_model
-from utils.config import BITS, available_cores
-from utils.datasets import IMAGENET_MEAN, IMAGENET_STD
+from deploy.cli import check_sizes
+from deploy.predictor import MODEL_SUFFIXES, InferenceModel
+from models.hashnet import load_hashnet, sign_codes
+from utils.config import BITS
+from utils.datasets import normalize
 from utils.errors import run_cli
-from utils.tools import set_num_threads
+from utils.runtime import available_cores, set_num_threads
 
 TOLERANCE = 1e-4
 
@@ -54,8 +55,7 @@ def build_parser():
 
 def check_batch(n, size, seed=0):
     """Random images in pixel range, normalised like the test transform."""
-    pixels = np.random.default_rng(seed).random((n, size, size, 3), dtype=np.float32)
-    return ((pixels - IMAGENET_MEAN) / IMAGENET_STD).transpose(0, 3, 1, 2).copy()
+    return normalize(np.random.default_rng(seed).random((n, size, size, 3), dtype=np.float32))
 
 
 def compare(x, z_dygraph, exported_dir, bit, num_threads):
@@ -85,7 +85,7 @@ def main(argv):
     args = build_parser().parse_args(argv)
     check_sizes(args.img_size, flag="--img_size")
     set_num_threads(args.num_threads)
-    model, weights = load_model(args.bit, args.pretrained)
+    model, weights = load_hashnet(args.bit, args.pretrained)
     print(f"loaded {weights} ({args.bit} bits)")
     out_dir = args.save_inference_dir
     os.makedirs(out_dir, exist_ok=True)

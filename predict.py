@@ -21,13 +21,15 @@ import sys
 import utils  # noqa: F401  (first: silences Paddle's import-time ccache warning)
 import paddle
 
-from deploy.retrieval import (add_retrieval_args, code_cache, database_index, database_loader,
-                              finish_args, load_model, load_query, open_database, report,
-                              search)
-from models.hashnet import binary_codes
-from utils.engine import encode
+from deploy.cli import add_retrieval_args, resolve_retrieval_args
+from deploy.database import database_code_cache, database_index, database_loader, open_database
+from deploy.report import write_retrieval_report
+from deploy.search import search_database
+from models.hashnet import load_hashnet, sign_codes
+from utils.datasets import load_query_image
+from utils.encoder import encode_dataset
 from utils.errors import run_cli
-from utils.tools import set_num_threads
+from utils.runtime import set_num_threads
 
 
 def build_parser():
@@ -43,21 +45,24 @@ def build_parser():
 
 @paddle.no_grad()
 def main(argv):
-    args = finish_args(build_parser().parse_args(argv))
+    args = resolve_retrieval_args(build_parser().parse_args(argv))
     set_num_threads(args.num_threads)
     db = open_database(args)
-    query = load_query(args.img, args.resize_size, args.crop_size)
-    model, weights = load_model(args.bit, args.pretrained)
-    query_code = binary_codes(model(paddle.to_tensor(query))).numpy()
+    query = load_query_image(args.img, args.resize_size, args.crop_size)
+    model, weights = load_hashnet(args.bit, args.pretrained)
+    query_code = sign_codes(model(paddle.to_tensor(query)))
     print(f"weights: {weights}")
 
     def build():
-        return encode(model, database_loader(db, args.batch_size), "encoding database")
+        codes, labels, _ = encode_dataset(model, database_loader(db, args.batch_size),
+                                          "encoding database")
+        return codes, labels
 
-    packed, labels, source = code_cache(args, [weights]).get(build, len(db), args.rebuild_cache)
-    indices, distances = search(query_code, packed, args.topk, database_index(args.img, db))
-    return report(args, db, indices[0], distances[0], db.labels if labels is None else labels,
-                  source)
+    packed, labels, source = database_code_cache(args, [weights]).get(build, len(db),
+                                                                      args.rebuild_cache)
+    indices, distances = search_database(query_code, packed, args.topk, database_index(args.img, db))
+    return write_retrieval_report(args, db, indices[0], distances[0],
+                                  db.labels if labels is None else labels, source)
 
 
 if __name__ == "__main__":

@@ -99,7 +99,7 @@ def main(argv=None):
     _, warm = timed(mean_average_precision, qB[:2], qL[:2], dB[:50], dL[:50], 10,
                     backend=backend)
     _, warm_curves = timed(retrieval_metrics, qB[:2], qL[:2], dB[:50], dL[:50], 10,
-                           progress=False, backend=backend)
+                           show_progress=False, backend=backend)
     print(f"warm-up (JIT compile / cache load, not timed below): {warm + warm_curves:.2f} s")
 
     ref_map, t_ref = timed(mean_average_precision_reference, qB[:n_ref], qL[:n_ref], dB, dL,
@@ -107,13 +107,13 @@ def main(argv=None):
     t_ref_all = t_ref * args.queries / n_ref
     fast_sub = mean_average_precision(qB[:n_ref], qL[:n_ref], dB, dL, args.topk, backend=backend)
     fast_map, t_fast = timed(mean_average_precision, qB, qL, dB, dL, args.topk, backend=backend)
-    metrics, t_curves = timed(retrieval_metrics, qB, qL, dB, dL, args.topk, progress=False,
+    metrics, t_curves = timed(retrieval_metrics, qB, qL, dB, dL, args.topk, show_progress=False,
                               backend=backend)
     full_ref = n_ref == args.queries
 
     print(f"per-query argsort loop: {t_ref:.2f} s for {n_ref} queries"
           + ("" if full_ref else f" -> {t_ref_all:.1f} s extrapolated to {args.queries}"))
-    print(f"fast mAP@{args.topk} [{hamming.last_backend()}]: {t_fast:.3f} s for {args.queries} "
+    print(f"fast mAP@{args.topk} [{backend}]: {t_fast:.3f} s for {args.queries} "
           "queries")
     print(f"speed-up (mAP): {t_ref_all / t_fast:.1f}x")
     print(f"mAP reference loop ({n_ref} queries): {ref_map:.15f}")
@@ -126,7 +126,7 @@ def main(argv=None):
           f"P@H<=2 {metrics['precision_radius']:.4f}  R@H<=2 {metrics['recall_radius']:.4f}  "
           f"P@1000 {dict(zip(*metrics['precision_at_n'].values())).get(1000, float('nan')):.4f}")
     traced_map = peak_traced(mean_average_precision, qB, qL, dB, dL, args.topk, backend=backend)
-    traced_all = peak_traced(retrieval_metrics, qB, qL, dB, dL, args.topk, progress=False,
+    traced_all = peak_traced(retrieval_metrics, qB, qL, dB, dL, args.topk, show_progress=False,
                              backend=backend)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     print(f"peak traced allocations: mAP {traced_map / 2**20:.0f} MiB, all metrics "

@@ -99,7 +99,7 @@ def main(argv=None):
                         axis=1)[:, :args.topk]
         same = bool((dist[:n_float] == ref_d).all() and (dist[:n_float] == f_dist).all())
         qps = args.queries / t_all
-        print(f"packed popcount [{hamming.last_backend()}]: single query {one * 1e3:.2f} ms "
+        print(f"packed popcount [{backend}]: single query {one * 1e3:.2f} ms "
               f"({float_one / one:.0f}x float); {args.queries} queries in {t_all:.2f} s = "
               f"{qps:.0f} queries/s ({qps / float_qps:.0f}x float); "
               f"distances equal the float method's: {same}")

@@ -17,8 +17,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # noqa: E402
 import paddle  # noqa: E402
 
-from models.hashnet import HashNet, binary_codes  # noqa: E402
-from utils.config import available_cores  # noqa: E402
+from models.hashnet import HashNet, sign_codes  # noqa: E402
+from utils.runtime import available_cores, set_num_threads  # noqa: E402
 from utils.engine import train_step  # noqa: E402
 from utils.loss import HashNetLoss  # noqa: E402
 from utils.lr_scheduler import build_optimizer  # noqa: E402
@@ -41,7 +41,7 @@ def images_per_second(fn, batch, steps):
 
 
 def measure(size, batch, steps, threads, step_fn):
-    paddle.base.core.set_num_threads(threads)
+    set_num_threads(threads)
     paddle.seed(0)
     model = HashNet(64)
     criterion = HashNetLoss(10 * batch, 64, 80)
@@ -54,7 +54,7 @@ def measure(size, batch, steps, threads, step_fn):
     train = images_per_second(lambda: step_fn(model, criterion, optimizer, x, y, ind), batch, steps)
     model.eval()
     with paddle.no_grad():
-        enc = images_per_second(lambda: binary_codes(model(x)).numpy(), batch, steps)
+        enc = images_per_second(lambda: sign_codes(model(x)), batch, steps)
     return train, enc
 
 

@@ -10,6 +10,7 @@ import os
 
 import numpy as np
 
+from models.hashnet import sign_codes
 from utils.errors import UserError
 
 MODEL_SUFFIXES = (".json", ".pdmodel")   # Paddle 3.x first, then 2.x
@@ -43,11 +44,6 @@ def resolve_use_gpu(use_gpu):
     if use_gpu and not has_gpu:
         raise UserError("--use-gpu True but no CUDA device is visible (pass --use-gpu False)")
     return has_gpu if use_gpu is None else bool(use_gpu)
-
-
-def sign_codes(z):
-    """numpy twin of models.hashnet.binary_codes: int8 ±1, z == 0 -> +1."""
-    return np.where(np.asarray(z) >= 0, 1, -1).astype(np.int8)
 
 
 class InferenceModel:

@@ -86,8 +86,8 @@ def read_state(path):
             raise UserError("reading a .pth needs torch: pip install torch (only for this conversion)")
         state = torch.load(path, map_location="cpu")
         return {k: v.numpy() for k, v in state.items()}
-    import paddle
-    return {k: np.asarray(v) for k, v in paddle.load(path).items()}
+    from utils.checkpoint import load_state_file
+    return {k: np.asarray(v) for k, v in load_state_file(path, "AlexNet weights").items()}
 
 
 def main(argv):

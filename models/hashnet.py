@@ -7,13 +7,14 @@ code sign(z), with z == 0 mapped to +1.
 """
 import os
 
+import numpy as np
 import paddle
 import paddle.nn as nn
 
 from models.alexnet import FEATURE_DIM, alexnet_features, fc67
+from utils.checkpoint import load_state_file, load_weights, strip_params_suffix
 from utils.errors import UserError
 
-DEFAULT_BACKBONE = "models/AlexNet_pretrained.pdparams"
 RANDOM_INIT = "random"
 
 BACKBONE_HELP = (
@@ -44,9 +45,11 @@ class HashNet(nn.Layer):
         return self.classifier_plus(x)              # z: [N, bit]
 
 
-def binary_codes(z):
-    """sign(z) as int8 in {-1, +1}; z == 0 counts as +1 so every bit is set."""
-    return paddle.where(z >= 0, paddle.ones_like(z), -paddle.ones_like(z)).astype("int8")
+def sign_codes(z):
+    """The binary codes sign(z): int8 in {-1, +1} [N, bit] from z [N, bit]
+    (a paddle Tensor or an array); z == 0 counts as +1 so every bit is set."""
+    z = z.numpy() if isinstance(z, paddle.Tensor) else np.asarray(z)
+    return np.where(z >= 0, 1, -1).astype(np.int8)
 
 
 def backbone_state(alexnet_state):
@@ -70,12 +73,7 @@ def load_backbone(model, path):
     """
     if path == RANDOM_INIT:
         return
-    if not os.path.isfile(path):
-        raise UserError(f"backbone weights {path} not found: {BACKBONE_HELP}")
-    try:
-        state = backbone_state(paddle.load(path))
-    except Exception as err:  # a file paddle cannot read is bad input too
-        raise UserError(f"backbone weights {path} are unreadable ({err}): {BACKBONE_HELP}")
+    state = backbone_state(load_state_file(path, "backbone weights", BACKBONE_HELP))
     own = model.state_dict()
     missing = [k for k in own if not k.startswith("classifier_plus.6") and k not in state]
     if missing:
@@ -87,3 +85,26 @@ def load_backbone(model, path):
                             "transposed: use python -m models.convert_alexnet)")
     own.update(state)  # the hash layer keeps its fresh init
     model.set_state_dict(own)
+
+
+def default_checkpoint(bit):
+    """``output/model_best_{bit}`` (what training writes), else the
+    reference's released ``output/weights_{bit}``."""
+    candidates = [f"output/model_best_{bit}", f"output/weights_{bit}"]
+    for prefix in candidates:
+        if os.path.isfile(prefix + ".pdparams"):
+            return prefix
+    raise UserError("no checkpoint given and none found at "
+                    + " or ".join(c + ".pdparams" for c in candidates)
+                    + ": pass --pretrained PATH (without .pdparams)")
+
+
+def load_hashnet(bit, pretrained=None):
+    """HashNet in eval mode with a checkpoint's weights (default:
+    ``default_checkpoint``); also returns the .pdparams path (caches
+    fingerprint it)."""
+    prefix = strip_params_suffix(pretrained or default_checkpoint(bit))
+    model = HashNet(bit)
+    load_weights(model, prefix)
+    model.eval()
+    return model, prefix + ".pdparams"

@@ -20,17 +20,17 @@ OUT=${DEMO_OUT:-output/demo$SUFFIX}
 BIT=${DEMO_BIT:-64}
 # Demo settings (the COCO recipe: 224 px crops, batch 128, lr 1e-3, 150 epochs).
 CROP=64 RESIZE=72 BATCH=${DEMO_BATCH:-16}
-BACKBONE_EPOCHS=${DEMO_BACKBONE_EPOCHS:-3} BACKBONE_LR=${DEMO_BACKBONE_LR:-2e-2}
+BACKBONE_EPOCHS=${DEMO_BACKBONE_EPOCHS:-3} BACKBONE_LR=${DEMO_BACKBONE_LR:-8e-2}  # lr per 64 images
 EPOCHS=${DEMO_EPOCHS:-2} LR=${DEMO_LR:-1e-3} STEP_CONTINUATION=${DEMO_STEP_CONTINUATION:-1}
 SEED=${DEMO_SEED:-0}
 
 start=$(date +%s)
 if [ ! -f "$LISTS/database.txt" ]; then
-  python -m utils.demo_data --preset "$PRESET" --image-dir "$DATA" --list-dir "$LISTS"
+  python -m utils.demo.data --preset "$PRESET" --image-dir "$DATA" --list-dir "$LISTS"
 fi
 BACKBONE=$OUT/alexnet_demo_backbone.pdparams
 if [ ! -f "$BACKBONE" ]; then
-  python -m utils.demo_backbone --data-path "$DATA" --list "$LISTS/train.txt" --out "$BACKBONE" \
+  python -m utils.demo.backbone --data-path "$DATA" --list "$LISTS/train.txt" --out "$BACKBONE" \
     --epochs "$BACKBONE_EPOCHS" -lr "$BACKBONE_LR" -bs "$BATCH" \
     --crop_size $CROP --resize_size $RESIZE --seed "$SEED"
 fi
@@ -39,5 +39,5 @@ COMMON=(--dataset demo --data-path "$DATA" --list-dir "$LISTS" --bit "$BIT" --se
 python main_single_gpu.py "${COMMON[@]}" --backbone "$BACKBONE" -e "$EPOCHS" -ee 1 \
   -lr "$LR" --step_continuation "$STEP_CONTINUATION" --debug_steps 10
 python main_single_gpu.py "${COMMON[@]}" --eval --pretrained "$OUT/model_best_$BIT"
-python -m utils.demo_report --log-dir "$OUT/logs" --list-dir "$LISTS"
+python -m utils.demo.report --log-dir "$OUT/logs" --list-dir "$LISTS"
 echo "demo finished in $(( $(date +%s) - start ))s; outputs in $OUT"

@@ -3,7 +3,7 @@
 #
 #   bash test_tipc/prepare.sh CONFIG MODE
 #
-# lite_train_lite_infer: generates the tiny synthetic demo set (utils/demo_data.py,
+# lite_train_lite_infer: generates the tiny synthetic demo set (utils/demo/data.py,
 #   preset tiny: 128 train, 32 query, 128 database images of 72 px) at the
 #   config's --data-path / --list-dir (datasets/demo_tiny, data/demo_tiny: both
 #   git-ignored), unless its lists are already there. Takes about a second.
@@ -32,7 +32,7 @@ if [[ $MODE == lite_train_lite_infer ]]; then
     if [[ -f $list_dir/database.txt ]]; then
         echo "tiny demo set already in $data_path (lists in $list_dir)"
     else
-        $python -m utils.demo_data --preset tiny --image-dir "$data_path" --list-dir "$list_dir"
+        $python -m utils.demo.data --preset tiny --image-dir "$data_path" --list-dir "$list_dir"
     fi
 else
     for split in train test database; do

@@ -10,7 +10,6 @@ import sys
 import types
 
 import numpy as np
-import paddle
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -18,10 +17,11 @@ if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
 from utils.config import parse_args  # noqa: E402
-from utils.demo_data import generate  # noqa: E402
+from utils.demo.data import generate  # noqa: E402
 from utils.errors import UserError  # noqa: E402
+from utils.runtime import set_num_threads  # noqa: E402
 
-paddle.base.core.set_num_threads(2)
+set_num_threads(2)
 
 # The tiny demo set every data-driven test shares.
 N_TRAIN, N_TEST, N_EXTRA, IMAGE_SIZE = 48, 24, 24, 72

@@ -79,7 +79,6 @@ def test_topk_equals_stable_argsort(backend, bit, n, k):
     idx, dist = hamming.hamming_topk(hamming.pack_codes(q), hamming.pack_codes(d), k,
                                      backend=backend, block=4)
     ref_idx, ref_dist = brute_topk(q, d, k)
-    assert hamming.last_backend() == backend
     assert idx.dtype == np.int64 and idx.shape == (23, k)
     assert np.array_equal(idx, ref_idx)
     assert np.array_equal(dist, ref_dist)
@@ -144,7 +143,8 @@ def test_backend_selection(monkeypatch):
     monkeypatch.setenv("HASHNET_HAMMING_BACKEND", "numpy")
     assert hamming.resolve_backend() == "numpy"
     monkeypatch.delenv("HASHNET_HAMMING_BACKEND")
-    assert hamming.default_backend() == ("numba" if hamming.numba is not None else "numpy")
+    assert hamming.resolve_backend() == ("numba" if hamming.numba is not None else "numpy")
+    assert hamming.resolve_backend("auto") == hamming.resolve_backend()
     with pytest.raises(ValueError):
         hamming.resolve_backend("cuda")
     monkeypatch.setattr(hamming, "numba", None)         # as on a machine without numba

@@ -84,7 +84,7 @@ def test_map_equals_brute_force_with_ties(backend, k):
         assert abs(mean_average_precision(q, ql, d, dl, k, skip, backend=backend)
                    - expected) <= 1e-12
         assert abs(mean_average_precision_reference(q, ql, d, dl, k, skip) - expected) <= 1e-12
-        assert abs(retrieval_metrics(q, ql, d, dl, k, skip_no_relevant=skip, progress=False,
+        assert abs(retrieval_metrics(q, ql, d, dl, k, skip_no_relevant=skip, show_progress=False,
                                      backend=backend)["map"] - expected) <= 1e-12
 
 
@@ -122,14 +122,14 @@ def test_tie_aware_hand_computed(backend):
              2: 0.5 * (1 / 2) + 0.5 * 0.0,              # K cuts the tie: 1 of its 2 items
              1: 0.0}
     for k, expected in cases.items():
-        m = retrieval_metrics(q[:1], ql[:1], d, dl, k, progress=False, backend=backend)
+        m = retrieval_metrics(q[:1], ql[:1], d, dl, k, show_progress=False, backend=backend)
         assert m["map_tie_aware"] == pytest.approx(expected, abs=1e-12), k
     # skip_no_relevant: query 1 never has a relevant item; at K=1 neither query can
-    m = retrieval_metrics(q, ql, d, dl, 2, skip_no_relevant=True, progress=False,
+    m = retrieval_metrics(q, ql, d, dl, 2, skip_no_relevant=True, show_progress=False,
                           backend=backend)
     assert m["map_tie_aware"] == pytest.approx(0.25, abs=1e-12)
     assert m["map"] == pytest.approx(0.5, abs=1e-12)
-    m = retrieval_metrics(q, ql, d, dl, 1, skip_no_relevant=True, progress=False,
+    m = retrieval_metrics(q, ql, d, dl, 1, skip_no_relevant=True, show_progress=False,
                           backend=backend)
     assert m["map_tie_aware"] == 0.0 and m["map"] == 0.0
 
@@ -138,7 +138,7 @@ def test_tie_aware_hand_computed(backend):
 def test_radius_and_curves_hand_computed(backend):
     q, ql, d, dl = hand_case()
     m = retrieval_metrics(q, ql, d, dl, -1, radius=1, precision_n=[1, 2, 3, 4],
-                          progress=False, backend=backend)
+                          show_progress=False, backend=backend)
     # query 0 per radius 0..4: precision 0, 1/3, 1/2, 1/2, 1/2; recall 0, 1/2, 1, 1, 1
     # query 1 (nothing relevant): 0 everywhere
     assert m["pr_curve"]["radius"] == [0, 1, 2, 3, 4]
@@ -163,7 +163,7 @@ def test_tie_aware_equals_exact_without_ties(backend):
     ql = (rng.random((8, 4)) < 0.4).astype(np.float32)
     dl = (rng.random((bit + 1, 4)) < 0.4).astype(np.float32)
     for k in (1, 5, 16, -1):
-        m = retrieval_metrics(q, ql, d, dl, k, progress=False, backend=backend)
+        m = retrieval_metrics(q, ql, d, dl, k, show_progress=False, backend=backend)
         assert m["map_tie_aware"] == pytest.approx(m["map"], abs=1e-12)
         assert m["map"] == pytest.approx(bf_map(q, ql, d, dl, k), abs=1e-12)
 
@@ -176,7 +176,7 @@ def test_tie_aware_equals_exhaustive_expectation(backend, k):
     q, ql, d, dl = random_data(11, 12, 9, 3, classes=3, density=0.4)
     dist, rel = bf_distances(q, d), bf_relevance(ql, dl)
     expected = np.mean([bf_tie_expected_ap(dist[i], rel[i], k) for i in range(len(q))])
-    m = retrieval_metrics(q, ql, d, dl, k, progress=False, backend=backend)
+    m = retrieval_metrics(q, ql, d, dl, k, show_progress=False, backend=backend)
     assert m["map_tie_aware"] == pytest.approx(expected, abs=1e-12)
 
 
@@ -191,7 +191,7 @@ def test_tie_aware_matches_monte_carlo():
     for _ in range(trials):
         orders = [np.lexsort((rng.random(len(d)), dist[i])) for i in range(len(q))]
         maps.append(np.mean([bf_ap(rel[i][order][:k]) for i, order in enumerate(orders)]))
-    tie = retrieval_metrics(q, ql, d, dl, k, progress=False)["map_tie_aware"]
+    tie = retrieval_metrics(q, ql, d, dl, k, show_progress=False)["map_tie_aware"]
     se = np.std(maps, ddof=1) / np.sqrt(trials)
     assert abs(tie - np.mean(maps)) <= 4 * se + 1e-12
     assert se > 0                                      # the ties did change AP
@@ -203,7 +203,7 @@ def test_tie_aware_matches_monte_carlo():
 def test_radius_pr_curve_and_precision_at_n_equal_brute_force(backend, bit, radius):
     q, ql, d, dl = random_data(bit + radius, 30, 350, bit)
     grid = [1, 3, 10, 100, 350, 400]
-    m = retrieval_metrics(q, ql, d, dl, 50, radius=radius, precision_n=grid, progress=False,
+    m = retrieval_metrics(q, ql, d, dl, 50, radius=radius, precision_n=grid, show_progress=False,
                           backend=backend)
     dist, rel = bf_distances(q, d), bf_relevance(ql, dl)
     curve = np.array([[bf_radius(dist[i], rel[i], r) for r in range(bit + 1)]
@@ -231,7 +231,7 @@ def test_backends_give_identical_numbers():
     qB, qL, dB, dL = synthetic_coco(120, 4000, 64, 20, 1.0, 3)
     results = {}
     for backend in BACKENDS:
-        m = retrieval_metrics(qB, qL, dB, dL, 1000, progress=False, backend=backend)
+        m = retrieval_metrics(qB, qL, dB, dL, 1000, show_progress=False, backend=backend)
         assert m.pop("kernel") == backend
         results[backend] = m
         assert mean_average_precision(qB, qL, dB, dL, 1000, backend=backend) == m["map"]
@@ -243,7 +243,7 @@ def test_backends_give_identical_numbers():
 
 def test_metrics_dict_is_json_and_complete():
     q, ql, d, dl = random_data(4, 10, 60, 8)
-    m = retrieval_metrics(q, ql, d, dl, 20, progress=False)
+    m = retrieval_metrics(q, ql, d, dl, 20, show_progress=False)
     assert json.loads(json.dumps(m)) == m
     for key in ("map", "map_tie_aware", "precision_radius", "recall_radius", "radius", "topk",
                 "pr_curve", "precision_at_n", "kernel", "bit", "num_queries", "num_database"):
@@ -288,7 +288,7 @@ def test_progress_bar_only_on_a_terminal(monkeypatch):
     assert "metrics" in fake.getvalue()
     fake = _Terminal()
     monkeypatch.setattr(sys, "stderr", fake)
-    retrieval_metrics(q, ql, d, dl, 10, block=2, progress=False)
+    retrieval_metrics(q, ql, d, dl, 10, block=2, show_progress=False)
     assert fake.getvalue() == ""
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import paddle
 import pytest
 
-from models.hashnet import HashNet, binary_codes
+from models.hashnet import HashNet, sign_codes
 from utils.lr_scheduler import build_optimizer
 
 
@@ -59,10 +59,13 @@ def test_forward_is_real_valued_not_binary(model64):
     assert len(np.unique(np.abs(z))) > 2  # not sign(z) or tanh saturated
 
 
-def test_binary_codes_maps_zero_to_plus_one():
-    z = paddle.to_tensor([[0.0, -0.0, 1e-30, -1e-30, 2.5, -3.0]])
-    np.testing.assert_array_equal(binary_codes(z).numpy(), [[1, 1, 1, -1, 1, -1]])
-    assert set(np.unique(binary_codes(paddle.randn([50, 16])).numpy())) <= {-1, 1}
+def test_sign_codes_maps_zero_to_plus_one():
+    row = [[0.0, -0.0, 1e-30, -1e-30, 2.5, -3.0]]
+    for z in (paddle.to_tensor(row), np.asarray(row, dtype=np.float32)):  # tensor or array
+        codes = sign_codes(z)
+        assert codes.dtype == np.int8
+        np.testing.assert_array_equal(codes, [[1, 1, 1, -1, 1, -1]])
+    assert set(np.unique(sign_codes(paddle.randn([50, 16])))) == {-1, 1}
 
 
 def test_hash_layer_init(model64):

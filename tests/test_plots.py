@@ -24,7 +24,7 @@ def metrics_for(bit, seed=0):
     lab = rng.integers(0, 6, 500)
     codes = centres[lab] * np.where(rng.random((500, bit)) < 0.15, -1, 1)
     labels = np.eye(6, dtype=np.float32)[lab]
-    m = retrieval_metrics(codes[:50], labels[:50], codes[50:], labels[50:], 200, progress=False)
+    m = retrieval_metrics(codes[:50], labels[:50], codes[50:], labels[50:], 200, show_progress=False)
     m.update(dataset="toy", epoch=3)
     return m
 

@@ -13,10 +13,10 @@ import paddle
 import pytest
 
 from conftest import REPO
+from utils.config import RECIPE_SEEDS
 
 CONFIG = "test_tipc/configs/hashnet_{bit}/train_infer_python.txt"
 LITE = "lite_train_lite_infer"
-RECIPE_SEEDS = {16: 0, 32: 2000, 48: 200, 64: 2000}
 STATUS = re.compile(r"^Run (successfully|failed|skipped) with command - (.*)$")
 
 

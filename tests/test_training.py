@@ -273,7 +273,7 @@ def test_cli_bad_list_line(demo, tmp_path):
 # ------------------------------------------------------------- it learns
 def test_short_training_raises_map(tmp_path):
     """The demo's pipeline, scaled to seconds: warm up AlexNet on the training
-    labels (the stand-in for ImageNet weights, utils.demo_backbone), then
+    labels (the stand-in for ImageNet weights, utils.demo.backbone), then
     train HashNet at the demo's settings (recipe lr, batch 16, β raised each
     epoch). The trained model must beat the untrained one (random init)
     clearly, and the HashNet stage must not collapse the warm backbone's
@@ -281,10 +281,10 @@ def test_short_training_raises_map(tmp_path):
     from models.hashnet import HashNet, load_backbone
     from utils.config import parse_args
     from utils.datasets import build_loader
-    from utils.demo_backbone import pretrain
-    from utils.demo_data import generate
+    from utils.demo.backbone import pretrain
+    from utils.demo.data import generate
     from utils.io import atomic_save
-    from utils.tools import set_seed
+    from utils.runtime import set_seed
 
     data = types.SimpleNamespace(image_dir=str(tmp_path / "img"), list_dir=str(tmp_path / "lists"))
     generate(data.image_dir, data.list_dir, 96, 48, 48, 72, seed=1)

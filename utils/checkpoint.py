@@ -44,21 +44,31 @@ def save_checkpoint(prefix, model, optimizer, training):
     atomic_save(model.state_dict(), prefix + ".pdparams")
 
 
-def read_params(prefix):
-    """Load ``<prefix>.pdparams`` (``prefix`` may carry the suffix already)."""
-    if prefix.endswith(".pdparams"):
-        prefix = prefix[: -len(".pdparams")]
-    path = prefix + ".pdparams"
+def load_state_file(path, what, hint=""):
+    """``paddle.load(path)`` of a state file, or a one-line UserError naming
+    ``what`` it is, the path and ``hint`` (how to get a good one)."""
+    hint = f" ({hint})" if hint else ""
     if not os.path.isfile(path):
-        raise UserError(f"checkpoint {path} not found (--pretrained/--resume take the path "
-                        "without .pdparams)")
+        raise UserError(f"{what} {path} not found{hint}")
     try:
         state = paddle.load(path)
-    except Exception as err:
-        raise UserError(f"checkpoint {path} is unreadable ({type(err).__name__}: {err})")
+    except Exception as err:  # a file paddle cannot read is bad input
+        raise UserError(f"{what} {path} is unreadable ({type(err).__name__}: {err}){hint}")
     if not isinstance(state, dict):
-        raise UserError(f"checkpoint {path} is not a state dict")
-    return path, state
+        raise UserError(f"{what} {path} is not a state dict{hint}")
+    return state
+
+
+def strip_params_suffix(prefix):
+    """Checkpoint flags take the path without ``.pdparams``; accept it with, too."""
+    return prefix[: -len(".pdparams")] if prefix.endswith(".pdparams") else prefix
+
+
+def read_params(prefix):
+    """``(path, state)`` of ``<prefix>.pdparams``."""
+    path = strip_params_suffix(prefix) + ".pdparams"
+    return path, load_state_file(path, "checkpoint", "--pretrained/--resume take the path "
+                                                     "without .pdparams")
 
 
 def load_weights(model, prefix):
@@ -82,13 +92,8 @@ def load_training_state(prefix, model, optimizer):
     """Restore the optimizer from ``<prefix>.pdopt``; return the training
     state dict saved with it ({} for a reference-format file, whose optimizer
     keys are the reference process's parameter names)."""
-    path = prefix + ".pdopt"
-    if not os.path.isfile(path):
-        raise UserError(f"{path} not found: --resume needs both .pdparams and .pdopt")
-    try:
-        saved = paddle.load(path)
-    except Exception as err:
-        raise UserError(f"{path} is unreadable ({type(err).__name__}: {err})")
+    saved = load_state_file(prefix + ".pdopt", "optimizer state",
+                            "--resume needs both .pdparams and .pdopt")
     if isinstance(saved, dict) and "optimizer" in saved and "training" in saved:
         state = saved["optimizer"]
         if saved.get("optimizer_keys") == "state_dict_names":

@@ -125,7 +125,7 @@ class DatabaseCodeCache:
                              "list and --bit")
         if not np.issubdtype(codes.dtype, np.number) or not np.all(np.isin(codes, (-1, 0, 1))):
             raise CacheError("values other than -1/+1")
-        return pack_codes(codes)   # sign() gave 0 for z == 0: counted as +1, like binary_codes
+        return pack_codes(codes)   # sign() gave 0 for z == 0: counted as +1, like sign_codes
 
     # -------------------------------------------------------------- writing
     def write(self, packed, labels):

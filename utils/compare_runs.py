@@ -2,11 +2,12 @@
 HashNet's paper shows: precision within Hamming radius 2 against the code
 length, precision-recall curves and precision@top-N, overlaid.
 
-    python -m utils.compare_runs output/coco_16 output/coco_32 output/coco_64/metrics.json \
+    python -m utils.compare_runs logs/eval-16-* logs/eval-32-* logs/eval-64-*/metrics.json \
         --out output/compare
 
-Each argument is a metrics.json written by an evaluation, or a directory
-holding one. Writes precision_radius_vs_bits.png, pr_curves.png and
+Each argument is a metrics.json written by an evaluation (beside its log, in
+``<--log_path>/eval-<bit>-<time>/`` or ``train-<bit>-<time>/``), or such a
+directory. Writes precision_radius_vs_bits.png, pr_curves.png and
 precision_at_n.png in --out and prints a summary table.
 """
 import argparse

@@ -10,6 +10,7 @@ import argparse
 import os
 
 from utils.errors import UserError
+from utils.runtime import available_cores
 
 # dataset -> (num_class, topK); topK -1 ranks the whole database
 DATASET_PRESETS = {
@@ -18,18 +19,12 @@ DATASET_PRESETS = {
     "imagenet": (100, 1000),
     "cifar10": (10, -1), "cifar10-1": (10, -1), "cifar10-2": (10, -1),
     "mirflickr": (38, -1), "voc2012": (20, -1),
-    "demo": (10, 100),  # the generated demo set (utils/demo_data.py)
+    "demo": (10, 100),  # the generated demo set (utils/demo/data.py)
 }
 BITS = (16, 32, 48, 64)
-# Seeds of the released COCO runs, per bit length (used by scripts/*.sh).
+# Seeds of the released COCO runs, per bit length: scripts/recipe.sh reads them
+# from here; tests/test_tipc.py checks the TIPC configs against them.
 RECIPE_SEEDS = {16: 0, 32: 2000, 48: 200, 64: 2000}
-
-
-def available_cores():
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
 
 
 def build_parser(batch_size=128):

@@ -74,10 +74,16 @@ def crop(img, size, rng=None):
     return img.crop((left, top, left + size, top + size))
 
 
+def normalize(pixels):
+    """Pixels in [0, 1], [..., H, W, 3] -> [..., 3, H, W] float32 normalised
+    with ImageNet mean/std (what the backbone's ImageNet weights expect)."""
+    x = (np.asarray(pixels, dtype=np.float32) - IMAGENET_MEAN) / IMAGENET_STD
+    return np.moveaxis(x, -1, -3).copy()
+
+
 def to_normalized_array(img):
-    """PIL RGB -> [3, H, W] float32 normalised with ImageNet mean/std."""
-    x = np.asarray(img, dtype=np.float32) / 255.0
-    return ((x - IMAGENET_MEAN) / IMAGENET_STD).transpose(2, 0, 1).copy()
+    """PIL RGB -> [3, H, W] float32, normalised."""
+    return normalize(np.asarray(img, dtype=np.float32) / 255.0)
 
 
 def train_transform(img, resize_size, crop_size, rng):
@@ -89,6 +95,11 @@ def train_transform(img, resize_size, crop_size, rng):
 
 def test_transform(img, resize_size, crop_size):
     return to_normalized_array(crop(resize_short(img, resize_size), crop_size))
+
+
+def load_query_image(path, resize_size, crop_size):
+    """One image file through the test transform, as a [1, 3, S, S] float32 batch."""
+    return test_transform(load_rgb(path), resize_size, crop_size)[None]
 
 
 def load_rgb(path):
@@ -285,7 +296,7 @@ def collate_skipping(samples):
     return paddle.io.dataloader.collate.default_collate_fn(samples)
 
 
-class Loader:
+class BatchLoader:
     """Batches of ``dataset`` in ``batch_sampler`` order, as paddle tensors.
 
     With no workers, samples are read in the calling thread: Paddle's own
@@ -318,7 +329,7 @@ class Loader:
 
 def build_loader(dataset, batch_size, shuffle, num_workers=0, seed=0, rank=0, world_size=1):
     sampler = ShardedBatchSampler(len(dataset), batch_size, shuffle, seed, rank, world_size)
-    return Loader(dataset, sampler, num_workers)
+    return BatchLoader(dataset, sampler, num_workers)
 
 
 def set_epoch(loader, epoch, skip=0):

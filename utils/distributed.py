@@ -14,9 +14,9 @@ engine has one code path. With several processes (one per GPU with nccl, or
 * :func:`gather_in_order` all-gathers evaluation codes into dataset order,
   so mAP is computed on the same data as in one process;
 * rank 0 alone writes ``log.txt``, metrics and checkpoints (the engine asks
-  :func:`is_main_process`); the others write ``log_{rank}.txt``.
+  :func:`is_main_process`); the others write ``log_{rank}.txt``
+  (``utils.runtime.setup_logger``).
 """
-import logging
 import multiprocessing.connection
 import os
 import signal
@@ -128,13 +128,12 @@ def gather_in_order(codes, labels, indices, size):
     return codes[first], labels[first]
 
 
-def run_stamp():
-    """The run's start time ``YYYYmmdd-HHMMSS`` (it names the log folder):
-    rank 0's clock, broadcast, so that all processes log into one folder."""
-    stamp = [time.strftime("%Y%m%d-%H%M%S")]
+def broadcast_from_main(obj):
+    """Rank 0's ``obj`` in every process (``obj`` itself in one process)."""
+    box = [obj]
     if world_size() > 1:
-        pdist.broadcast_object_list(stamp, src=0)
-    return stamp[0]
+        pdist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def any_process(flag):
@@ -146,27 +145,6 @@ def any_process(flag):
     value = paddle.to_tensor([int(bool(flag))], dtype="int32")
     pdist.all_reduce(value, op=pdist.ReduceOp.MAX)
     return bool(value.item())
-
-
-def setup_logger(log_dir):
-    """Log to stdout and ``log_dir/log.txt`` on rank 0; other ranks write
-    ``log_{rank}.txt`` only, so the console shows each line once."""
-    logger = logging.getLogger("hashnet")
-    logger.setLevel(logging.INFO)
-    logger.propagate = False
-    for handler in list(logger.handlers):
-        logger.removeHandler(handler)
-        handler.close()
-    fmt = logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S")
-    os.makedirs(log_dir, exist_ok=True)
-    name = "log.txt" if is_main_process() else f"log_{rank()}.txt"
-    handlers = [logging.FileHandler(os.path.join(log_dir, name))]
-    if is_main_process():
-        handlers.append(logging.StreamHandler(sys.stdout))
-    for handler in handlers:
-        handler.setFormatter(fmt)
-        logger.addHandler(handler)
-    return logger
 
 
 # ---------------------------------------------------------------- processes

@@ -13,19 +13,20 @@ import time
 
 import numpy as np
 import paddle
-from tqdm import tqdm
 
-from models.hashnet import HashNet, binary_codes, load_backbone
+from models.hashnet import HashNet, load_backbone
 from utils import distributed as dist
 from utils.checkpoint import (load_training_state, load_weights, newest_checkpoint,
                               save_checkpoint)
 from utils.datasets import build_datasets, build_loader, set_epoch
+from utils.encoder import encode_dataset
 from utils.errors import UserError
 from utils.io import atomic_write_json, ensure_writable_dir
 from utils.loss import HashNetLoss
 from utils.lr_scheduler import base_lr, build_optimizer, continuation_beta, step_lr
 from utils.plots import save_evaluation_plots, save_training_plot
-from utils.tools import retrieval_metrics, set_num_threads, set_seed
+from utils.runtime import run_stamp, set_num_threads, set_seed, setup_logger
+from utils.tools import retrieval_metrics
 
 
 def setup_runtime(args):
@@ -92,46 +93,41 @@ class EpochProgress:
     loss_sum: float = 0.0
 
 
-def train_one_epoch(model, criterion, optimizer, loader, args, log, progress):
-    """Train one epoch from ``progress.step`` on (0, or where an interrupted
-    run stopped); returns ``progress``, short of the last step if a stop
+def train_one_epoch(model, criterion, optimizer, loader, args, log, epoch_progress):
+    """Train one epoch from ``epoch_progress.step`` on (0, or where an interrupted
+    run stopped); returns ``epoch_progress``, short of the last step if a stop
     signal came."""
-    epoch = progress.epoch
+    epoch = epoch_progress.epoch
     model.train()
-    set_epoch(loader, epoch, skip=progress.step)
-    if progress.step == 0:
+    set_epoch(loader, epoch, skip=epoch_progress.step)
+    if epoch_progress.step == 0:
         seed_epoch(args.seed, epoch)  # mid-epoch resumes restore the RNG instead
     criterion.beta = continuation_beta(epoch, args.step_continuation)
     optimizer.set_lr(epoch_lr(args, epoch))
     steps = len(loader)
     for x, y, ind in loader:
         value = train_step(model, criterion, optimizer, x, y, ind)
-        progress.step += 1
+        epoch_progress.step += 1
         if not math.isfinite(value):
-            raise UserError(f"non-finite loss {value} at epoch {epoch}, step {progress.step}: "
-                            "lower --learning_rate; the last checkpoint is intact")
-        progress.loss_sum += value
-        if progress.step % args.debug_steps == 0 or progress.step == steps:
-            log.info(f"Epoch[{epoch:03d}/{args.epoch:03d}], Step[{progress.step:04d}/{steps:04d}], "
-                     f"Loss: {value:.4f}")
+            raise UserError(f"non-finite loss {value} at epoch {epoch}, step "
+                            f"{epoch_progress.step}: lower --learning_rate; the last "
+                            "checkpoint is intact")
+        epoch_progress.loss_sum += value
+        if epoch_progress.step % args.debug_steps == 0 or epoch_progress.step == steps:
+            log.info(f"Epoch[{epoch:03d}/{args.epoch:03d}], "
+                     f"Step[{epoch_progress.step:04d}/{steps:04d}], Loss: {value:.4f}")
         if dist.any_process(STOP.signum is not None):  # every process stops at this step
             STOP.signum = STOP.signum or signal.SIGTERM
             break
-    return progress
+    return epoch_progress
 
 
-@paddle.no_grad()
 def encode(model, loader, desc="encoding"):
     """Binary codes sign(z) (int8 ±1, [n, bit]) and labels [n, C] of a whole
-    dataset, in dataset order."""
-    model.eval()
-    codes, labels, indices = [], [], []
-    for x, y, ind in tqdm(loader, desc=desc, leave=False, disable=not sys.stderr.isatty()):
-        codes.append(binary_codes(model(x)).numpy())
-        labels.append(y.numpy())
-        indices.append(ind.numpy())
-    return dist.gather_in_order(np.concatenate(codes), np.concatenate(labels),
-                                np.concatenate(indices), len(loader.dataset))
+    dataset, in dataset order (each process encodes its shard; see
+    ``dist.gather_in_order``)."""
+    codes, labels, indices = encode_dataset(model, loader, desc)
+    return dist.gather_in_order(codes, labels, indices, len(loader.dataset))
 
 
 def evaluate(model, query_loader, db_loader, args):
@@ -141,7 +137,7 @@ def evaluate(model, query_loader, db_loader, args):
     db_codes, db_labels = encode(model, db_loader, "encoding database")
     metrics = retrieval_metrics(q_codes, q_labels, db_codes, db_labels, args.topK,
                                 skip_no_relevant=args.skip_no_relevant,
-                                progress=sys.stderr.isatty())
+                                show_progress=sys.stderr.isatty())
     metrics["dataset"] = args.dataset
     return metrics
 
@@ -167,8 +163,8 @@ def make_loaders(args, splits):
 
 def start_log(args, mode):
     ensure_writable_dir(args.log_path, "--log_path")
-    log_dir = os.path.join(args.log_path, f"{mode}-{args.bit}-{dist.run_stamp()}")
-    log = dist.setup_logger(log_dir)
+    log_dir = os.path.join(args.log_path, f"{mode}-{args.bit}-{run_stamp()}")
+    log = setup_logger(log_dir, dist.is_main_process(), dist.rank())
     if dist.is_main_process():
         atomic_write_json(vars(args), os.path.join(log_dir, "config.json"))
     log.info("config: " + json.dumps(vars(args), sort_keys=True))
@@ -221,15 +217,17 @@ def run_train(args):
     steps = len(loaders["train"])
     for epoch in range(state["epoch"] + 1, args.epoch + 1):
         start = time.time()
-        progress = state.pop("partial", None) or EpochProgress(epoch)
-        train_one_epoch(train_model, criterion, optimizer, loaders["train"], args, log, progress)
-        if progress.step < steps:  # stopped by a signal
-            state["partial"] = progress
+        epoch_progress = state.pop("partial", None) or EpochProgress(epoch)
+        train_one_epoch(train_model, criterion, optimizer, loaders["train"], args, log,
+                        epoch_progress)
+        if epoch_progress.step < steps:  # stopped by a signal
+            state["partial"] = epoch_progress
             save(args, "last", model, optimizer, criterion, state)
-            log.info(f"stopped by signal {STOP.signum} at epoch {epoch}, step {progress.step}: "
-                     f"saved {args.output_dir}/last_{args.bit}; continue with --resume")
+            log.info(f"stopped by signal {STOP.signum} at epoch {epoch}, step "
+                     f"{epoch_progress.step}: saved {args.output_dir}/last_{args.bit}; "
+                     "continue with --resume")
             raise SystemExit(128 + STOP.signum)
-        loss = progress.loss_sum / steps
+        loss = epoch_progress.loss_sum / steps
         log.info(f"HashNet[{epoch:2d}/{args.epoch}] bit:{args.bit}, lr:{epoch_lr(args, epoch):.9f}, "
                  f"scale:{criterion.beta:.3f}, train loss:{loss:.3f}")
         record = {"epoch": epoch, "loss": loss, "map": None}

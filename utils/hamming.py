@@ -21,8 +21,11 @@ identical whichever ran:
   * ``numba`` — optional (``pip install numba``), a compiled, multi-threaded
     version of the same algorithm.
 The default is numba when importable; the environment variable
-``HASHNET_HAMMING_BACKEND=numpy|numba`` or a ``backend=`` argument chooses.
-``last_backend()`` tells which one ran last.
+``HASHNET_HAMMING_BACKEND=numpy|numba`` or a ``backend=`` argument chooses
+(``resolve_backend``). The numba kernel lives in utils/numba_kernels.py.
+
+Layout: packing, backend choice, the index, distances, the scan (public
+``hamming_scan`` and its numpy kernel), search (``hamming_topk``).
 """
 import os
 from collections import namedtuple
@@ -35,7 +38,6 @@ except ImportError:  # pragma: no cover - depends on the environment
     numba = None
 
 _ENV = "HASHNET_HAMMING_BACKEND"
-_LAST = {"backend": None}
 
 # One block of queries of a scan: top-`depth` indices [b, depth] (int64,
 # ordered by distance then index) and their distances; with labels, whether
@@ -100,16 +102,13 @@ def available_backends():
     return ("numpy", "numba") if numba is not None else ("numpy",)
 
 
-def default_backend():
-    """numba when importable, else numpy; ``$HASHNET_HAMMING_BACKEND`` overrides."""
-    return resolve_backend(os.environ.get(_ENV) or None)
-
-
 def resolve_backend(backend=None):
+    """The backend to run: ``backend`` if given ("numpy", "numba"; None or
+    "auto" for the default), else ``$HASHNET_HAMMING_BACKEND``, else numba
+    when importable, else numpy. The one place that reads the environment."""
     if backend in (None, "auto"):
-        env = os.environ.get(_ENV)
-        if env and env != "auto":
-            return resolve_backend(env)
+        backend = os.environ.get(_ENV) or "auto"
+    if backend == "auto":
         return "numba" if numba is not None else "numpy"
     if backend not in ("numpy", "numba"):
         raise ValueError(f"unknown Hamming backend {backend!r} (numpy, numba or auto)")
@@ -119,9 +118,11 @@ def resolve_backend(backend=None):
     return backend
 
 
-def last_backend():
-    """The backend the most recent search/scan ran on ("numpy" or "numba")."""
-    return _LAST["backend"]
+def _scan_kernel(backend):
+    if backend == "numba":
+        from utils import numba_kernels
+        return numba_kernels.scan
+    return _scan_numpy
 
 
 # ----------------------------------------------------------------- index
@@ -256,10 +257,8 @@ def hamming_scan(query_words, index, depth, query_labels=None, histograms=False,
     hist = np.zeros((nq, nbins if histograms else 0), np.int64)
     rel_hist = np.zeros((nq, nbins if histograms else 0), np.int64)
     if nq:
-        kernel = _scan_numba if backend == "numba" else _scan_numpy
-        kernel(query_words, index.words_t, depth, q_labels, bitmaps, histograms, nbins,
+        _scan_kernel(backend)(query_words, index.words_t, depth, q_labels, bitmaps, histograms, nbins,
                _threads(backend, nq), indices, distances, relevant, hist, rel_hist)
-    _LAST["backend"] = backend
     return ScanResult(indices, distances, relevant if with_labels else None,
                       hist if histograms else None, rel_hist if histograms else None)
 
@@ -275,17 +274,25 @@ def hamming_scan(query_words, index, depth, query_labels=None, histograms=False,
 #    depth - #(dist < t) items at distance t;
 # 4. relevance of the top items from the query's OR-ed class bitmaps.
 
-def _walk_threshold(count_le, depth, guess, max_d):
-    """Smallest t in 0..max_d with count_le(t) >= depth, walking from guess."""
-    t = min(max(guess, 0), max_d)
-    if count_le(t) >= depth:
-        while t > 0 and count_le(t - 1) >= depth:
-            t -= 1
-    else:
-        t += 1
-        while count_le(t) < depth:           # count_le(max_d) = n >= depth: terminates
+def threshold_walk(count_le):
+    """``threshold(dist, depth, guess, max_d)``: the smallest t in 0..max_d with
+    count_le(dist, t) >= depth, walking from ``guess`` (usually a step or
+    two). Written once for both kernels: numpy passes a vectorised count,
+    utils/numba_kernels.py compiles it with a loop count."""
+    def threshold(dist, depth, guess, max_d):
+        t = min(max(guess, 0), max_d)
+        if count_le(dist, t) >= depth:
+            while t > 0 and count_le(dist, t - 1) >= depth:
+                t -= 1
+        else:
             t += 1
-    return t
+            while count_le(dist, t) < depth:   # count_le(max_d) = n >= depth: terminates
+                t += 1
+        return t
+    return threshold
+
+
+_numpy_threshold = threshold_walk(lambda dist, g: np.count_nonzero(dist <= g))
 
 
 def _relevance_mask(q_labels, bitmaps):
@@ -320,202 +327,13 @@ def _scan_numpy(q_words, words_t, depth, q_labels, bitmaps, histograms, nbins, n
             stride = max(1, n // 4096)
             sampled = np.cumsum(np.bincount(dist[::stride], minlength=nbins)) * stride
             guess = min(int(np.searchsorted(sampled, depth)), nbins - 1)
-            t = _walk_threshold(lambda g: np.count_nonzero(dist <= g), depth, guess, nbins - 1)
+            t = _numpy_threshold(dist, depth, guess, nbins - 1)
         cand = np.flatnonzero(dist <= t)
         top = cand[np.argsort(dist[cand], kind="stable")[:depth]]
         indices[i] = top
         distances[i] = dist[top]
         if q_labels.shape[1]:
             relevant[i] = _mask_bits(mask, top)
-
-
-if numba is not None:
-    import llvmlite.ir as _llvm_ir
-    from numba.core import types as _nb_types
-    from numba.extending import intrinsic as _nb_intrinsic
-
-    @_nb_intrinsic
-    def _ctpop(typingctx, x):
-        """Population count of a uint64 (llvm.ctpop: POPCNT on x86-64)."""
-        def codegen(context, builder, signature, args):
-            return builder.ctpop(args[0])
-        return _nb_types.uint64(_nb_types.uint64), codegen
-
-    @_nb_intrinsic
-    def _cttz(typingctx, x):
-        """Trailing zero count of a non-zero uint64 (llvm.cttz: TZCNT)."""
-        def codegen(context, builder, signature, args):
-            return builder.cttz(args[0], _llvm_ir.Constant(_llvm_ir.IntType(1), 0))
-        return _nb_types.uint64(_nb_types.uint64), codegen
-
-    _ONE = np.uint64(1)
-
-    @numba.njit(cache=True, inline="always")
-    def _nb_distances(q, words_t, dist):
-        n_words, n = words_t.shape
-        x = q[0]
-        row = words_t[0]
-        for j in range(n):
-            dist[j] = _ctpop(x ^ row[j])
-        for w in range(1, n_words):
-            x = q[w]
-            row = words_t[w]
-            for j in range(n):
-                dist[j] += _ctpop(x ^ row[j])
-
-    @numba.njit(cache=True)
-    def _nb_count_le(dist, g):
-        s = 0
-        for j in range(dist.shape[0]):
-            s += dist[j] <= g
-        return s
-
-    @numba.njit(cache=True)
-    def _nb_threshold(dist, depth, guess, max_d):
-        t = min(max(guess, 0), max_d)
-        if _nb_count_le(dist, t) >= depth:
-            while t > 0 and _nb_count_le(dist, t - 1) >= depth:
-                t -= 1
-        else:
-            t += 1
-            while _nb_count_le(dist, t) < depth:
-                t += 1
-        return t
-
-    @numba.njit(cache=True)
-    def _nb_compact(dist, t, depth, cand):
-        """cand[:m] = ascending indices j with dist[j] < t, and with dist[j] == t
-        while fewer than depth - #(dist < t so far) of those were taken: a
-        superset of the top-depth items, at most ~2 depth long. Returns m.
-        Per 64 items: a bit mask from a vectorised compare, then its set bits."""
-        n = dist.shape[0]
-        n64 = n - n % 64
-        m = 0
-        below = 0
-        ties = 0
-        limit = t                              # t - 1 once no more ties are needed
-        for j0 in range(0, n64, 64):
-            if ties >= depth - below:
-                limit = t - 1
-            bits = np.uint64(0)
-            for b in range(64):
-                bits |= np.uint64(dist[j0 + b] <= limit) << np.uint64(b)
-            while bits:
-                j = j0 + np.int64(_cttz(bits))
-                bits &= bits - _ONE
-                d = dist[j]
-                below += d < t
-                keep = (d < t) or (ties < depth - below)
-                ties += (d == t) and keep
-                cand[m] = j
-                m += keep
-        for j in range(n64, n):
-            d = dist[j]
-            below += d < t
-            keep = (d < t) or (d == t and ties < depth - below)
-            ties += (d == t) and keep
-            cand[m] = j
-            m += keep
-        return m
-
-
-    @numba.njit(cache=True)
-    def _nb_bit(mask, j):
-        return (mask[j >> 6] >> np.uint64(j & 63)) & _ONE
-
-    @numba.njit(cache=True, nogil=True)
-    def _nb_scan_chunk(lo, hi, q_words, words_t, depth, q_labels, bitmaps, histograms, nbins,
-                       indices, distances, relevant, hist, rel_hist):
-        """Queries lo..hi-1, serially, with one set of scratch buffers."""
-        n = words_t.shape[1]
-        n_classes = q_labels.shape[1]
-        dist = np.empty(n, distances.dtype)
-        cand = np.empty(n, np.int64)
-        mask = np.zeros(bitmaps.shape[1], np.uint64)
-        counts = np.empty((4, 2 * nbins), np.int64)
-        total = np.zeros(nbins, np.int64)
-        pos = np.empty(nbins, np.int64)
-        for i in range(lo, hi):
-            _nb_distances(q_words[i], words_t, dist)
-            if n_classes:
-                mask[:] = 0
-                for cls in range(n_classes):
-                    if q_labels[i, cls]:
-                        row = bitmaps[cls]
-                        for w in range(mask.shape[0]):
-                            mask[w] |= row[w]
-            if histograms:
-                # (distance, relevant) histogram, 4 interleaved copies
-                counts[:] = 0
-                for j in range(n):
-                    counts[j & 3, 2 * np.int64(dist[j]) + np.int64(_nb_bit(mask, j))] += 1
-                start = 0
-                t = -1
-                for d in range(nbins):
-                    r = counts[0, 2 * d + 1] + counts[1, 2 * d + 1] \
-                        + counts[2, 2 * d + 1] + counts[3, 2 * d + 1]
-                    total[d] = counts[0, 2 * d] + counts[1, 2 * d] \
-                        + counts[2, 2 * d] + counts[3, 2 * d] + r
-                    hist[i, d] = total[d]
-                    rel_hist[i, d] = r
-                    start += total[d]
-                    if t < 0 and start >= depth:
-                        t = d
-            else:
-                # guess t from every stride-th item, then count exactly
-                stride = max(1, n // 4096)
-                total[:] = 0
-                for j in range(0, n, stride):
-                    total[dist[j]] += 1
-                t = 0
-                start = total[0] * stride
-                while start < depth and t < nbins - 1:
-                    t += 1
-                    start += total[t] * stride
-                t = _nb_threshold(dist, depth, t, nbins - 1)
-            m = _nb_compact(dist, t, depth, cand)
-            total[:t + 1] = 0
-            for p in range(m):
-                total[dist[cand[p]]] += 1
-            # counting sort: by distance, ties in index order; only the
-            # first depth - #(dist < t) items at distance t fit
-            start = 0
-            for d in range(t + 1):
-                pos[d] = start
-                start += total[d]
-            for p in range(m):
-                j = cand[p]
-                d = dist[j]
-                o = pos[d]
-                if o < depth:
-                    indices[i, o] = j
-                    distances[i, o] = d
-                    pos[d] = o + 1
-            if n_classes:
-                for p in range(depth):
-                    relevant[i, p] = _nb_bit(mask, indices[i, p]) != 0
-
-    @numba.njit(parallel=True, cache=True, nogil=True)
-    def _nb_scan_parallel(q_words, words_t, depth, q_labels, bitmaps, histograms, nbins,
-                          nchunks, indices, distances, relevant, hist, rel_hist):
-        """One contiguous chunk of queries per thread. The work is a call to the
-        serial function: code compiled inside a prange body runs slower."""
-        nq = q_words.shape[0]
-        for c in numba.prange(nchunks):
-            _nb_scan_chunk(c * nq // nchunks, (c + 1) * nq // nchunks, q_words, words_t,
-                           depth, q_labels, bitmaps, histograms, nbins, indices, distances,
-                           relevant, hist, rel_hist)
-
-    def _scan_numba(q_words, words_t, depth, q_labels, bitmaps, histograms, nbins, nchunks,
-                    indices, distances, relevant, hist, rel_hist):
-        if nchunks > 1:
-            _nb_scan_parallel(q_words, words_t, depth, q_labels, bitmaps, histograms, nbins,
-                              nchunks, indices, distances, relevant, hist, rel_hist)
-        else:  # a single chunk (e.g. one query): no thread pool to wake
-            _nb_scan_chunk(0, len(q_words), q_words, words_t, depth, q_labels, bitmaps,
-                           histograms, nbins, indices, distances, relevant, hist, rel_hist)
-else:  # pragma: no cover
-    _scan_numba = None
 
 
 # ----------------------------------------------------------------- search
@@ -542,5 +360,4 @@ def hamming_topk(packed_queries, packed_db, k, backend=None, block=None):
         res = hamming_scan(q_words[start:start + block], index, k, backend=backend)
         indices[start:start + block] = res.indices
         distances[start:start + block] = res.distances
-    _LAST["backend"] = backend
     return indices, distances

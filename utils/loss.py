@@ -12,8 +12,11 @@ class HashNetLoss(nn.Layer):
     """ℓ(u_i, U_j) = log(1 + e^{D_ij}) − S_ij·D_ij with D = α·u·Uᵀ, weighted so
     that similar and dissimilar pairs carry equal total weight (HashNet eq. 5).
 
-    Rows of the bank that were never written are zeros: they count as
-    dissimilar pairs whose D is 0, so they add a constant and no gradient.
+    Rows of the bank that were never written yet (early in the first epoch)
+    are zeros with zero labels: each is a dissimilar pair with D = 0, adding
+    log 2 to the sum and no gradient of its own. They also count in n0, so
+    they shrink the weight n/n0 of the real dissimilar pairs until the bank
+    fills; that is the recipe (spec §2), kept as it is.
     """
 
     def __init__(self, num_train, bit, num_class, alpha=0.1):

@@ -1,4 +1,5 @@
-"""Seeding and retrieval metrics (spec §5).
+"""Retrieval metrics (spec §5): mAP@K, tie-aware mAP, P/R within a Hamming
+radius, the PR curve and precision@N.
 
 Conventions (shared by every metric here):
   * codes are ±1 arrays [n, bit] (a value >= 0 counts as +1, so z == 0 -> +1);
@@ -17,31 +18,14 @@ them below is shared, so the numpy and numba backends give identical numbers.
 float dot product and one stable argsort per query), kept for tests and
 benchmarks.
 """
-import random
 import sys
 
 import numpy as np
 
-from utils.hamming import (HammingIndex, hamming_scan, numba, pack_codes, packed_to_words,
-                           resolve_backend)
+from utils.hamming import HammingIndex, hamming_scan, pack_codes, packed_to_words, resolve_backend
 
 DEFAULT_PRECISION_N = (1, 5, 10, 20, 50, 100, 200, 300, 400, 500, 600, 700, 800, 900, 1000,
                        1500, 2000, 2500, 3000, 3500, 4000, 4500, 5000)
-
-
-def set_num_threads(n):
-    """Threads for Paddle's CPU kernels: it uses one unless told, and all
-    cores roughly double training speed on a 2-core machine."""
-    import paddle
-    paddle.base.core.set_num_threads(max(1, n))
-
-
-def set_seed(seed):
-    """Seed python, numpy and paddle: a fixed seed gives the same numbers."""
-    import paddle
-    random.seed(seed)
-    np.random.seed(seed)
-    paddle.seed(seed)
 
 
 # ----------------------------------------------------------------- reference
@@ -74,18 +58,18 @@ def mean_average_precision_reference(query_codes, query_labels, db_codes, db_lab
 
 # ----------------------------------------------------------------- fast path
 def mean_average_precision(query_codes, query_labels, db_codes, db_labels, topk=-1,
-                           skip_no_relevant=False, block=None, backend=None, progress=False):
+                           skip_no_relevant=False, block=None, backend=None, show_progress=False):
     """mAP@K over ±1 codes; relevant = shares a label; ties in database-index
     order; a query with no relevant item in the top K counts 0 unless
     ``skip_no_relevant``; topk -1 ranks the whole database. Same value as
     ``mean_average_precision_reference`` (to rounding, |diff| ~ 1e-16)."""
     res = _evaluate(query_codes, query_labels, db_codes, db_labels, topk, curves=False,
-                    block=block, backend=backend, progress=progress)
+                    block=block, backend=backend, show_progress=show_progress)
     return _mean(res["ap"], res["has_relevant"] if skip_no_relevant else None)
 
 
 def retrieval_metrics(query_codes, query_labels, db_codes, db_labels, topk, radius=2,
-                      skip_no_relevant=False, progress=True, precision_n=None, block=None,
+                      skip_no_relevant=False, show_progress=True, precision_n=None, block=None,
                       backend=None):
     """All retrieval metrics from one pass over the Hamming distances per
     block of queries. Returns a JSON-serialisable dict:
@@ -119,7 +103,7 @@ def retrieval_metrics(query_codes, query_labels, db_codes, db_labels, topk, radi
     grid = _precision_grid(precision_n, db_size)
     res = _evaluate(query_codes, query_labels, db_codes, db_labels, topk, curves=True,
                     depth_min=grid[-1], grid=grid, block=block,
-                    backend=backend, progress=progress)
+                    backend=backend, show_progress=show_progress)
     bit = res["bit"]
     radius = int(min(max(radius, 0), bit))
     prec, rec = res["pr_precision"], res["pr_recall"]
@@ -184,7 +168,7 @@ def _check_inputs(query_codes, query_labels, db_codes, db_labels):
     return q, ql, d, dl
 
 
-def _progress(iterable, enabled, total, desc):
+def _progress_bar(iterable, enabled, total, desc):
     if not enabled or not sys.stderr.isatty():
         return iterable
     from tqdm import tqdm
@@ -192,7 +176,7 @@ def _progress(iterable, enabled, total, desc):
 
 
 def _evaluate(query_codes, query_labels, db_codes, db_labels, topk, curves, depth_min=1,
-              grid=None, block=None, backend=None, progress=False):
+              grid=None, block=None, backend=None, show_progress=False):
     """Per-query arrays of every metric, block by block."""
     q, ql, d, dl = _check_inputs(query_codes, query_labels, db_codes, db_labels)
     backend = resolve_backend(backend)
@@ -213,7 +197,7 @@ def _evaluate(query_codes, query_labels, db_codes, db_labels, topk, curves, dept
                    pr_precision=np.zeros((nq, bit + 1)), pr_recall=np.zeros((nq, bit + 1)),
                    pr_coverage=np.zeros((nq, bit + 1)), p_at_n=np.zeros((nq, len(grid))))
     starts = range(0, nq, block)
-    for s in _progress(starts, progress, len(starts), "mAP" if not curves else "metrics"):
+    for s in _progress_bar(starts, show_progress, len(starts), "mAP" if not curves else "metrics"):
         e = min(s + block, nq)
         scan = hamming_scan(q_words[s:e], index, depth, q_labels[s:e],
                             histograms=curves, backend=backend)
@@ -238,28 +222,14 @@ def _average_precision(hits, backend):
     bit for bit."""
     r = hits.sum(axis=1)
     if backend == "numba":
-        sums = _precision_sums_numba(hits)
+        from utils.numba_kernels import precision_sums
+        sums = precision_sums(hits)
     else:
         terms = np.cumsum(hits, axis=1, dtype=np.float64)
         terms /= np.arange(1, hits.shape[1] + 1, dtype=np.float64)
         terms *= hits
         sums = np.cumsum(terms, axis=1)[:, -1] if hits.shape[1] else np.zeros(len(hits))
     return np.where(r > 0, sums / np.maximum(r, 1), 0.0), r
-
-
-if numba is not None:
-    @numba.njit(cache=True, nogil=True, parallel=True)
-    def _precision_sums_numba(hits):
-        out = np.zeros(hits.shape[0])
-        for i in numba.prange(hits.shape[0]):   # rows are independent: same sums
-            count = 0
-            total = 0.0
-            for p in range(hits.shape[1]):       # branch-free: a miss adds 0.0
-                hit = np.int64(hits[i, p])
-                count += hit
-                total += hit * (count / (p + 1.0))
-            out[i] = total
-        return out
 
 
 def _radius_curves(hist, rel_hist):

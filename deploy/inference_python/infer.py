@@ -4,8 +4,8 @@
         --data-path datasets/coco --model-dir output/inference --img-path query.jpg \\
         --use-gpu False --benchmark True --warmup 5
 
-Same retrieval as predict.py (deploy/retrieval.py: cache, Hamming top-k with
-ties in database order, printed table, JSON, nearest-image copy, montage),
+Same retrieval as predict.py (deploy/: database and code cache, Hamming top-k
+with ties in database order, printed table, JSON, nearest-image copy, montage),
 with the codes computed by a Paddle Inference predictor instead of the
 dygraph model. Its database cache is ``database_code_<dataset>_<bit>_inference.npz``
 in --save-path, fingerprinted by the model files' sha256; when it is
@@ -29,10 +29,14 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
-from deploy.predictor import InferenceModel, resolve_use_gpu, sign_codes  # noqa: E402
-from deploy.retrieval import (add_retrieval_args, code_cache, database_index,  # noqa: E402
-                              database_loader, finish_args, load_query, open_database,
-                              report, search, str2bool)
+from deploy.cli import add_retrieval_args, resolve_retrieval_args, str2bool  # noqa: E402
+from deploy.database import (database_code_cache, database_index, database_loader,  # noqa: E402
+                             open_database)
+from deploy.predictor import InferenceModel, resolve_use_gpu  # noqa: E402
+from deploy.report import write_retrieval_report  # noqa: E402
+from deploy.search import search_database  # noqa: E402
+from models.hashnet import sign_codes  # noqa: E402
+from utils.datasets import load_query_image  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
 
 
@@ -70,9 +74,10 @@ def query_pipeline(args, model, packed, batch, timer, self_index=None):
     """preprocess -> inference -> postprocess (sign, Hamming top-k) for a
     batch of ``batch`` copies of the query; returns (indices, distances)."""
     x = timer.stage("preprocess", lambda: np.concatenate(
-        [load_query(args.img, args.resize_size, args.crop_size) for _ in range(batch)]))
+        [load_query_image(args.img, args.resize_size, args.crop_size) for _ in range(batch)]))
     z = timer.stage("inference", model.run, x)
-    return timer.stage("postprocess", lambda: search(sign_codes(z), packed, args.topk, self_index))
+    return timer.stage("postprocess", lambda: search_database(sign_codes(z), packed, args.topk,
+                                                                 self_index))
 
 
 def benchmark(args, model, packed, n_db):
@@ -95,7 +100,7 @@ def benchmark(args, model, packed, n_db):
 
 
 def main(argv):
-    args = finish_args(build_parser().parse_args(argv))
+    args = resolve_retrieval_args(build_parser().parse_args(argv))
     for flag in ("batch_size", "db_batch_size", "benchmark_runs"):
         if getattr(args, flag) < 1:
             raise UserError(f"--{flag.replace('_', '-')} must be >= 1")
@@ -103,7 +108,7 @@ def main(argv):
         raise UserError("--warmup must be >= 0")
     use_gpu = resolve_use_gpu(args.use_gpu)
     db = open_database(args)
-    load_query(args.img, args.resize_size, args.crop_size)  # an unreadable query fails now
+    load_query_image(args.img, args.resize_size, args.crop_size)  # an unreadable query fails now
     model = InferenceModel(args.model_dir, args.bit, use_gpu, args.num_threads)
     print(f"model: {model.files[0]} + {os.path.basename(model.files[1])} on "
           f"{'GPU' if use_gpu else f'CPU ({args.num_threads} threads)'}")
@@ -117,15 +122,16 @@ def main(argv):
             labels.append(y.numpy())
         return np.concatenate(codes), np.concatenate(labels)
 
-    packed, labels, source = code_cache(args, model.files, tag="_inference").get(
+    packed, labels, source = database_code_cache(args, model.files, tag="_inference").get(
         build, len(db), args.rebuild_cache)
     indices, distances = query_pipeline(args, model, packed, 1, Timer(),
                                         database_index(args.img, db))
     extra = {"model_files": list(model.files)}
     if args.benchmark:
         extra["benchmark"] = benchmark(args, model, packed, len(db))
-    return report(args, db, indices[0], distances[0], db.labels if labels is None else labels,
-                  source, tag="_inference", extra=extra)
+    return write_retrieval_report(args, db, indices[0], distances[0],
+                                  db.labels if labels is None else labels, source,
+                                  tag="_inference", extra=extra)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Generate the demo dataset: synthetic multi-label images, deterministic.
 
-    python -m utils.demo_data                  # datasets/demo + data/demo lists
-    python -m utils.demo_data --preset tiny    # the small set CI and TIPC use
+    python -m utils.demo.data                  # datasets/demo + data/demo lists
+    python -m utils.demo.data --preset tiny    # the small set CI and TIPC use
 
 Each image shows 1-3 objects on a noisy, smoothly shaded background. There
 are 10 classes, ten hues 36 degrees apart; each object is a disc, square or

@@ -7,7 +7,7 @@ classifier (sigmoid cross-entropy) on the demo's *training* labels and saves
 it in the backbone format that ``--backbone`` reads, the same path real
 ImageNet weights take.
 
-    python -m utils.demo_backbone --data-path datasets/demo --out output/demo/alexnet_demo.pdparams
+    python -m utils.demo.backbone --data-path datasets/demo --out output/demo/alexnet_demo.pdparams
 """
 import argparse
 import sys
@@ -17,12 +17,11 @@ import paddle
 import paddle.nn.functional as F
 
 from models.alexnet import AlexNet
-from utils.config import available_cores
 from utils.datasets import ImageList, build_loader, set_epoch
 from utils.errors import UserError, run_cli
 from utils.io import atomic_save
-from utils.lr_scheduler import build_optimizer
-from utils.tools import set_seed
+from utils.lr_scheduler import base_lr, build_optimizer
+from utils.runtime import available_cores, set_num_threads, set_seed
 
 
 def he_init(model):
@@ -36,6 +35,8 @@ def he_init(model):
 
 
 def pretrain(loader, num_class, epochs, lr, log=print):
+    """AlexNet trained ``epochs`` epochs at learning rate ``lr`` (as given to
+    the optimizer, not per 64 images)."""
     model = AlexNet(num_classes=num_class)
     he_init(model)
     for layer in model.sublayers():  # dropout only slows a few-epoch run down
@@ -66,7 +67,8 @@ def main(argv):
     p.add_argument("--num_class", type=int, default=10)
     p.add_argument("--out", default="output/demo/alexnet_demo.pdparams")
     p.add_argument("--epochs", type=int, default=3)
-    p.add_argument("-lr", "--learning_rate", type=float, default=2e-2)
+    p.add_argument("-lr", "--learning_rate", type=float, default=8e-2,
+                   help="for a batch of 64, scaled by the batch size (as in training)")
     p.add_argument("-bs", "--batch-size", dest="batch_size", type=int, default=16)
     p.add_argument("--crop_size", type=int, default=64)
     p.add_argument("--resize_size", type=int, default=72)
@@ -76,13 +78,14 @@ def main(argv):
     args = p.parse_args(argv)
     if args.epochs < 1:
         raise UserError("--epochs must be >= 1")
-    paddle.base.core.set_num_threads(args.num_threads)
+    set_num_threads(args.num_threads)
     set_seed(args.seed)
     data = ImageList(args.list, args.data_path, args.num_class, train=True,
                      resize_size=args.resize_size, crop_size=args.crop_size, seed=args.seed)
     data.check_files()
     loader = build_loader(data, args.batch_size, shuffle=True, seed=args.seed)
-    model = pretrain(loader, args.num_class, args.epochs, args.learning_rate)
+    model = pretrain(loader, args.num_class, args.epochs,
+                     base_lr(args.learning_rate, args.batch_size))
     atomic_save(model.state_dict(), args.out)
     print(f"wrote {args.out}")
 

@@ -1,0 +1,183 @@
+"""Docs that cannot drift from the code.
+
+* Every setting README quotes for the demo equals what scripts/demo.sh sets.
+* Every command in the code blocks of README.md (and the deploy/TIPC READMEs)
+  names a file that exists and, for Python entry points, only flags its
+  argparse parser knows (parsers are captured, nothing is executed).
+* README's layout table names every module of the tree, and only paths
+  that exist.
+"""
+import argparse
+import importlib
+import os
+import re
+import shlex
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+
+DOCS = ("README.md", "deploy/inference_python/README.md", "test_tipc/README.md")
+
+
+def read(path):
+    with open(os.path.join(REPO, path)) as f:
+        return f.read()
+
+
+# ---------------------------------------------------------------- demo settings
+def demo_sh_settings(text):
+    """{NAME: default} of scripts/demo.sh's ``NAME=${DEMO_X:-default}`` and
+    ``NAME=value`` assignments."""
+    found = {}
+    for name, value in re.findall(r"\b([A-Z_]+)=(\$\{[A-Z_]+:-[^}]*\}|[^\s$(]+)", text):
+        m = re.match(r"\$\{[A-Z_]+:-(.*)\}$", value)
+        found.setdefault(name, m.group(1) if m else value)
+    return found
+
+
+def readme_demo_settings(text):
+    """The demo settings README's demo section states, by demo.sh name."""
+    section = text[text.index("## The demo"):text.index("## Layout")]
+    step2 = re.search(r"utils\.demo\.backbone`, (\d+) epochs at lr ([0-9.e-]+) per 64 images",
+                      section)
+    step3 = re.search(r"(\d+) px crops of (\d+) px images, batch (\d+), lr ([0-9.e-]+), "
+                      r"(\d+) epochs,\s+β raised every (\d+ )?epochs?", section)
+    assert step2 and step3, "README's demo section no longer states the demo settings"
+    return {"BACKBONE_EPOCHS": step2.group(1), "BACKBONE_LR": step2.group(2),
+            "CROP": step3.group(1), "RESIZE": step3.group(2), "BATCH": step3.group(3),
+            "LR": step3.group(4), "EPOCHS": step3.group(5),
+            "STEP_CONTINUATION": (step3.group(6) or "1").strip()}
+
+
+def test_readme_demo_settings_are_the_scripts():
+    script = demo_sh_settings(read("scripts/demo.sh"))
+    for name, value in readme_demo_settings(read("README.md")).items():
+        assert name in script, f"scripts/demo.sh no longer sets {name}"
+        assert float(script[name]) == float(value), (
+            f"README says {name} = {value}, scripts/demo.sh sets {script[name]}")
+
+
+def test_drift_check_fails_on_a_one_sided_change():
+    """The check above is able to fail: change one demo setting in the
+    script only, and the README no longer agrees."""
+    edited = read("scripts/demo.sh").replace("EPOCHS=${DEMO_EPOCHS:-2}", "EPOCHS=${DEMO_EPOCHS:-3}")
+    assert edited != read("scripts/demo.sh")
+    readme = readme_demo_settings(read("README.md"))
+    assert float(demo_sh_settings(edited)["EPOCHS"]) != float(readme["EPOCHS"])
+
+
+# ---------------------------------------------------------------- commands
+def code_block_commands(text):
+    """Shell commands of the ```bash / ``` blocks: continuation lines joined,
+    comments dropped, ``&&``-chains split."""
+    commands = []
+    for block in re.findall(r"```(?:bash|sh)\n(.*?)```", text, re.S):
+        block = re.sub(r"\\\n\s*", " ", block)
+        for line in block.splitlines():
+            line = re.sub(r"(^|\s)#.*$", "", line).strip()
+            commands += [part.strip() for part in line.split("&&") if part.strip()]
+    return commands
+
+
+class _Captured(Exception):
+    def __init__(self, parser):
+        self.parser = parser
+
+
+def capture_parser(module_name, monkeypatch):
+    """The argparse parser ``module.main`` builds, without running anything:
+    ``parse_args`` raises the parser back to us."""
+    def capture(self, *args, **kwargs):
+        raise _Captured(self)
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", capture)
+    module = importlib.import_module(module_name)
+    for call in (lambda: module.main([]), lambda: module.main()):
+        try:
+            call()
+        except _Captured as got:
+            return got.parser
+        except TypeError:
+            continue
+    raise AssertionError(f"{module_name}.main never parsed its arguments")
+
+
+def python_target(words):
+    """(module name, its arguments) of a ``python …`` command, or None."""
+    if words[:3] == ["python", "-m", "paddle.distributed.launch"]:
+        script = next(i for i, w in enumerate(words) if w.endswith(".py"))
+        return words[script][:-3].replace("/", "."), words[script + 1:]
+    if words[1] == "-m":
+        return words[2], words[3:]   # only the repo's own modules are checked
+    assert words[1].endswith(".py"), words
+    assert os.path.isfile(os.path.join(REPO, words[1])), f"{words[1]} does not exist"
+    return words[1][:-3].replace("/", "."), words[2:]
+
+
+def known_flags(parser):
+    return set(parser._option_string_actions)
+
+
+def check_command(command, monkeypatch):
+    words = shlex.split(command.replace("{", "").replace("}", ""))
+    while words and re.match(r"^[A-Z_]+=", words[0]):   # VAR=value prefixes
+        words = words[1:]
+    if not words:
+        return
+    if words[0] == "bash":
+        assert os.path.isfile(os.path.join(REPO, words[1])), f"{command}: no {words[1]}"
+    elif words[0] == "pip":
+        for i, w in enumerate(words):
+            if w == "-r":
+                assert os.path.isfile(os.path.join(REPO, words[i + 1])), command
+    elif words[0] == "python":
+        module, argv = python_target(words)
+        if not os.path.isfile(os.path.join(REPO, module.replace(".", "/") + ".py")):
+            return   # pytest, paddle's launcher: not ours
+        flags = known_flags(capture_parser(module, monkeypatch))
+        for word in argv:
+            if word.startswith("-") and not re.match(r"^-\d", word):
+                assert word.split("=")[0] in flags, f"{command}: {module} has no flag {word}"
+
+
+@pytest.mark.parametrize("doc", DOCS)
+def test_readme_commands_name_real_files_and_flags(doc, monkeypatch):
+    sys.path.insert(0, os.path.join(REPO, "deploy", "inference_python"))
+    commands = code_block_commands(read(doc))
+    assert commands, f"no commands found in {doc}"
+    for command in commands:
+        with monkeypatch.context() as patch:
+            check_command(command, patch)
+
+
+def test_command_check_can_fail(monkeypatch):
+    with pytest.raises(AssertionError, match="has no flag --no_such_flag"):
+        check_command("python predict.py --bit 64 --no_such_flag 1", monkeypatch)
+    with pytest.raises(AssertionError, match="does not exist"):
+        check_command("python no_such_script.py --bit 64", monkeypatch)
+
+
+# ---------------------------------------------------------------- layout table
+def layout_paths(text):
+    table = text[text.index("## Layout"):]
+    table = table[:table.index("\n## ")]
+    return re.findall(r"`([^`\s]+)`", "\n".join(line.split("|")[1] for line in
+                                                 table.splitlines() if line.startswith("| `")))
+
+
+def test_layout_table_matches_the_tree():
+    paths = layout_paths(read("README.md"))
+    for path in paths:
+        assert os.path.exists(os.path.join(REPO, path)), f"README's layout names missing {path}"
+    tracked = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True,
+                             check=True).stdout.split()
+    modules = [f for f in tracked if f.endswith(".py") and f.split("/")[0] in ("models", "utils",
+                                                                            "deploy")
+               and not f.endswith("__init__.py")]
+    for module in modules:
+        assert any(module == p or (p.endswith("/") and module.startswith(p)) for p in paths), \
+            f"README's layout table does not name {module}"
+    for top in sorted({f.split("/")[0] for f in tracked if "/" in f} - {".ci"}):
+        assert any(p.split("/")[0] == top for p in paths), f"README's layout lacks {top}/"

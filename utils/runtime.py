@@ -1,0 +1,63 @@
+"""The process's runtime: CPU threads, seeds, the run log and its folder stamp.
+
+Every entry point (training, prediction, export, the demo) sets these up
+through this module, so "how many threads" and "which seed" have one answer.
+"""
+import logging
+import os
+import random
+import sys
+import time
+
+import numpy as np
+
+
+def available_cores():
+    """Cores this process may run on (its affinity mask, not the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def set_num_threads(n):
+    """Threads for Paddle's CPU kernels: it uses one unless told, and all
+    cores roughly double training speed on a 2-core machine."""
+    import paddle
+    paddle.base.core.set_num_threads(max(1, n))
+
+
+def set_seed(seed):
+    """Seed python, numpy and paddle: a fixed seed gives the same numbers."""
+    import paddle
+    random.seed(seed)
+    np.random.seed(seed)
+    paddle.seed(seed)
+
+
+def run_stamp():
+    """The run's start time ``YYYYmmdd-HHMMSS`` (it names the log folder):
+    rank 0's clock, broadcast, so that all processes log into one folder."""
+    from utils import distributed as dist
+    return dist.broadcast_from_main(time.strftime("%Y%m%d-%H%M%S"))
+
+
+def setup_logger(log_dir, main_process=True, rank=0):
+    """Log to stdout and ``log_dir/log.txt`` in the main process; other
+    ranks write ``log_{rank}.txt`` only, so the console shows each line once."""
+    logger = logging.getLogger("hashnet")
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+        handler.close()
+    fmt = logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S")
+    os.makedirs(log_dir, exist_ok=True)
+    name = "log.txt" if main_process else f"log_{rank}.txt"
+    handlers = [logging.FileHandler(os.path.join(log_dir, name))]
+    if main_process:
+        handlers.append(logging.StreamHandler(sys.stdout))
+    for handler in handlers:
+        handler.setFormatter(fmt)
+        logger.addHandler(handler)
+    return logger
