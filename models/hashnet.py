@@ -12,14 +12,15 @@ import paddle
 import paddle.nn as nn
 
 from models.alexnet import FEATURE_DIM, alexnet_features, fc67
+from models.imagenet_backbone import IMAGENET, imagenet_backbone
 from utils.checkpoint import load_state_file, load_weights, strip_params_suffix
 from utils.errors import UserError
 
 RANDOM_INIT = "random"
 
 BACKBONE_HELP = (
-    "get ImageNet AlexNet weights as torchvision's alexnet-owt-*.pth or "
-    "paddle.vision's alexnet .pdparams and convert them with "
+    "pass --backbone imagenet to download them, or get ImageNet AlexNet weights as "
+    "torchvision's alexnet-owt-*.pth or paddle.vision's alexnet .pdparams and convert them with "
     "`python -m models.convert_alexnet SRC models/AlexNet_pretrained.pdparams`, "
     "or pass --backbone random for random init")
 
@@ -66,13 +67,21 @@ def backbone_state(alexnet_state):
 
 
 def load_backbone(model, path):
-    """Initialise features and fc6/fc7 from a local AlexNet .pdparams file.
+    """Initialise features and fc6/fc7 from an AlexNet .pdparams file.
 
-    Weights are never downloaded: a missing file is a UserError saying how to
-    get one. ``path == "random"`` keeps the random init (demo, tests).
+    ``path == "imagenet"`` fetches and converts paddle.vision's ImageNet
+    weights once (models/imagenet_backbone.py); a missing local file is a
+    UserError saying how to get one; ``"random"`` keeps the random init (tests).
     """
     if path == RANDOM_INIT:
         return
+    if path == IMAGENET:
+        from utils.download import DownloadFailed
+        try:
+            path = imagenet_backbone()
+        except DownloadFailed as err:
+            raise UserError(f"could not download the ImageNet AlexNet weights: {err} "
+                            "(or pass --backbone PATH to a converted file)") from None
     state = backbone_state(load_state_file(path, "backbone weights", BACKBONE_HELP))
     own = model.state_dict()
     missing = [k for k in own if not k.startswith("classifier_plus.6") and k not in state]

@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import types
 
 import numpy as np
@@ -22,6 +23,34 @@ from utils.errors import UserError  # noqa: E402
 from utils.runtime import set_num_threads  # noqa: E402
 
 set_num_threads(2)
+
+# No test may reach past 127.0.0.1: the guard refuses other connections in
+# this process and, via sitecustomize on PYTHONPATH, in every Python it starts
+# (tests/netguard/loopback_only.py); each refusal is logged and fails the test.
+GUARD_DIR = os.path.join(REPO, "tests", "netguard")
+sys.path.insert(0, GUARD_DIR)
+import loopback_only  # noqa: E402
+
+loopback_only.install()
+os.environ.setdefault(loopback_only.LOG_ENV,
+                      os.path.join(tempfile.mkdtemp(prefix="netguard-"), "refused.txt"))
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    [REPO, GUARD_DIR] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
+
+
+def refused_connections():
+    path = os.environ[loopback_only.LOG_ENV]
+    return open(path).read().splitlines() if os.path.exists(path) else []
+
+
+@pytest.fixture(autouse=True)
+def loopback_only_network():
+    """Fail any test during which some process tried a non-loopback address."""
+    before = len(refused_connections())
+    yield
+    refused = refused_connections()[before:]
+    if refused:
+        pytest.fail(f"network guard refused connections to: {refused}")
 
 # The tiny demo set every data-driven test shares.
 N_TRAIN, N_TEST, N_EXTRA, IMAGE_SIZE = 48, 24, 24, 72
@@ -58,7 +87,7 @@ def make_args(demo, tmp_path):
 
 def run_python(*argv, cwd=REPO, timeout=300):
     """Run ``python *argv`` in the repo; returns the CompletedProcess."""
-    env = dict(os.environ, PYTHONPATH=REPO)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([REPO, GUARD_DIR]))
     return subprocess.run([sys.executable, *argv], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=timeout)
 

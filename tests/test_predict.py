@@ -16,7 +16,7 @@ import numpy as np
 import paddle
 import pytest
 
-from conftest import CROP, REPO, RESIZE, assert_cli_error
+from conftest import CROP, GUARD_DIR, REPO, RESIZE, assert_cli_error
 from models.hashnet import HashNet, sign_codes
 from utils.datasets import ImageList
 from utils.hamming import unpack_codes
@@ -87,7 +87,7 @@ def predict_argv(demo, prefix, img, save, *extra, bit=BIT):
 def run_script(script, *argv, timeout=300):
     """Run a script of the repo headless (no display: --show must not block)."""
     env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
-    env["PYTHONPATH"] = REPO
+    env["PYTHONPATH"] = os.pathsep.join([REPO, GUARD_DIR])
     return subprocess.run([sys.executable, script, *argv], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=timeout)
 

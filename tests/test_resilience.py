@@ -11,7 +11,7 @@ import numpy as np
 import paddle
 import pytest
 
-from conftest import REPO, assert_cli_error, assert_same, demo_argv, run_python
+from conftest import GUARD_DIR, REPO, assert_cli_error, assert_same, demo_argv, run_python
 
 TRAIN = ["-bs", "16", "-e", "3", "-ee", "3", "--debug_steps", "1",
          "--step_continuation", "1", "--de_step", "1"]
@@ -29,7 +29,7 @@ def run_until(argv, marker, sig):
     """Start training, send `sig` once `marker` is printed; return the exit code."""
     proc = subprocess.Popen([sys.executable, "-u", *argv], cwd=REPO, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True,
-                            env=dict(os.environ, PYTHONPATH=REPO))
+                            env=dict(os.environ, PYTHONPATH=os.pathsep.join([REPO, GUARD_DIR])))
     seen = []
     for line in proc.stdout:
         seen.append(line)

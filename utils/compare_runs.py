@@ -20,6 +20,11 @@ from utils.plots import (describe, finish_axes, new_figure, plot_pr_curve, plot_
                          save_png)
 
 REQUIRED = ("map", "precision_radius", "pr_curve", "precision_at_n")
+# Published COCO mAP@5000 per bit length, for --reference coco: the HashNet
+# paper (Cao et al., ICCV 2017) and the reference Paddle reproduction's
+# released runs (github.com/hatimwen/paddle_hashnet, its README).
+PUBLISHED = {"coco": {"paper": {16: 0.6873, 32: 0.7184, 48: 0.7301, 64: 0.7362},
+                      "reference": {16: 0.619, 32: 0.682, 48: 0.715, 64: 0.734}}}
 
 
 def load_metrics(path):
@@ -125,16 +130,32 @@ def summary(runs):
     return "\n".join(lines)
 
 
+def reference_table(runs, dataset):
+    """Markdown table: measured mAP per bit length next to the published values."""
+    published = PUBLISHED[dataset]
+    lines = ["| bits | measured mAP | reference Paddle | paper |", "|---|---|---|---|"]
+    for m in sorted(runs, key=lambda m: m["bit"]):
+        reference, paper = published["reference"].get(m["bit"]), published["paper"].get(m["bit"])
+        lines.append(f"| {m['bit']} | {m['map']:.4f} | "
+                     f"{'' if reference is None else format(reference, '.3f')} | "
+                     f"{'' if paper is None else format(paper, '.4f')} |")
+    return "\n".join(lines)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m utils.compare_runs",
                                 description="Compare runs' metrics.json in HashNet-paper figures.")
     p.add_argument("runs", nargs="+", help="metrics.json files or run directories holding one")
     p.add_argument("--out", required=True, help="directory for the PNG figures")
     p.add_argument("--title", default=None)
+    p.add_argument("--reference", choices=sorted(PUBLISHED), default=None,
+                   help="also print a table of mAP next to the paper's and the reference's")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     args = p.parse_args(argv)
     runs = [load_metrics(path) for path in args.runs]
     print(summary(runs))
+    if args.reference:
+        print(reference_table(runs, args.reference))
     for path in compare(runs, args.out, args.title):
         print(f"wrote {path}")
     return 0

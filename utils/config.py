@@ -61,8 +61,9 @@ def build_parser(batch_size=128):
     a("--log_path", default="logs")
     a("--output-dir", "--output_dir", dest="output_dir", default="output")
     # Not in the reference: where the backbone comes from, and machine knobs.
-    a("--backbone", default="models/AlexNet_pretrained.pdparams",
-      help="ImageNet AlexNet .pdparams (see models/convert_alexnet.py), or 'random'")
+    a("--backbone", default="imagenet",
+      help="'imagenet' (paddle.vision's ImageNet AlexNet, downloaded and converted once), "
+           "a converted .pdparams (see models/convert_alexnet.py), or 'random' (tests)")
     a("--num_workers", type=int, default=0, help="DataLoader worker processes")
     a("--nprocs", type=int, default=None,
       help="main_multi_gpu.py: processes to spawn (default: one per GPU, 2 on a CPU machine)")
