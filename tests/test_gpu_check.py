@@ -1,0 +1,95 @@
+"""utils/gpu_check.py: the comparison catches wrong losses and wrong updates,
+the checks planned per GPU count reach training and inference with the right
+device and process count, and the CPU part runs end to end and passes
+against the recorded reference (on this CPU-only machine: GPU part skipped)."""
+import copy
+import json
+import os
+
+import pytest
+
+from conftest import REPO, assert_cli_error, run_python
+from utils import gpu_check
+
+
+@pytest.fixture(scope="module")
+def reference():
+    with open(gpu_check.REFERENCE) as f:
+        return json.load(f)
+
+
+def passed(verdicts):
+    return [ok for ok, _ in verdicts]
+
+
+def test_reference_passes_against_itself(reference):
+    assert passed(gpu_check.compare(reference, reference)) == [True, True]
+
+
+def test_wrong_loss_fails(reference):
+    wrong = copy.deepcopy(reference)
+    wrong["losses"][-1] *= 1 + 2 * gpu_check.LOSS_RTOL
+    assert passed(gpu_check.compare(wrong, reference)) == [False, True]
+
+
+@pytest.mark.parametrize("change", ["scale", "sign"])
+def test_wrong_update_fails(reference, change):
+    """A gradient 10% too large changes the norm; one of the wrong sign only
+    the projection (same norm)."""
+    wrong = copy.deepcopy(reference)
+    update = wrong["updates"]["features.0.weight"]
+    if change == "scale":
+        update["norm"] *= 1.1
+    else:
+        update["projection"] *= -1
+    verdicts = gpu_check.compare(wrong, reference)
+    assert passed(verdicts) == [True, False] and "features.0.weight" in verdicts[1][1]
+
+
+def test_plan_per_gpu_count():
+    assert gpu_check.plan(0) == [("CPU", "cpu", 1)]
+    assert gpu_check.plan(1) == [("CPU", "cpu", 1), ("1 GPU", "gpu", 1)]
+    assert gpu_check.plan(4) == [("CPU", "cpu", 1), ("1 GPU", "gpu", 1), ("2 GPUs", "gpu", 2)]
+
+
+def test_checks_reach_training_and_inference_with_their_devices(reference, monkeypatch,
+                                                                 tmp_path, capsys):
+    """With 2 GPUs (faked): CPU, 1 GPU and 2 GPUs trained, inference on CPU
+    and GPU; one verdict line per check; a failing one makes the result False."""
+    trained, inferred = [], []
+
+    def fake_train(device, data, out, gpus=1):
+        trained.append((device, gpus))
+        return reference if device == "cpu" else dict(reference, losses=[1.0] * 2)
+
+    def fake_inference(prefix, out, use_gpu):
+        inferred.append((os.path.basename(os.path.dirname(os.path.dirname(prefix))), use_gpu))
+        return True, "ok"
+    monkeypatch.setattr(gpu_check, "train", fake_train)
+    monkeypatch.setattr(gpu_check, "check_inference", fake_inference)
+    monkeypatch.setattr(gpu_check, "make_tiny_set", lambda root: None)
+    assert gpu_check.run_checks(gpu_check.REFERENCE, str(tmp_path), 2) is False
+    assert trained == [("cpu", 1), ("gpu", 1), ("gpu", 2)]
+    assert inferred == [("CPU", False), ("2_GPUs", True)]
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(":")[0] for line in lines] == [
+        "PASS CPU", "PASS CPU", "FAIL 1 GPU", "PASS 1 GPU", "FAIL 2 GPUs", "PASS 2 GPUs",
+        "PASS CPU", "PASS 1 GPU"]
+
+
+def test_more_gpus_than_visible_is_one_line(tmp_path):
+    assert_cli_error(run_python("-m", "utils.gpu_check", "--gpus", "1"), "--gpus 1: only 0 GPU(s)")
+    assert_cli_error(run_python("-m", "utils.gpu_check", "--reference", str(tmp_path / "no.json")),
+                     "no.json not found", "--record")
+
+
+def test_cpu_part_end_to_end():
+    """scripts/gpu_check.sh on this CPU-only machine: the CPU training matches
+    the recorded reference, export + CPU inference pass, GPU part skipped."""
+    import subprocess
+    proc = subprocess.run(["bash", "scripts/gpu_check.sh"], cwd=REPO, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    verdicts = [line for line in proc.stdout.splitlines() if line.startswith(("PASS", "FAIL"))]
+    assert [v.split(":")[0] for v in verdicts] == ["PASS CPU"] * 3, verdicts
+    assert "no GPU visible" in proc.stdout
