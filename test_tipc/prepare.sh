@@ -7,10 +7,11 @@
 #   preset tiny: 128 train, 32 query, 128 database images of 72 px) at the
 #   config's --data-path / --list-dir (datasets/demo_tiny, data/demo_tiny: both
 #   git-ignored), unless its lists are already there. Takes about a second.
-# whole_train_whole_infer: nothing can be downloaded (the COCO split lists come
-#   with the HashNet authors' release, the ImageNet AlexNet weights are
-#   converted locally); checks that lists, images and backbone are in place and
-#   says what is missing.
+# whole_train_whole_infer: the data step (python -m utils.get_data coco): the
+#   HashNet authors' COCO lists into the config's --list-dir, the COCO 2014
+#   images under its --data-path and, for --backbone imagenet, the ImageNet
+#   AlexNet weights; verified, kept, and skipped when already there. Offline it
+#   names each missing file and where to put it by hand.
 # Both: puts the first query of test.txt at the config's train_infer_img_dir
 #   if no image is there yet (the query of the inference step).
 set -euo pipefail
@@ -35,12 +36,10 @@ if [[ $MODE == lite_train_lite_infer ]]; then
         $python -m utils.demo.data --preset tiny --image-dir "$data_path" --list-dir "$list_dir"
     fi
 else
-    for split in train test database; do
-        [[ -f $list_dir/$split.txt ]] || missing "$list_dir/$split.txt not found: put the COCO" \
-            "split lists of the HashNet authors' release in $list_dir"
-    done
-    [[ -d $data_path ]] || missing "image root $data_path not found: the list paths are relative to it"
-    if [[ $backbone != random && $backbone != null && ! -f $backbone ]]; then
+    extra=()
+    [[ $backbone == imagenet ]] && extra=(--with-backbone)
+    $python -m utils.get_data coco --root "$data_path" --list-dir "$list_dir" "${extra[@]}"
+    if [[ $backbone != random && $backbone != null && $backbone != imagenet && ! -f $backbone ]]; then
         missing "backbone $backbone not found: convert ImageNet AlexNet weights with" \
             "python -m models.convert_alexnet alexnet-owt-7be5be79.pth $backbone"
     fi

@@ -317,3 +317,11 @@ def test_demo_and_ci_never_download():
     for bit in (16, 32, 48, 64):
         config = open(os.path.join(REPO, f"test_tipc/configs/hashnet_{bit}/train_infer_python.txt"))
         assert "--backbone:lite_train_lite_infer=random|" in config.read()
+
+
+def test_readme_states_the_tiny_preset():
+    with open(os.path.join(REPO, "README.md")) as f:
+        readme = " ".join(f.read().split())
+    assert "toy sizes (batch 8, 1 epoch, 64 px crops, mAP@10)" in readme
+    script = open(os.path.join(REPO, "scripts", "reproduce.sh")).read()
+    assert "SIZES=(-bs 8 -e 1 -ee 1 --crop_size 64 --resize_size 72 --num_workers 0 --topK 10" in script

@@ -93,3 +93,15 @@ def test_cpu_part_end_to_end():
     verdicts = [line for line in proc.stdout.splitlines() if line.startswith(("PASS", "FAIL"))]
     assert [v.split(":")[0] for v in verdicts] == ["PASS CPU"] * 3, verdicts
     assert "no GPU visible" in proc.stdout
+
+
+def test_readme_states_the_check_settings():
+    with open(os.path.join(REPO, "README.md")) as f:
+        readme = " ".join(f.read().split())
+    steps = gpu_check.N_TRAIN // gpu_check.BATCH
+    assert (f"Trains {gpu_check.EPOCHS * steps} steps ({gpu_check.EPOCHS} epochs × {steps} steps "
+            f"of {gpu_check.BATCH} images, lr 5, no weight decay)") in readme
+    assert '"-lr", "5", "-wd", "0"' in open(gpu_check.__file__).read()
+    assert f"relative tolerance {gpu_check.LOSS_RTOL:g}" in readme
+    assert f"within {gpu_check.UPDATE_RTOL:.0%}".replace("%", " %") in readme
+    assert f"with the dygraph model ({gpu_check.INFERENCE_ATOL:g})" in readme
