@@ -15,15 +15,13 @@ import time
 import zipfile
 
 import numpy as np
-import paddle
 import pytest
 
 from conftest import GUARD_DIR, REPO, assert_cli_error, user_error
 from download_fixtures import make_fixtures, put, serve
 from utils import download
 from utils.download import DownloadFailed, Remote, fetch, file_checksum, run_downloads
-
-import loopback_only
+import loopback_only  # tests/netguard/, put on sys.path by conftest
 
 
 @pytest.fixture(scope="module")

@@ -77,6 +77,14 @@ def test_checks_reach_training_and_inference_with_their_devices(reference, monke
         "PASS CPU", "PASS 1 GPU"]
 
 
+def test_two_processes_match_the_one_process_reference(reference, tmp_path):
+    """The 2-GPU branch's premise, on 2 CPU (gloo) processes: 2 x 8 images
+    reproduce the recorded 1 x 16 losses and updates within the tolerances."""
+    data = gpu_check.make_tiny_set(str(tmp_path / "data"))
+    measured = gpu_check.train("cpu", data, str(tmp_path / "two"), gpus=2)
+    assert passed(gpu_check.compare(measured, reference)) == [True, True]
+
+
 def test_more_gpus_than_visible_is_one_line(tmp_path):
     assert_cli_error(run_python("-m", "utils.gpu_check", "--gpus", "1"), "--gpus 1: only 0 GPU(s)")
     assert_cli_error(run_python("-m", "utils.gpu_check", "--reference", str(tmp_path / "no.json")),

@@ -15,10 +15,12 @@ fixture server of the tests and of ``REPRODUCE_PRESET=tiny``):
 * ``HASHNET_CHECKSUMS=checksums.json``: ``{original URL: {"checksum": ..,
   "size": ..}}`` replaces the recorded values (fixture files only).
 """
+import contextlib
 import dataclasses
 import hashlib
 import http.client
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -26,6 +28,8 @@ import urllib.error
 import urllib.request
 import zipfile
 from urllib.parse import urlsplit
+
+from tqdm import tqdm
 
 from utils.errors import UserError
 
@@ -106,7 +110,6 @@ def _transfer(url, part, size):
             have = 0
         length = response.headers.get("Content-Length")
         expected = have + int(length) if length is not None else size
-        from tqdm import tqdm
         with open(part, "ab" if have else "wb") as f, \
                 tqdm(total=expected, initial=have, unit="B", unit_scale=True,
                      desc=os.path.basename(part[:-len(".part")]), leave=False) as bar:
@@ -180,7 +183,8 @@ def through_paddle(paddle_download, remote, cached):
     source = mirrored(remote)
     md5 = source.checksum.split(":", 1)[1]
     try:
-        return paddle_download(source.url, md5)
+        with quiet("paddle.utils.download", "httpx"):  # our error line says it once
+            return paddle_download(source.url, md5)
     except Exception as err:
         bad = os.path.exists(cached)
         for leftover in (cached, cached + "_tmp"):
@@ -189,6 +193,20 @@ def through_paddle(paddle_download, remote, cached):
         reason = (f"md5 differs from {md5}: deleted it" if bad
                   else f"no answer: {str(err) or type(err).__name__}")
         raise DownloadFailed(source.url, cached, reason) from None
+
+
+@contextlib.contextmanager
+def quiet(*logger_names):
+    """Hide INFO lines of these loggers (Paddle logs every retry and request)."""
+    loggers = [logging.getLogger(name) for name in logger_names]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
 
 
 def run_downloads(jobs):
@@ -215,7 +233,6 @@ def unpack_zip(archive, root, folder):
             shutil.rmtree(os.path.join(root, stale), ignore_errors=True)
     tmp = tempfile.mkdtemp(dir=root, prefix=f".{folder}.unpack-")
     try:
-        from tqdm import tqdm
         with zipfile.ZipFile(archive) as z:
             for member in tqdm(z.infolist(), desc=f"unpack {os.path.basename(archive)}",
                                unit="file", leave=False):

@@ -30,8 +30,7 @@ import os
 import sys
 
 from utils.config import DATASET_PRESETS
-from utils.download import (DownloadFailed, Remote, fetch, run_downloads, through_paddle,
-                            unpack_zip)
+from utils.download import Remote, fetch, run_downloads, through_paddle, unpack_zip
 from utils.errors import UserError, run_cli
 from utils.io import atomic_write
 
