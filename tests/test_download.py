@@ -190,6 +190,30 @@ def test_get_data_coco_from_the_fixture_server(mirror, tmp_path):
     assert len(mirror.seen) == requests
 
 
+def test_get_data_nuswide_lists_and_the_images_note(mirror, monkeypatch, tmp_path, capsys):
+    """Lists only (the images are on the authors' Google Drive): paths made
+    relative to --root, and a note saying where the images go."""
+    from utils.get_data import DATASETS, main
+    nus = DATASETS["nuswide_81_m"]
+    checksums = {}
+    label = " ".join(["1"] + ["0"] * 80)
+    for split in ("train", "test", "database"):
+        put(mirror.root, nus.list_remote(split).url,
+            f"{nus.prefix}images/{split}_1.jpg {label}\n".encode(), checksums, "git-blob-sha1")
+    sums = tmp_path / "sums.json"
+    sums.write_text(json.dumps(checksums))
+    monkeypatch.setenv(download.CHECKSUMS_ENV, str(sums))
+    main(["nuswide_81_m", "--root", str(tmp_path / "nus"), "--list-dir", str(tmp_path / "lists")])
+    assert (tmp_path / "lists" / "test.txt").read_text() == f"images/test_1.jpg {label}\n"
+    out = capsys.readouterr().out
+    assert "drive.google.com" in out and f"{tmp_path / 'nus'}/images/<name>.jpg" in out
+
+
+def test_backbone_defaults_to_imagenet():
+    from utils.config import parse_args
+    assert parse_args([]).backbone == "imagenet"
+
+
 # ------------------------------------------------------------- ImageNet backbone, CIFAR-10
 def test_backbone_imagenet_downloads_converts_once(mirror, monkeypatch, tmp_path):
     from paddle.utils import download as paddle_download
