@@ -54,7 +54,7 @@ class DownloadFailed(Exception):
     """One file could not be fetched; callers gather these into one UserError."""
 
     def __init__(self, url, dest, reason):
-        super().__init__(f"{url} ({reason}) -> put it at {dest}")
+        super().__init__(f"{url} ({reason}) -> put it at {os.path.abspath(dest)}")
 
 
 def mirrored(remote):
@@ -185,13 +185,13 @@ def through_paddle(paddle_download, remote, cached):
     try:
         with quiet("paddle.utils.download", "httpx"):  # our error line says it once
             return paddle_download(source.url, md5)
-    except Exception as err:
+    except Exception:  # Paddle's RuntimeError names no reason; its retries are spent
         bad = os.path.exists(cached)
         for leftover in (cached, cached + "_tmp"):
             if os.path.exists(leftover):
                 os.remove(leftover)
         reason = (f"md5 differs from {md5}: deleted it" if bad
-                  else f"no answer: {str(err) or type(err).__name__}")
+                  else "no answer to Paddle's downloader after its retries")
         raise DownloadFailed(source.url, cached, reason) from None
 
 
