@@ -90,7 +90,7 @@ def put(root, url, data, checksums, kind="md5"):
 def coco_fixture(root, checksums, seed=0):
     """Tiny COCO: the authors' list format (their path prefix, 80 labels) and
     train2014.zip / val2014.zip of JPEGs, placed at the real URLs' mirror paths."""
-    from utils.demo_data import make_image
+    from utils.demo.data import make_image
     from utils.get_data import DATASETS
     coco = DATASETS["coco"]
     zips = {folder: (io.BytesIO(), []) for _, folder in coco.archives}

@@ -40,7 +40,7 @@ HASH_INIT_SCALE = 100.0  # hash-layer init std 0.01 -> 1 (see initial_state)
 
 
 def make_tiny_set(root):
-    from utils.demo_data import generate
+    from utils.demo.data import generate
     image_dir, list_dir = os.path.join(root, "images"), os.path.join(root, "lists")
     generate(image_dir, list_dir, N_TRAIN, N_TEST, N_EXTRA, IMAGE_SIZE, seed=0)
     return image_dir, list_dir
