@@ -79,6 +79,18 @@ class StaleCache(CacheError):
     """The cache was made by other weights, another list or other sizes."""
 
 
+def check_fingerprint(saved, current, changes):
+    """CacheError unless ``saved`` (read from a cache) is a fingerprint;
+    StaleCache saying what differs from ``current`` (``changes``: key ->
+    words, e.g. "the weights changed, --bit changed") unless it is equal."""
+    if not isinstance(saved, dict):
+        raise CacheError("fingerprint is not a JSON object")
+    differ = [changes.get(k, f"{k} changed") for k in sorted(set(saved) | set(current))
+              if saved.get(k) != current.get(k)]
+    if differ:
+        raise StaleCache(", ".join(dict.fromkeys(differ)))
+
+
 class DatabaseCodeCache:
     """Packed database codes, reused only while the fingerprint matches.
 
@@ -102,12 +114,7 @@ class DatabaseCodeCache:
                 saved = json.loads(str(data["fingerprint"][()]))
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
             raise CacheError(f"{type(err).__name__}: {err}")
-        if not isinstance(saved, dict):
-            raise CacheError("fingerprint is not a JSON object")
-        changed = [CHANGES.get(k, f"{k} changed") for k in sorted(set(saved) | set(self.fingerprint))
-                   if saved.get(k) != self.fingerprint.get(k)]
-        if changed:
-            raise StaleCache(", ".join(dict.fromkeys(changed)))
+        check_fingerprint(saved, self.fingerprint, CHANGES)
         if (packed.dtype != np.uint8 or packed.ndim != 2 or packed.shape[1] != self.nbytes
                 or labels.ndim != 2 or len(labels) != len(packed)):
             raise CacheError(f"arrays of unexpected shape/type (packed {packed.dtype} "

@@ -52,25 +52,31 @@ def parse_list(path, num_class):
 
 
 # ---------------------------------------------------------------- transforms
+def short_side_size(w, h, size):
+    """(width, height) of a w x h image resized to `size` on its short side."""
+    if w <= h:  # the long side is truncated, as torchvision and paddle.vision do
+        return size, max(1, int(size * h / w))
+    return max(1, int(size * w / h)), size
+
+
 def resize_short(img, size):
     """Resize so the short side is `size` (torchvision's Resize(int))."""
-    w, h = img.size
-    if w <= h:  # the long side is truncated, as torchvision and paddle.vision do
-        new = (size, max(1, int(size * h / w)))
-    else:
-        new = (max(1, int(size * w / h)), size)
-    return img.resize(new, Image.BILINEAR)
+    return img.resize(short_side_size(*img.size, size), Image.BILINEAR)
+
+
+def crop_origin(w, h, size, rng=None):
+    """(left, top) of a size x size crop of a w x h image: drawn from `rng`
+    (left first, then top) when one is given, else the centre."""
+    if w < size or h < size:
+        raise UserError(f"image of {w}x{h} px is smaller than crop {size} (check --crop_size/--resize_size)")
+    if rng is None:
+        return round((w - size) / 2), round((h - size) / 2)
+    return int(rng.integers(0, w - size + 1)), int(rng.integers(0, h - size + 1))
 
 
 def crop(img, size, rng=None):
     """Random crop when an rng is given, else the centre crop."""
-    w, h = img.size
-    if w < size or h < size:
-        raise UserError(f"image of {w}x{h} px is smaller than crop {size} (check --crop_size/--resize_size)")
-    if rng is None:
-        left, top = round((w - size) / 2), round((h - size) / 2)
-    else:
-        left, top = int(rng.integers(0, w - size + 1)), int(rng.integers(0, h - size + 1))
+    left, top = crop_origin(*img.size, size, rng)
     return img.crop((left, top, left + size, top + size))
 
 
@@ -137,12 +143,16 @@ class HashingDataset(paddle.io.Dataset):
                 raise
             logging.getLogger("hashnet").warning(f"skipped: {err}")
             return None  # dropped by collate_skipping
+        return self.transform(img, index), self.labels[index], np.int64(index)
+
+    def augmentation_rng(self, index):
+        """The sample's crop and flip stream, keyed by (seed, epoch, index)."""
+        return np.random.default_rng([self.seed, self.epoch, index])
+
+    def transform(self, img, index):
         if self.train:
-            rng = np.random.default_rng([self.seed, self.epoch, index])
-            x = train_transform(img, self.resize_size, self.crop_size, rng)
-        else:
-            x = test_transform(img, self.resize_size, self.crop_size)
-        return x, self.labels[index], np.int64(index)
+            return train_transform(img, self.resize_size, self.crop_size, self.augmentation_rng(index))
+        return test_transform(img, self.resize_size, self.crop_size)
 
 
 class ImageList(HashingDataset):
@@ -250,6 +260,9 @@ def build_datasets(args, splits=SPLITS):
                        train=(s == "train"), **sizes)
         ds.check_files()
         out[s] = ds
+    if getattr(args, "image_cache", None):
+        from utils.image_cache import cached_image_list  # it builds on this module
+        out = {s: cached_image_list(ds, args.image_cache) for s, ds in out.items()}
     return out
 
 

@@ -43,6 +43,12 @@ def is_main_process():
     return rank() == 0
 
 
+def local_rank():
+    """This process's rank on its machine (``paddle.distributed.launch`` sets
+    it; processes of ``spawn`` all run on one machine, so it is the rank)."""
+    return int(os.environ.get("PADDLE_RANK_IN_NODE", rank()))
+
+
 def wrap_model(model):
     """DataParallel in a multi-process run, the model itself otherwise."""
     return paddle.DataParallel(model) if world_size() > 1 else model
