@@ -24,6 +24,7 @@ from utils import distributed as dist
 from utils import engine
 from utils.config import parse_args
 from utils.datasets import build_datasets, build_loader, crop_origin, set_epoch
+from utils import image_cache
 from utils.image_cache import CachedImageList
 
 CROP, RESIZE = 64, 72
@@ -237,6 +238,16 @@ def test_not_enough_disk_is_refused(photos, tmp_path, monkeypatch):
     found = re.search(r"needs about ([\d.]+) MB but only ([\d.]+) MB are free", message)
     assert found and float(found[1]) >= need / 1e6 and float(found[2]) == 0.05, message
     assert os.listdir(cache) == []  # nothing decoded, nothing half-written
+
+
+def test_disk_full_while_writing_is_one_error_and_leaves_nothing(photos, tmp_path, monkeypatch):
+    def full(*args):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(image_cache.DecodedImageCache, "index_bytes", full)
+    cache = tmp_path / "cache"
+    message = user_error(build_datasets, make(photos, "--image_cache", str(cache)), ("test",))
+    assert message.startswith("--image_cache: writing ") and "No space left on device" in message
+    assert os.listdir(cache) == []
 
 
 # ---------------------------------------------------------------- bad images

@@ -345,7 +345,11 @@ class DecodedImageCache:
                  f"{human_bytes(need)} on disk ({human_bytes(free)} free), "
                  f"{min(build_workers(), max(1, count))} decoding thread(s)")
         start = time.time()
-        self.write(paths, step, skip_bad_images)
+        try:
+            self.write(paths, step, skip_bad_images)
+        except OSError as err:  # e.g. the disk filled up after all; nothing is left behind
+            raise UserError(f"--image_cache: writing {self.path} failed ({err.strerror or err}): "
+                            "free some space or pass another --image_cache")
         took = time.time() - start
         self.log(f"image cache: built {self.path} in {took:.1f}s "
                  f"({count / max(took, 1e-9):.1f} images/s, {human_bytes(os.path.getsize(self.path))})")
