@@ -25,11 +25,12 @@ def database_loader(db, batch_size):
     return build_loader(db, batch_size, shuffle=False)
 
 
-def database_code_cache(args, model_files, tag=""):
+def database_code_cache(args, model_files, tag="", device=None):
     """The code cache of this dataset, bit and producer under --save_path; the
-    reference's ``database_code_{bit}.npy`` there is the legacy fallback."""
+    reference's ``database_code_{bit}.npy`` there is the legacy fallback.
+    ``device`` ("cpu"/"gpu") encodes; default: Paddle's current device."""
     fingerprint = make_fingerprint(model_files, database_list(args), args.data_path, args.bit,
-                                   args.crop_size, args.resize_size)
+                                   args.crop_size, args.resize_size, device)
     name = f"database_code_{args.dataset}_{args.bit}{tag}.npz"
     return DatabaseCodeCache(os.path.join(args.save_path, name), fingerprint,
                              legacy_path=os.path.join(args.save_path, f"database_code_{args.bit}.npy"))

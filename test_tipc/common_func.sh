@@ -145,6 +145,19 @@ func_config_flags() {  # BLOCK -> the block's "--flag value" lines as one string
     func_squeeze "$flags"
 }
 
+func_per_process_batch() {  # COMMAND NPROCS -> COMMAND with --batch-size N made N/NPROCS
+    # A config's --batch-size is the global batch of one step (the recipe's
+    # 128); main_multi_gpu.py takes it per process (2 x 64). Returns 1 if
+    # NPROCS does not divide it.
+    local command=$1 nprocs=$2 re='(^| )--batch-size ([0-9]+)( |$)' batch
+    if [[ $command =~ $re ]]; then
+        batch=${BASH_REMATCH[2]}
+        (( batch % nprocs == 0 )) || return 1
+        command=${command/"${BASH_REMATCH[0]}"/"${BASH_REMATCH[1]}--batch-size $((batch / nprocs))${BASH_REMATCH[3]}"}
+    fi
+    echo "$command"
+}
+
 func_squeeze() {       # TEXT -> TEXT with runs of spaces made one, ends trimmed
     echo "$1" | tr -s ' ' | sed 's/^ //; s/ $//'
 }

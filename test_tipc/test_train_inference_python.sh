@@ -6,7 +6,8 @@
 #
 # MODE: lite_train_lite_infer (tiny demo set, minutes on a CPU) or
 # whole_train_whole_infer (the COCO recipe). For every gpu_list entry
-# (0 -> main_single_gpu.py, 0,1 -> main_multi_gpu.py --nprocs 2; on a machine
+# (0 -> main_single_gpu.py, 0,1 -> main_multi_gpu.py --nprocs 2 at the config's
+# --batch-size split over the processes, e.g. 2 x 64 for 128; on a machine
 # with fewer GPUs than listed the entry runs on CPU processes) it trains,
 # evaluates the checkpoint, exports it and runs Paddle Inference once per
 # --use-gpu value (True only where Paddle sees a GPU).
@@ -118,7 +119,10 @@ for gpu in ${gpu_list//|/ }; do
         env_prefix=$( (( gpu_count > 0 )) && echo "CUDA_VISIBLE_DEVICES=" ) device="CPU"
     fi
     train=$train_cmd evaluate=$eval_cmd
-    if (( nprocs > 1 )); then
+    if (( nprocs > 1 )); then  # the same global batch: --batch-size / nprocs per process
+        train=$(func_per_process_batch "$train" "$nprocs") \
+            && evaluate=$(func_per_process_batch "$evaluate" "$nprocs") \
+            || config_error "--batch-size is not a multiple of the $nprocs processes of '$gpu'"
         train="${train/main_single_gpu.py/main_multi_gpu.py} --nprocs $nprocs"
         evaluate="${evaluate/main_single_gpu.py/main_multi_gpu.py} --nprocs $nprocs"
         device="$device, $nprocs processes"

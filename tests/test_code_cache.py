@@ -1,6 +1,7 @@
 """utils/code_cache.py: the fingerprinted database code cache.
 
-Reused only while weights, list, data root, sizes and bit are unchanged;
+Reused only while weights, list, data root, sizes, bit, Paddle version and
+device are unchanged;
 rebuilt (never silently reused) when any of them changes; the reference's
 ±1 .npy read only when no fingerprinted cache exists; a corrupt cache is
 rebuilt with a warning; read with allow_pickle=False.
@@ -9,6 +10,7 @@ import json
 import os
 
 import numpy as np
+import paddle
 import pytest
 
 from utils.code_cache import DatabaseCodeCache, make_fingerprint, sha256_file
@@ -41,9 +43,9 @@ class Encoder:
         return self.codes, self.labels
 
 
-def cache_for(tmp_path, files, lines, crop=224, resize=256, bit=BIT, legacy=True):
+def cache_for(tmp_path, files, lines, crop=224, resize=256, bit=BIT, legacy=True, device="cpu"):
     weights, lst, root = files
-    fp = make_fingerprint([str(weights)], str(lst), str(root), bit, crop, resize)
+    fp = make_fingerprint([str(weights)], str(lst), str(root), bit, crop, resize, device)
     return DatabaseCodeCache(str(tmp_path / "out" / "database_code_x_16.npz"), fp,
                              legacy_path=str(tmp_path / "out" / f"database_code_{bit}.npy") if legacy
                              else None, log=lines.append)
@@ -70,29 +72,35 @@ def test_built_then_reused(tmp_path, files):
     ("list", "the database list changed"),
     ("crop", "--crop_size changed"),
     ("root", "--data_path changed"),
+    ("device", "the device changed (CPU/GPU)"),
+    ("paddle", "the Paddle version changed"),
 ])
-def test_stale_cache_is_rebuilt(tmp_path, files, change, expect):
+def test_stale_cache_is_rebuilt(tmp_path, files, change, expect, monkeypatch):
     lines, enc = [], Encoder()
     cache_for(tmp_path, files, lines).get(enc, N)
     weights, lst, root = files
-    crop = 224
+    crop, device = 224, "cpu"
     if change == "weights":
         weights.write_bytes(b"weights v2")
     elif change == "list":
         lst.write_text(lst.read_text().replace("images/0.jpg", "images/other.jpg"))
     elif change == "crop":
         crop = 200
+    elif change == "device":  # codes encoded on the CPU, now the GPU encodes
+        device = "gpu"
+    elif change == "paddle":
+        monkeypatch.setattr(paddle, "__version__", paddle.__version__ + ".post1")
     else:
         os.rename(root, str(root) + "2")
         files = (weights, lst, type(root)(str(root) + "2"))
     new = Encoder(seed=1)
-    packed, _, source = cache_for(tmp_path, files, lines, crop=crop).get(new, N)
+    packed, _, source = cache_for(tmp_path, files, lines, crop=crop, device=device).get(new, N)
     assert source == "built" and new.calls == 1
     assert any("stale" in line and expect in line for line in lines), lines
     np.testing.assert_array_equal(packed, pack_codes(new.codes))   # not the old codes
     # and the rebuilt cache is reused next time
     again = Encoder(seed=2)
-    assert cache_for(tmp_path, files, lines, crop=crop).get(again, N)[2] == "cache"
+    assert cache_for(tmp_path, files, lines, crop=crop, device=device).get(again, N)[2] == "cache"
     assert again.calls == 0
 
 
@@ -167,3 +175,5 @@ def test_fingerprint_hashes_file_contents(tmp_path, files):
     assert (fp["bit"], fp["crop_size"], fp["resize_size"]) == (BIT, 64, 72)
     two = make_fingerprint([str(weights), str(lst)], str(lst), str(root), BIT, 64, 72)
     assert two["model_sha256"] != fp["model_sha256"]   # every model file counts
+    # by default the device is Paddle's current one, without its index
+    assert (fp["paddle"], fp["device"]) == (paddle.__version__, paddle.get_device().split(":")[0])

@@ -306,10 +306,10 @@ def test_cifar_split_seeded(cifar_classes):
 
 def test_build_datasets_cifar(tmp_path):
     folder, rows, labels = fake_cifar(tmp_path, per_batch=1200, seed=1)
-    args = parse_args(["--dataset", "cifar10-1", "--data-path", str(folder), "--seed", "4",
-                       "--crop_size", "32", "--resize_size", "32"])
+    args = parse_args(["--dataset", "cifar10-1", "--data-path", str(folder), "--seed", "9",
+                       "--split_seed", "4", "--crop_size", "32", "--resize_size", "32"])
     sets = build_datasets(args)
-    train, test, db = cifar10_split(labels, "cifar10-1", seed=4)
+    train, test, db = cifar10_split(labels, "cifar10-1", seed=4)  # --split_seed, not --seed
     images = rows.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
     for split, idx in (("train", train), ("test", test), ("database", db)):
         data = sets[split]
@@ -325,3 +325,35 @@ def test_resize_short_truncates_the_long_side_like_torchvision():
     from utils.datasets import resize_short
     assert resize_short(Image.new("RGB", (640, 427)), 256).size == (383, 256)
     assert resize_short(Image.new("RGB", (427, 640)), 256).size == (256, 383)
+
+
+def test_cifar_split_is_shared_by_training_seeds(tmp_path):
+    """The split has its own seed (default 0): runs with other --seed values
+    (the 16/32/48/64-bit recipe seeds) are evaluated on the same queries."""
+    folder, _, _ = fake_cifar(tmp_path, per_batch=1200, seed=1)
+
+    def queries(*flags):
+        args = parse_args(["--dataset", "cifar10", "--data-path", str(folder),
+                           "--crop_size", "32", "--resize_size", "32", *flags])
+        return build_datasets(args, ("test",))["test"].images
+
+    default = queries("--seed", "0")
+    np.testing.assert_array_equal(queries("--seed", "2000"), default)
+    np.testing.assert_array_equal(queries("--seed", "2000", "--split_seed", "0"), default)
+    assert not np.array_equal(queries("--seed", "0", "--split_seed", "1"), default)
+
+
+# The reference's config_dataset (utils/datasets.py there): name -> (num_class, topK)
+REFERENCE_PRESETS = {"cifar10": (10, -1), "cifar10-1": (10, -1), "cifar10-2": (10, -1),
+                     "nuswide_21": (21, 5000), "nuswide_21_m": (21, 5000),
+                     "nuswide_81_m": (81, 5000), "coco": (80, 5000), "coco_lite": (80, 5000),
+                     "imagenet": (100, 1000), "mirflickr": (38, -1), "voc2012": (20, -1)}
+
+
+@pytest.mark.parametrize("name", sorted(REFERENCE_PRESETS))
+def test_reference_dataset_names_are_accepted(name):
+    """Every --dataset the reference knew, with its class count and topK;
+    coco_lite is the one its TIPC configs use (lists in data/coco_lite)."""
+    args = parse_args(["--dataset", name])
+    assert (args.num_class, args.topK) == REFERENCE_PRESETS[name]
+    assert args.list_dir == os.path.join("data", name)

@@ -182,16 +182,21 @@ def test_dead_process_fails_the_run_quickly(demo, tmp_path):
 
 def test_signal_to_one_process_stops_all_at_the_same_step(demo, tmp_path):
     """SIGTERM reaches process 1 only, at its 2nd step: every process stops
-    after that step, rank 0 saves `last` mid-epoch, the run exits 128+15."""
+    after the next stop check (every engine.STOP_CHECK_STEPS global steps),
+    rank 0 saves `last` mid-epoch, the run exits 128+15."""
     proc = worker("term", tmp_path, demo_argv(demo, tmp_path, "-bs", "4", "-e", "2"),
                   timeout=DEATH_DEADLINE)
     assert proc.returncode == 128 + signal.SIGTERM, proc.stderr[-3000:]
+    steps = demo.counts["train"] // (4 * NPROCS)                 # 6 per epoch
+    check = -(-2 // engine.STOP_CHECK_STEPS) * engine.STOP_CHECK_STEPS
+    assert check < 2 * steps and check % steps                   # mid-epoch, within the run
+    epoch, step = check // steps + 1, check % steps
     training = paddle.load(str(tmp_path / "output" / "last_16.pdopt"))["training"]
-    assert (training["partial"]["epoch"], training["partial"]["step"]) == (1, 2)
+    assert (training["partial"]["epoch"], training["partial"]["step"]) == (epoch, step)
     (run,) = os.listdir(tmp_path / "logs")
     for name in ("log.txt", "log_1.txt"):
         with open(tmp_path / "logs" / run / name) as f:
-            assert "stopped by signal 15 at epoch 1, step 2" in f.read(), name
+            assert f"stopped by signal 15 at epoch {epoch}, step {step}" in f.read(), name
 
 
 # ---------------------------------------------------------------- worker side

@@ -215,3 +215,48 @@ def test_beta_scales_tanh(beta):
     crit.beta = beta
     z, y = random_batch(rng, B, bit, C, scale=0.5)
     check_against_reference(crit, z, y, [1, 2, 5], np.zeros((N, bit)), np.zeros((N, C)))
+
+
+def loaded_bank(N, bit, C, U0, Y0):
+    crit = HashNetLoss(N, bit, C)
+    crit.set_state_dict({"U": paddle.to_tensor(U0.astype(np.float32)),
+                         "Y": paddle.to_tensor(Y0.astype(np.float32)),
+                         "keep": paddle.ones([N])})
+    return crit
+
+
+def test_excluded_rows_are_no_pairs():
+    """Bank rows of unreadable images (exclude) count in none of n, n1, n0:
+    the loss and gradient are those of the bank without them, written from
+    the spec's reference. Left in, as zero rows, they would change both."""
+    rng = np.random.default_rng(8)
+    N, B, bit, C = 10, 3, 4, 3
+    U0 = np.tanh(rng.normal(size=(N, bit)))
+    Y0 = np.eye(C)[rng.integers(0, C, N)]
+    bad = [1, 2, 5, 7]
+    U0[bad], Y0[bad] = 0.0, 0.0        # never written: the image was never read
+    z, y = random_batch(rng, B, bit, C)
+    ind = [4, 0, 9]
+    crit = loaded_bank(N, bit, C, U0, Y0)
+    crit.exclude(np.array(bad))
+    value, grad = paddle_step(crit, z, y, ind)
+    kept = np.setdiff1d(np.arange(N), bad)                      # the bank without them
+    new_ind = [int(np.flatnonzero(kept == i)[0]) for i in ind]
+    expected, _, _ = reference_loss(z, y, new_ind, U0[kept], Y0[kept], 1.0)
+    np.testing.assert_allclose(value, expected, rtol=2e-5, atol=1e-6)
+    np.testing.assert_allclose(grad, reference_grad(z, y, new_ind, U0[kept], Y0[kept], 1.0),
+                               rtol=2e-3, atol=2e-6)
+    # zero rows instead dilute the dissimilar pairs' weight n/n0: the test can tell
+    _, zero_rows_grad = paddle_step(loaded_bank(N, bit, C, U0, Y0), z, y, ind)
+    assert np.abs(zero_rows_grad - grad).max() > 0.1 * np.abs(grad).max()
+    # the exclusion is bank state: restored with it, as a resume does
+    restored = HashNetLoss(N, bit, C)
+    restored.set_state_dict(crit.state_dict())
+    assert restored.excluding and np.array_equal(np.flatnonzero(restored.keep.numpy() == 0), bad)
+    np.testing.assert_allclose(paddle_step(restored, z, y, ind)[0], value, rtol=1e-6)
+
+
+def test_nothing_excluded_is_the_recipe_path():
+    crit = HashNetLoss(6, 4, 3)
+    crit.exclude(np.array([], dtype=np.int64))
+    assert not crit.excluding and crit.keep.numpy().all()

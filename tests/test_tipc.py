@@ -119,6 +119,20 @@ def test_configs_resolve_per_mode(bit):
         assert f"--bit {bit} --img_size {crop}" in flags[2]
 
 
+@pytest.mark.parametrize("bit", sorted(RECIPE_SEEDS))
+def test_two_process_entry_keeps_the_global_batch(bit):
+    """gpu_list 0,1 trains the recipe's 2 x 64 (the config's --batch-size 128
+    is the global batch), not 2 x 128; a batch 2 does not divide is refused."""
+    config = CONFIG.format(bit=bit)
+    out = bash_source(f"""
+        func_read_config {config} whole_train_whole_infer || exit 1
+        func_per_process_batch "python main_single_gpu.py $(func_config_flags "$(func_config_block model_name)")" 2
+        func_per_process_batch "python main_single_gpu.py --batch-size 127 --bit 16" 2 || echo refused
+    """).splitlines()
+    assert "--batch-size 64 " in out[0] and "--batch-size 128" not in out[0], out[0]
+    assert out[1] == "refused"
+
+
 def test_bad_mode_and_missing_config_exit_2():
     for args in ((CONFIG.format(bit=16), "lite_train_whole_infer"), ("no/such.txt", LITE), ()):
         proc = bash("test_tipc/test_train_inference_python.sh", *args)
@@ -141,6 +155,7 @@ def test_lite_pipeline_all_steps_succeed(out_dir):
     for (_, command), script in zip(found, steps + multi):
         assert command.startswith(f"python {script} "), (script, command)
     assert "--nprocs 2" in found[len(steps)][1]
+    assert "--batch-size 8 " in found[len(steps)][1]  # the config's 16, over 2 processes
     log = out_dir / "hashnet_16" / "results_python.log"
     assert log.read_text().splitlines() == proc.stdout.splitlines()
     for entry in ("gpus_0", "gpus_0_1"):

@@ -9,7 +9,9 @@ the list had changed. Here a cache is an ``.npz`` file holding
   * ``labels``      uint8 [n, C]: the multi-hot labels of the list
   * ``fingerprint`` a JSON string: what produced the codes (``make_fingerprint``:
                     sha256 of the weights / inference model files, sha256 of
-                    the list file, data root, crop and resize sizes, bit)
+                    the list file, data root, crop and resize sizes, bit, and
+                    the Paddle version and device that encoded: kernels differ
+                    between them, and a code whose z is near 0 can flip)
 
 and it is used only when its fingerprint equals the current one; otherwise
 the codes are rebuilt (a stale cache is never reused) and a line says why.
@@ -42,6 +44,8 @@ CHANGES = {
     "crop_size": "--crop_size changed",
     "resize_size": "--resize_size changed",
     "bit": "--bit changed",
+    "paddle": "the Paddle version changed",
+    "device": "the device changed (CPU/GPU)",
 }
 
 
@@ -62,13 +66,18 @@ def sha256_files(paths):
     return hashlib.sha256("".join(digests).encode()).hexdigest()
 
 
-def make_fingerprint(model_files, list_file, data_path, bit, crop_size, resize_size):
+def make_fingerprint(model_files, list_file, data_path, bit, crop_size, resize_size,
+                     device=None):
     """What determines a database's codes. ``model_files``: the weights
-    (``.pdparams``) or the inference model (program + ``.pdiparams``)."""
+    (``.pdparams``) or the inference model (program + ``.pdiparams``);
+    ``device``: "cpu" or "gpu", what encodes (default: Paddle's current one)."""
+    import paddle
+    device = device or paddle.get_device().split(":")[0]  # "gpu:1" and "gpu:0" encode alike
     return {"format": FORMAT, "bit": int(bit), "crop_size": int(crop_size),
             "resize_size": int(resize_size), "model_sha256": sha256_files(model_files),
             "list_sha256": sha256_file(list_file),
-            "data_path": os.path.realpath(data_path)}
+            "data_path": os.path.realpath(data_path),
+            "paddle": paddle.__version__, "device": device}
 
 
 class CacheError(Exception):

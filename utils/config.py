@@ -10,11 +10,10 @@ import argparse
 import os
 
 from utils.errors import UserError
-from utils.runtime import available_cores
 
 # dataset -> (num_class, topK); topK -1 ranks the whole database
 DATASET_PRESETS = {
-    "coco": (80, 5000),
+    "coco": (80, 5000), "coco_lite": (80, 5000),  # coco_lite: the reference's TIPC subset
     "nuswide_21": (21, 5000), "nuswide_21_m": (21, 5000), "nuswide_81_m": (81, 5000),
     "imagenet": (100, 1000),
     "cifar10": (10, -1), "cifar10-1": (10, -1), "cifar10-2": (10, -1),
@@ -33,6 +32,9 @@ def build_parser(batch_size=128):
     a = p.add_argument
     a("--bit", type=int, default=64, choices=BITS)
     a("--seed", type=int, default=2000)
+    a("--split_seed", type=int, default=0,
+      help="CIFAR-10: seed of the query/train/database split, apart from --seed so that "
+           "runs of every bit length share one split")
     a("--eval", action="store_true", help="evaluate --pretrained weights and exit")
     a("--pretrained", default=None, help="HashNet checkpoint path without .pdparams")
     a("--resume", default=None, nargs="?", const="auto",
@@ -67,8 +69,12 @@ def build_parser(batch_size=128):
     a("--num_workers", type=int, default=0, help="DataLoader worker processes")
     a("--nprocs", type=int, default=None,
       help="main_multi_gpu.py: processes to spawn (default: one per GPU, 2 on a CPU machine)")
-    a("--num_threads", type=int, default=available_cores(),
-      help="CPU threads for Paddle's kernels (Paddle's own default is 1)")
+    a("--num_threads", type=int, default=None,
+      help="CPU threads of Paddle's kernels and the numba mAP kernel, per process "
+           "(default: this machine's cores / its processes; Paddle's own default is 1)")
+    a("--deterministic", action="store_true",
+      help="GPU: deterministic cuDNN kernels (slower), so that resuming is bit-exact there "
+           "too (CPU runs are already, at a fixed --num_threads)")
     a("--skip_no_relevant", action="store_true",
       help="mAP over queries with a relevant item only (the HashNet authors' script)")
     a("--skip-bad-images", "--skip_bad_images", dest="skip_bad_images", action="store_true",
@@ -83,13 +89,14 @@ def build_parser(batch_size=128):
 
 POSITIVE_FLAGS = {"debug_steps": "--debug_steps", "eval_epoch": "-ee/--eval_epoch",
                   "de_step": "--de_step", "step_continuation": "--step_continuation",
-                  "batch_size": "-bs/--batch-size", "epoch": "-e/--epoch"}
+                  "batch_size": "-bs/--batch-size", "epoch": "-e/--epoch",
+                  "num_threads": "--num_threads"}  # None: chosen per process (runtime)
 
 
 def parse_args(argv=None, batch_size=128):
     args = build_parser(batch_size).parse_args(argv)
     for name, flag in POSITIVE_FLAGS.items():
-        if getattr(args, name) < 1:
+        if getattr(args, name) is not None and getattr(args, name) < 1:
             raise UserError(f"{flag} must be >= 1, got {getattr(args, name)}")
     if args.topK is not None and (args.topK == 0 or args.topK < -1):
         raise UserError(f"--topK must be -1 (whole database) or >= 1, got {args.topK}")

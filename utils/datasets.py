@@ -251,7 +251,8 @@ def build_datasets(args, splits=SPLITS):
     if args.dataset.startswith("cifar10"):
         images, classes = read_cifar10(args.data_path)
         onehot = np.eye(10, dtype=np.float32)[classes]
-        parts = dict(zip(SPLITS, cifar10_split(classes, args.dataset, args.seed)))
+        # its own seed: runs whose training seeds differ are evaluated on one split
+        parts = dict(zip(SPLITS, cifar10_split(classes, args.dataset, args.split_seed)))
         return {s: ArrayImages(images[parts[s]], onehot[parts[s]], train=(s == "train"), **sizes)
                 for s in splits}
     out = {}
@@ -284,12 +285,22 @@ class ShardedBatchSampler(paddle.io.Sampler):
         an interrupted epoch), while len() stays the full count."""
         self.epoch, self.skip = epoch, skip
 
-    def shard(self):
+    def padded_order(self):
         order = (np.random.default_rng([self.seed, self.epoch]).permutation(self.size)
                  if self.shuffle else np.arange(self.size))
         padded = -(-self.size // self.world_size) * self.world_size
-        order = np.resize(order, padded)  # repeats the head cyclically
-        return order[self.rank::self.world_size]
+        return np.resize(order, padded)  # repeats the head cyclically
+
+    def shard(self):
+        return self.padded_order()[self.rank::self.world_size]
+
+    def global_batches(self):
+        """Each step's dataset indices in all processes together (from
+        ``skip`` on): what the gathered batch holds unless images were skipped.
+        Every process knows them without asking the others."""
+        order, step = self.padded_order(), self.batch_size * self.world_size
+        for start in range(self.skip * step, len(order), step):
+            yield order[start:start + step]
 
     def __iter__(self):
         shard = self.shard().tolist()

@@ -49,6 +49,12 @@ def local_rank():
     return int(os.environ.get("PADDLE_RANK_IN_NODE", rank()))
 
 
+def local_process_count():
+    """Processes of this run on this machine (they share its cores):
+    ``paddle.distributed.launch`` says so per node; spawned ones are all here."""
+    return int(os.environ.get("PADDLE_LOCAL_SIZE", world_size()))
+
+
 def wrap_model(model):
     """DataParallel in a multi-process run, the model itself otherwise."""
     return paddle.DataParallel(model) if world_size() > 1 else model
@@ -117,19 +123,22 @@ def gather_batch(z, y, ind):
     return _GatherRows.apply(z, sizes), _all_gather_rows(y, sizes), _all_gather_rows(ind, sizes)
 
 
-def gather_in_order(codes, labels, indices, size):
+def gather_in_order(codes, labels, indices, size, complete=True):
     """Codes and labels of all processes, in dataset order, padding dropped.
 
     Each process encoded its shard (numpy arrays with dataset ``indices``);
     after the all_gather every process holds the whole dataset, ordered by
-    index, each index once (the sampler's padding repeats a few)."""
+    index, each index once (the sampler's padding repeats a few).
+    ``complete=False`` (``--skip-bad-images``): indices of skipped images
+    may be missing; the rest come in dataset order, as in one process."""
     if world_size() == 1:
         return codes, labels
     sizes = _row_counts(len(indices))
     codes, labels, indices = (_all_gather_rows(paddle.to_tensor(a), sizes).numpy()
                               for a in (codes, labels, indices))
     found, first = np.unique(indices, return_index=True)
-    if not np.array_equal(found, np.arange(size)):
+    expected = np.arange(size)
+    if not (np.array_equal(found, expected) if complete else np.isin(found, expected).all()):
         raise RuntimeError(f"gathered {len(found)} distinct indices, expected 0..{size - 1}")
     return codes[first], labels[first]
 

@@ -2,6 +2,7 @@
 main_multi_gpu.py. Multi-process specifics live in utils/distributed.py."""
 import contextlib
 import dataclasses
+import itertools
 import json
 import math
 import os
@@ -25,12 +26,25 @@ from utils.io import atomic_write_json, ensure_writable_dir
 from utils.loss import HashNetLoss
 from utils.lr_scheduler import base_lr, build_optimizer, continuation_beta, step_lr
 from utils.plots import save_evaluation_plots, save_training_plot
-from utils.runtime import run_stamp, set_num_threads, set_seed, setup_logger
+from utils.runtime import (run_stamp, set_deterministic, set_num_threads, set_seed,
+                           setup_logger, threads_per_process)
 from utils.tools import retrieval_metrics
+
+# With several processes, the check "did a stop signal reach any process?" is
+# a collective (every process waits for all); it runs every STOP_CHECK_STEPS
+# global steps, so a stop lands within that many steps (at a step boundary).
+STOP_CHECK_STEPS = 10
 
 
 def setup_runtime(args):
+    """Threads (default: this machine's cores shared by its processes, so
+    several do not oversubscribe them; the value goes into config.json),
+    GPU determinism, seeds."""
+    if args.num_threads is None:
+        args.num_threads = threads_per_process(dist.local_process_count())
     set_num_threads(args.num_threads)
+    if args.deterministic:
+        set_deterministic()
     set_seed(args.seed)
 
 
@@ -44,11 +58,17 @@ def epoch_lr(args, epoch):
     return step_lr(epoch, base_lr(args.learning_rate, args.batch_size, dist.world_size()), args.de_step)
 
 
-def train_step(model, criterion, optimizer, x, y, ind):
+def train_step(model, criterion, optimizer, x, y, ind, wanted=None):
     """One optimisation step; returns the loss value. A non-finite loss is
-    returned without stepping, so the parameters stay as they were."""
+    returned without stepping, so the parameters stay as they were.
+    ``wanted``: the global batch's indices when images may be skipped; those
+    missing from the gathered batch leave the memory bank (every process
+    drops the same ones at the same step, so the banks stay equal)."""
     z = model(x)                                        # [B, bit]
-    loss = criterion(*dist.gather_batch(z, y, ind))    # against the whole bank
+    z, y, ind = dist.gather_batch(z, y, ind)            # [W·B, ...]: the global batch
+    if wanted is not None:
+        criterion.exclude(np.setdiff1d(wanted, ind.numpy()))
+    loss = criterion(z, y, ind)                         # against the whole bank
     value = float(loss)
     if math.isfinite(value):
         loss.backward()
@@ -105,8 +125,10 @@ def train_one_epoch(model, criterion, optimizer, loader, args, log, epoch_progre
     criterion.beta = continuation_beta(epoch, args.step_continuation)
     optimizer.set_lr(epoch_lr(args, epoch))
     steps = len(loader)
-    for x, y, ind in loader:
-        value = train_step(model, criterion, optimizer, x, y, ind)
+    wanted = (loader.batch_sampler.global_batches() if args.skip_bad_images
+              else itertools.repeat(None))
+    for (x, y, ind), global_batch in zip(loader, wanted):
+        value = train_step(model, criterion, optimizer, x, y, ind, global_batch)
         epoch_progress.step += 1
         if not math.isfinite(value):
             raise UserError(f"non-finite loss {value} at epoch {epoch}, step "
@@ -116,10 +138,21 @@ def train_one_epoch(model, criterion, optimizer, loader, args, log, epoch_progre
         if epoch_progress.step % args.debug_steps == 0 or epoch_progress.step == steps:
             log.info(f"Epoch[{epoch:03d}/{args.epoch:03d}], "
                      f"Step[{epoch_progress.step:04d}/{steps:04d}], Loss: {value:.4f}")
-        if dist.any_process(STOP.signum is not None):  # every process stops at this step
-            STOP.signum = STOP.signum or signal.SIGTERM
+        if stop_agreed((epoch - 1) * steps + epoch_progress.step):
             break
     return epoch_progress
+
+
+def stop_agreed(global_step):
+    """True when every process is to stop after this step: a stop signal
+    reached one of them. One process checks every step; several, every
+    STOP_CHECK_STEPS-th global step (a collective; see there)."""
+    if dist.world_size() > 1 and global_step % STOP_CHECK_STEPS:
+        return False
+    if dist.any_process(STOP.signum is not None):
+        STOP.signum = STOP.signum or signal.SIGTERM
+        return True
+    return False
 
 
 def encode(model, loader, desc="encoding"):
@@ -127,19 +160,25 @@ def encode(model, loader, desc="encoding"):
     dataset, in dataset order (each process encodes its shard; see
     ``dist.gather_in_order``)."""
     codes, labels, indices = encode_dataset(model, loader, desc)
-    return dist.gather_in_order(codes, labels, indices, len(loader.dataset))
+    return dist.gather_in_order(codes, labels, indices, len(loader.dataset),
+                                complete=not loader.dataset.skip_bad_images)
 
 
 def evaluate(model, query_loader, db_loader, args):
     """Encode queries and database; return every retrieval metric (mAP@K,
-    tie-aware mAP, P/R within Hamming radius 2, PR curve, precision@N)."""
+    tie-aware mAP, P/R within Hamming radius 2, PR curve, precision@N).
+    Rank 0 alone computes them, once, on the gathered codes; the others wait
+    in the broadcast that hands every process the same result (best-model
+    decisions and log lines then agree)."""
     q_codes, q_labels = encode(model, query_loader, "encoding queries")
     db_codes, db_labels = encode(model, db_loader, "encoding database")
-    metrics = retrieval_metrics(q_codes, q_labels, db_codes, db_labels, args.topK,
-                                skip_no_relevant=args.skip_no_relevant,
-                                show_progress=sys.stderr.isatty())
-    metrics["dataset"] = args.dataset
-    return metrics
+    metrics = None
+    if dist.is_main_process():
+        metrics = retrieval_metrics(q_codes, q_labels, db_codes, db_labels, args.topK,
+                                    skip_no_relevant=args.skip_no_relevant,
+                                    show_progress=sys.stderr.isatty())
+        metrics["dataset"] = args.dataset
+    return dist.broadcast_from_main(metrics)
 
 
 def write_evaluation(metrics, out_dir):

@@ -17,6 +17,14 @@ class HashNetLoss(nn.Layer):
     log 2 to the sum and no gradient of its own. They also count in n0, so
     they shrink the weight n/n0 of the real dissimilar pairs until the bank
     fills; that is the recipe (spec §2), kept as it is.
+
+    An image that could not be read (``--skip-bad-images``) would stay such a
+    row for ever, a permanent dissimilar pair of every query. Instead, from
+    the step its read failed on (:meth:`exclude`), it is no pair at all: its
+    column adds no term and counts in none of n, n1, n0, so the weights
+    n/n1, n/n0 are those of a training set without it. Until that step it is
+    an unwritten row like any other. ``keep`` [N] (1 kept, 0 excluded) is a
+    buffer, saved and restored with the bank.
     """
 
     def __init__(self, num_train, bit, num_class, alpha=0.1):
@@ -26,6 +34,19 @@ class HashNetLoss(nn.Layer):
         # Buffers, so the bank is saved and restored with the training state.
         self.register_buffer("U", paddle.zeros([num_train, bit]))
         self.register_buffer("Y", paddle.zeros([num_train, num_class]))
+        self.register_buffer("keep", paddle.ones([num_train]))
+        self.excluding = False  # any keep == 0 (the recipe's path stays untouched without)
+
+    def exclude(self, ind):
+        """Take the bank rows of dataset indices ``ind`` out of every pair."""
+        if len(ind):
+            self.keep[paddle.to_tensor(ind, dtype="int64")] = 0.0
+            self.excluding = True
+
+    def set_state_dict(self, state_dict, *args, **kwargs):
+        result = super().set_state_dict(state_dict, *args, **kwargs)
+        self.excluding = bool((self.keep == 0).any())
+        return result
 
     def forward(self, z, y, ind):
         """z [B, bit] hash-layer outputs, y [B, C] multi-hot labels, ind [B]
@@ -40,15 +61,20 @@ class HashNetLoss(nn.Layer):
         self.Y.set_value(Y)
         S = (paddle.matmul(y, Y, transpose_y=True) > 0).astype(u.dtype)  # [B, N]
         D = self.alpha * paddle.matmul(u, U, transpose_y=True)           # [B, N]
-        return weighted_pair_loss(D, S)
+        return weighted_pair_loss(D, S, self.keep if self.excluding else None)
 
 
-def weighted_pair_loss(D, S):
+def weighted_pair_loss(D, S, keep=None):
     """Σ w·ℓ / n with ℓ = log(1 + e^D) − S·D, computed stably as
     log(1 + e^{−|D|}) + max(D, 0) − S·D; similar pairs weighted n/n1,
-    dissimilar n/n0. A class with no pairs just has no terms (no 0/0)."""
+    dissimilar n/n0. A class with no pairs just has no terms (no 0/0).
+    ``keep`` [N]: 0 marks bank columns that are no pairs (None: all are)."""
     ell = paddle.log1p(paddle.exp(-paddle.abs(D))) + paddle.clip(D, min=0) - S * D
-    n = float(S.numel())
+    if keep is None:
+        n = float(S.numel())
+    else:
+        ell, S = ell * keep, S * keep                               # [B, N]
+        n = D.shape[0] * keep.sum()
     n1 = S.sum()
     n0 = n - n1
     w_pos = n / paddle.clip(n1, min=1.0)

@@ -20,11 +20,42 @@ def available_cores():
         return os.cpu_count() or 1
 
 
+def threads_per_process(processes=1):
+    """The default thread count: this machine's cores shared by its
+    ``processes``, so that several processes do not oversubscribe them."""
+    return max(1, available_cores() // max(1, processes))
+
+
 def set_num_threads(n):
-    """Threads for Paddle's CPU kernels: it uses one unless told, and all
-    cores roughly double training speed on a 2-core machine."""
+    """Threads for Paddle's CPU kernels (it uses one unless told, and all
+    cores roughly double training speed on a 2-core machine) and for the
+    numba mAP kernel (numba would take every core in every process)."""
     import paddle
     paddle.base.core.set_num_threads(max(1, n))
+    try:
+        import numba
+    except ImportError:  # optional: the numpy path has no threads
+        return
+    numba.set_num_threads(max(1, min(n, numba.config.NUMBA_NUM_THREADS)))
+
+
+# Paddle flags for deterministic GPU kernels: cuDNN picks deterministic
+# convolution and pooling algorithms (FLAGS_cudnn_deterministic), and no
+# algorithm is chosen by timing, which can pick another one in each run
+# (exhaustive search, autotune). They exist in CUDA builds only.
+DETERMINISTIC_GPU_FLAGS = {"FLAGS_cudnn_deterministic": True,
+                           "FLAGS_cudnn_exhaustive_search": False,
+                           "FLAGS_use_autotune": False}
+
+
+def set_deterministic():
+    """Make GPU kernels deterministic (``--deterministic``); returns the flags
+    set ({} in a CPU build, whose kernels are deterministic already)."""
+    import paddle
+    if not paddle.is_compiled_with_cuda():
+        return {}
+    paddle.set_flags(DETERMINISTIC_GPU_FLAGS)
+    return dict(DETERMINISTIC_GPU_FLAGS)
 
 
 def set_seed(seed):

@@ -122,7 +122,8 @@ def main(argv):
             labels.append(y.numpy())
         return np.concatenate(codes), np.concatenate(labels)
 
-    packed, labels, source = database_code_cache(args, model.files, tag="_inference").get(
+    packed, labels, source = database_code_cache(
+        args, model.files, tag="_inference", device="gpu" if use_gpu else "cpu").get(
         build, len(db), args.rebuild_cache)
     indices, distances = query_pipeline(args, model, packed, 1, Timer(),
                                         database_index(args.img, db))
