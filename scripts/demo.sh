@@ -8,7 +8,9 @@
 #      demo-sized resolution, batch and epochs, β raised every epoch (set
 #      below, in the open)
 #   4. evaluate the best checkpoint, and compare with random codes
-# Environment: DEMO_PRESET=tiny for the small CI set; DEMO_OUT to move outputs.
+# Environment: DEMO_PRESET=tiny for the small CI set; DEMO_OUT to move outputs;
+# DEMO_RECIPE=caffe trains step 3 with the authors' Caffe recipe instead (two
+# streams of DEMO_CAFFE_BATCH, their base_lr, DEMO_CAFFE_ITER iterations).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,13 +18,16 @@ PRESET=${DEMO_PRESET:-default}
 SUFFIX=$([ "$PRESET" = default ] || echo "_$PRESET")
 DATA=datasets/demo$SUFFIX
 LISTS=data/demo$SUFFIX
-OUT=${DEMO_OUT:-output/demo$SUFFIX}
+RECIPE=${DEMO_RECIPE:-reference}
+OUT=${DEMO_OUT:-output/demo$SUFFIX$([ "$RECIPE" = reference ] || echo "_$RECIPE")}
 BIT=${DEMO_BIT:-64}
 # Demo settings (the COCO recipe: 224 px crops, batch 128, lr 1e-3, 150 epochs).
 CROP=64 RESIZE=72 BATCH=${DEMO_BATCH:-16}
 BACKBONE_EPOCHS=${DEMO_BACKBONE_EPOCHS:-3} BACKBONE_LR=${DEMO_BACKBONE_LR:-8e-2}  # lr per 64 images
 EPOCHS=${DEMO_EPOCHS:-2} LR=${DEMO_LR:-1e-3} STEP_CONTINUATION=${DEMO_STEP_CONTINUATION:-1}
 SEED=${DEMO_SEED:-0}
+# --recipe caffe at demo scale (its COCO settings: 2 streams x 256, 10,000 iterations, base_lr 5e-5)
+CAFFE_BATCH=${DEMO_CAFFE_BATCH:-32} CAFFE_ITER=${DEMO_CAFFE_ITER:-300} CAFFE_LR=${DEMO_CAFFE_LR:-5e-5}
 
 start=$(date +%s)
 if [ ! -f "$LISTS/database.txt" ]; then
@@ -36,8 +41,13 @@ if [ ! -f "$BACKBONE" ]; then
 fi
 COMMON=(--dataset demo --data-path "$DATA" --list-dir "$LISTS" --bit "$BIT" --seed "$SEED"
         --crop_size $CROP --resize_size $RESIZE -bs "$BATCH" --output-dir "$OUT" --log_path "$OUT/logs")
-python main_single_gpu.py "${COMMON[@]}" --backbone "$BACKBONE" -e "$EPOCHS" -ee 1 \
-  -lr "$LR" --step_continuation "$STEP_CONTINUATION" --debug_steps 10
+if [ "$RECIPE" = caffe ]; then
+  python main_single_gpu.py "${COMMON[@]}" --backbone "$BACKBONE" --recipe caffe \
+    -bs "$CAFFE_BATCH" --max_iter "$CAFFE_ITER" --eval_iter 100 --base_lr "$CAFFE_LR" --debug_steps 20
+else
+  python main_single_gpu.py "${COMMON[@]}" --backbone "$BACKBONE" -e "$EPOCHS" -ee 1 \
+    -lr "$LR" --step_continuation "$STEP_CONTINUATION" --debug_steps 10
+fi
 python main_single_gpu.py "${COMMON[@]}" --eval --pretrained "$OUT/model_best_$BIT"
 python -m utils.demo.report --log-dir "$OUT/logs" --list-dir "$LISTS"
 echo "demo finished in $(( $(date +%s) - start ))s; outputs in $OUT"

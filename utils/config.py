@@ -3,8 +3,10 @@
 Flags and defaults are the reference recipe's (spec §3, §6); the reference's
 spellings keep working (``-bs``/``--batch-size``, ``--data-path``, ``-ee`` …).
 ``--dataset`` fills ``--num_class`` and ``--topK`` from its preset unless
-they are given. The resolved config is saved as JSON next to the log and
-inside every checkpoint.
+they are given. ``--recipe caffe`` selects the authors' Caffe recipe (spec
+§8, utils/caffe_recipe.py); its flags are grouped below and its dataset
+presets (class_num, base_lr) are CAFFE_PRESETS. The resolved config is saved
+as JSON next to the log and inside every checkpoint.
 """
 import argparse
 import os
@@ -21,6 +23,13 @@ DATASET_PRESETS = {
     "demo": (10, 100),  # the generated demo set (utils/demo/data.py)
 }
 BITS = (16, 32, 48, 64)
+# --recipe caffe: dataset -> (class_num, base_lr) of the authors' prototxts
+# (caffe/models/train/<dataset>/{train_val,solver}.prototxt); mAP@R uses the
+# topK preset above, which is their R (5000, 5000, 1000). Other datasets:
+# COCO's values. The demo is COCO-like (multi-label, ~37% similar pairs).
+CAFFE_PRESETS = {"coco": (1.0, 5e-5), "nuswide_81_m": (5.0, 5e-5), "imagenet": (100.0, 2e-4)}
+CAFFE_DEFAULT = CAFFE_PRESETS["coco"]
+CAFFE_BATCH = 256  # images per stream (train_val.prototxt image_data_param batch_size)
 # Seeds of the released COCO runs, per bit length: scripts/recipe.sh reads them
 # from here; tests/test_tipc.py checks the TIPC configs against them.
 RECIPE_SEEDS = {16: 0, 32: 2000, 48: 200, 64: 2000}
@@ -49,7 +58,8 @@ def build_parser(batch_size=128):
     a("--topK", type=int, default=None, help="mAP@K; -1 = whole database (default: preset)")
     a("--crop_size", type=int, default=224)
     a("--resize_size", type=int, default=256)
-    a("-bs", "--batch-size", "--batch_size", dest="batch_size", type=int, default=batch_size)
+    a("-bs", "--batch-size", "--batch_size", dest="batch_size", type=int, default=None,
+      help=f"per process (default {batch_size}; --recipe caffe: {CAFFE_BATCH} per stream)")
     a("--last_epoch", type=int, default=0, help="epochs already done (with --resume)")
     a("-ee", "--eval_epoch", type=int, default=10, help="evaluate every N epochs and at the last")
     a("--alpha", type=float, default=0.1)
@@ -75,8 +85,12 @@ def build_parser(batch_size=128):
     a("--deterministic", action="store_true",
       help="GPU: deterministic cuDNN kernels (slower), so that resuming is bit-exact there "
            "too (CPU runs are already, at a fixed --num_threads)")
-    a("--skip_no_relevant", action="store_true",
-      help="mAP over queries with a relevant item only (the HashNet authors' script)")
+    skip = p.add_mutually_exclusive_group()
+    skip.add_argument("--skip_no_relevant", action="store_true",
+                      help="mAP over the queries with a relevant item in their top K only")
+    skip.add_argument("--skip_no_relevant_in_database", action="store_true",
+                      help="mAP over the queries with a relevant item anywhere in the database "
+                           "only (the authors' caffe/models/predict/*/predict_parallel.py)")
     a("--skip-bad-images", "--skip_bad_images", dest="skip_bad_images", action="store_true",
       help="log and skip missing or unreadable images instead of stopping")
     a("--image_cache", default=None, metavar="DIR",
@@ -84,17 +98,38 @@ def build_parser(batch_size=128):
            "centre crop) and read them from there: the same tensors at ~10x the rate "
            "(README: Image cache); off by default")
     a("--debug", action="store_true", help="show tracebacks for bad input")
+    a("--recipe", default="reference", choices=["reference", "caffe"],
+      help="reference: the Paddle reproduction's (spec §1-3); caffe: the authors' Caffe "
+           "recipe (two streams, their loss and gradient, iteration schedules; spec §8)")
+    c = p.add_argument_group("--recipe caffe (iteration-based; the epoch flags do not apply)")
+    c.add_argument("--max_iter", type=int, default=10000)
+    c.add_argument("--eval_iter", type=int, default=None,
+                   help="evaluate every N iterations and at the last (default: at the last)")
+    c.add_argument("--snapshot_iter", type=int, default=1000, help="save last_{bit} every N")
+    c.add_argument("--base_lr", type=float, default=None,
+                   help="lr of iterations 0-1999, halved every 2000, not scaled by the batch "
+                        "(default: the dataset's CAFFE_PRESETS value, else 5e-5)")
+    c.add_argument("--class_num", type=float, default=None,
+                   help="weight of similar pairs (default: CAFFE_PRESETS: COCO 1, NUS-WIDE 5, "
+                        "ImageNet 100, else 1)")
+    c.add_argument("--sigmoid_param", type=float, default=None, help="α (default 10/bit)")
     return p
 
 
 POSITIVE_FLAGS = {"debug_steps": "--debug_steps", "eval_epoch": "-ee/--eval_epoch",
                   "de_step": "--de_step", "step_continuation": "--step_continuation",
                   "batch_size": "-bs/--batch-size", "epoch": "-e/--epoch",
-                  "num_threads": "--num_threads"}  # None: chosen per process (runtime)
+                  "num_threads": "--num_threads",  # None: chosen per process (runtime)
+                  "max_iter": "--max_iter", "eval_iter": "--eval_iter",
+                  "snapshot_iter": "--snapshot_iter"}
 
 
 def parse_args(argv=None, batch_size=128):
     args = build_parser(batch_size).parse_args(argv)
+    if args.batch_size is None:
+        args.batch_size = CAFFE_BATCH if args.recipe == "caffe" else batch_size
+    if args.recipe == "caffe":
+        resolve_caffe(args)
     for name, flag in POSITIVE_FLAGS.items():
         if getattr(args, name) is not None and getattr(args, name) < 1:
             raise UserError(f"{flag} must be >= 1, got {getattr(args, name)}")
@@ -108,3 +143,23 @@ def parse_args(argv=None, batch_size=128):
     if args.list_dir is None:
         args.list_dir = os.path.join("data", args.dataset)
     return args
+
+
+def resolve_caffe(args):
+    """Fill the --recipe caffe defaults from the dataset and --bit."""
+    class_num, base_lr = CAFFE_PRESETS.get(args.dataset, CAFFE_DEFAULT)
+    if args.class_num is None:
+        args.class_num = class_num
+    if args.base_lr is None:
+        args.base_lr = base_lr
+    if args.sigmoid_param is None:
+        args.sigmoid_param = 10.0 / args.bit  # train_val.prototxt: "10 / the length of code"
+    if args.eval_iter is None:
+        args.eval_iter = args.max_iter
+    if args.skip_bad_images:
+        raise UserError("--skip-bad-images does not work with --recipe caffe: a skipped image "
+                        "would leave the two streams of unequal size; fix or drop the image")
+    for flag, value in (("--base_lr", args.base_lr), ("--class_num", args.class_num),
+                        ("--sigmoid_param", args.sigmoid_param)):
+        if not value > 0:
+            raise UserError(f"{flag} must be > 0, got {value}")

@@ -16,6 +16,7 @@ import numpy as np
 import paddle
 
 from models.hashnet import HashNet, load_backbone
+from utils import caffe_recipe
 from utils import distributed as dist
 from utils.checkpoint import (load_training_state, load_weights, newest_checkpoint,
                               save_checkpoint)
@@ -176,6 +177,7 @@ def evaluate(model, query_loader, db_loader, args):
     if dist.is_main_process():
         metrics = retrieval_metrics(q_codes, q_labels, db_codes, db_labels, args.topK,
                                     skip_no_relevant=args.skip_no_relevant,
+                                    skip_no_relevant_in_database=args.skip_no_relevant_in_database,
                                     show_progress=sys.stderr.isatty())
         metrics["dataset"] = args.dataset
     return dist.broadcast_from_main(metrics)
@@ -237,15 +239,21 @@ def run_eval(args):
     return metrics
 
 
-def run_train(args):
-    ensure_writable_dir(args.output_dir, "--output-dir")
-    log, log_dir = start_log(args, "train")
-    loaders = make_loaders(args, ("train", "test", "database"))
+def build_model(args):
+    """HashNet with --pretrained weights, else the --backbone and a fresh hash layer."""
     model = HashNet(args.bit)
     if args.pretrained:
         load_weights(model, args.pretrained)
     else:
         load_backbone(model, args.backbone)
+    return model
+
+
+def run_train(args):
+    ensure_writable_dir(args.output_dir, "--output-dir")
+    log, log_dir = start_log(args, "train")
+    loaders = make_loaders(args, ("train", "test", "database"))
+    model = build_model(args)
     train_model = dist.wrap_model(model)
     criterion = HashNetLoss(len(loaders["train"].dataset), args.bit, args.num_class, args.alpha)
     optimizer = build_optimizer(args.optimizer, model.parameters(), epoch_lr(args, 1),
@@ -335,5 +343,6 @@ def run(args):
     setup_runtime(args)
     if args.eval:
         return run_eval(args)
+    train = caffe_recipe.run_train if args.recipe == "caffe" else run_train
     with STOP.installed():
-        return run_train(args)
+        return train(args)

@@ -3,9 +3,13 @@
 Every training image has a row in the bank: U [num_train, bit] holds its last
 seen u = tanh(β·z), Y [num_train, C] its labels. A batch is compared with the
 whole bank, so each step sees all N training images, not just B·B pairs.
+
+``CaffePairwiseLoss`` is the other recipe's loss (``--recipe caffe``): the
+authors' Caffe layer, two streams of a batch each, no bank.
 """
 import paddle
 import paddle.nn as nn
+from paddle.autograd import PyLayer
 
 
 class HashNetLoss(nn.Layer):
@@ -81,3 +85,94 @@ def weighted_pair_loss(D, S, keep=None):
     w_neg = n / paddle.clip(n0, min=1.0)
     weights = S * w_pos + (1 - S) * w_neg
     return (weights * ell).sum() / n
+
+
+class CaffePairwiseLoss(nn.Layer):
+    """The authors' Caffe ``PairwiseLoss`` layer (github.com/thuml/HashNet,
+    caffe/src/caffe/layers/pairwise_loss_layer.cu), forward AND backward as
+    written there, quirks included: the training signal behind the paper's
+    table, not a cleaned-up version of it.
+
+    forward(b1, l1, b2, l2): b1 [N, bit], b2 [M, bit] are codes u = tanh(β·z)
+    of the two streams, l1 [N, C], l2 [M, C] their multi-hot labels; every
+    pair (i in stream 1, j in stream 2) counts, i = j included.
+
+    * R = L1·L2ᵀ; s = 1[R > 0]; a pair with R < 0 or R ≥ C is ignored (.cu
+      SimilarityProcess; with 0/1 labels only "all C labels shared" is);
+    * P = α·B1·B2ᵀ, α = ``sigmoid_param`` (10/bit in the prototxts);
+    * ℓ = P·(1−s) where P ≥ ``l_threshold`` (≥ 0), else log(1+e^P) − s·P;
+      similar pairs' ℓ (and count) × ``class_num``;
+    * loss = Σℓ / c, c = class_num·#similar + #dissimilar (1 if 0).
+
+    The backward is the layer's hand-written one, which is NOT the
+    derivative of that forward (see ``_CaffePairwise.backward``): that is
+    the signal the authors trained with, so it is reproduced exactly.
+    Caffe ignores the loss weight coming from above; here it multiplies the
+    gradient (1 in training, so nothing changes), so that the layer composes
+    like any other. float32 in, float32 out.
+    """
+
+    def __init__(self, sigmoid_param, l_threshold=15.0, class_num=1.0, continuous_similarity=True):
+        super().__init__()
+        self.sigmoid_param = float(sigmoid_param)          # α
+        self.l_threshold = float(l_threshold)
+        self.class_num = float(class_num)
+        self.continuous_similarity = bool(continuous_similarity)
+
+    def forward(self, b1, l1, b2, l2):
+        return _CaffePairwise.apply(b1, l1, b2, l2, self)
+
+
+class _CaffePairwise(PyLayer):
+
+    @staticmethod
+    def forward(ctx, b1, l1, b2, l2, layer):
+        R = paddle.matmul(l1, l2, transpose_y=True)                       # [N, M]
+        valid = ((R >= 0) & (R < l1.shape[1])).astype(b1.dtype)          # not ignored
+        s = (R > 0).astype(b1.dtype) * valid                              # similar
+        P = layer.sigmoid_param * paddle.matmul(b1, b2, transpose_y=True)  # [N, M]
+        # Both branches are evaluated; the one not taken may overflow to inf,
+        # harmlessly (where() drops it and the backward is hand-written).
+        ell = paddle.log1p(paddle.exp(P)) - s * P
+        if layer.l_threshold >= 0:
+            ell = paddle.where(P >= layer.l_threshold, P * (1 - s), ell)
+        weight = valid * (1 + (layer.class_num - 1) * s)                  # class_num on similar
+        c = weight.sum()
+        c = paddle.where(c > 0, c, paddle.ones_like(c))                  # Σ weight, 1 if 0
+        D = 2 * (paddle.nn.functional.sigmoid(P) - s) * weight            # [N, M]
+        if layer.continuous_similarity:
+            D = 4 * _continuous_weight(R, l1, l2) * D
+        ctx.save_for_backward(b1, b2, D, c)
+        ctx.alpha = layer.sigmoid_param
+        return (ell * weight).sum() / c
+
+    @staticmethod
+    def backward(ctx, grad):
+        """G1 = D·B2 / c, G2 = Dᵀ·B1 / c, D = 2·(σ(P) − s)·(class_num if s
+        else 1) (× 4W with continuous similarity), with the threshold branch
+        ignored; then α on the first N FLAT elements of G1 and of G2 only
+        (the .cu's caffe_gpu_scal(outer_num_, sigmoid_param_, …) scales N
+        floats, not N·bit): most rows never get the chain rule's α."""
+        b1, b2, D, c = ctx.saved_tensor()
+        n = b1.shape[0]
+        g1 = paddle.matmul(D, b2) * (grad / c)                            # [N, bit]
+        g2 = paddle.matmul(D, b1, transpose_x=True) * (grad / c)          # [M, bit]
+        return _scale_first(g1, n, ctx.alpha), None, _scale_first(g2, n, ctx.alpha), None
+
+
+def _continuous_weight(R, l1, l2):
+    """W_ij = R_ij² / (‖l1_i‖²·‖l2_j‖²), a zero norm taken as 1 and W = 0
+    replaced by 0.25 (.cu RemoveZero, ContinousSimilarityProcess)."""
+    n1 = (l1 * l1).sum(axis=1, keepdim=True)                              # [N, 1]
+    n2 = (l2 * l2).sum(axis=1, keepdim=True)                              # [M, 1]
+    n1 = paddle.where(n1 == 0, paddle.ones_like(n1), n1)
+    n2 = paddle.where(n2 == 0, paddle.ones_like(n2), n2)
+    W = R * R / (n1 * n2.T)                                               # [N, M]
+    return paddle.where(W == 0, paddle.full_like(W, 0.25), W)
+
+
+def _scale_first(g, n, alpha):
+    """g with its first n row-major elements multiplied by alpha."""
+    flat = g.flatten()
+    n = min(n, flat.shape[0])
+    return paddle.concat([flat[:n] * alpha, flat[n:]]).reshape(g.shape)

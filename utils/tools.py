@@ -70,7 +70,7 @@ def mean_average_precision(query_codes, query_labels, db_codes, db_labels, topk=
 
 def retrieval_metrics(query_codes, query_labels, db_codes, db_labels, topk, radius=2,
                       skip_no_relevant=False, show_progress=True, precision_n=None, block=None,
-                      backend=None):
+                      backend=None, skip_no_relevant_in_database=False):
     """All retrieval metrics from one pass over the Hamming distances per
     block of queries. Returns a JSON-serialisable dict:
 
@@ -95,8 +95,12 @@ def retrieval_metrics(query_codes, query_labels, db_codes, db_labels, topk, radi
         index) for N in ``precision_n`` (default 1..5000, capped at the
         database size).
     ``skip_no_relevant``: mAP averages only queries with a relevant item in
-        the top K (the HashNet authors' script); tie-aware mAP only queries
-        that can have one in some tie order. Other metrics use all queries.
+        the top K; tie-aware mAP only queries that can have one in some tie
+        order. Other metrics use all queries.
+    ``skip_no_relevant_in_database``: mAP and tie-aware mAP average only
+        queries with a relevant item anywhere in the database (the HashNet
+        authors' caffe/models/predict/*/predict_parallel.py: such a query
+        with none in its top K still counts 0).
     ``kernel``: the Hamming backend that ran ("numba" or "numpy").
     """
     db_size = np.asarray(db_codes).shape[0]
@@ -107,10 +111,12 @@ def retrieval_metrics(query_codes, query_labels, db_codes, db_labels, topk, radi
     bit = res["bit"]
     radius = int(min(max(radius, 0), bit))
     prec, rec = res["pr_precision"], res["pr_recall"]
+    in_database = res["rel_hist_total"] > 0
+    keep, keep_tie = ((res["has_relevant"], res["may_have_relevant"]) if skip_no_relevant else
+                      (in_database, in_database) if skip_no_relevant_in_database else (None, None))
     return {
-        "map": _mean(res["ap"], res["has_relevant"] if skip_no_relevant else None),
-        "map_tie_aware": _mean(res["ap_tie"], res["may_have_relevant"] if skip_no_relevant
-                               else None),
+        "map": _mean(res["ap"], keep),
+        "map_tie_aware": _mean(res["ap_tie"], keep_tie),
         "topk": res["topk"],
         "radius": radius,
         "precision_radius": float(prec[:, radius].mean()),
@@ -129,7 +135,9 @@ def retrieval_metrics(query_codes, query_labels, db_codes, db_labels, topk, radi
         "num_queries": int(len(res["ap"])),
         "num_database": int(db_size),
         "queries_without_relevant_in_topk": int((~res["has_relevant"]).sum()),
+        "queries_without_relevant_in_database": int((~in_database).sum()),
         "skip_no_relevant": bool(skip_no_relevant),
+        "skip_no_relevant_in_database": bool(skip_no_relevant_in_database),
         "kernel": res["kernel"],
     }
 
@@ -195,7 +203,8 @@ def _evaluate(query_codes, query_labels, db_codes, db_labels, topk, curves, dept
         tables = _TieTables(n_db)
         out.update(ap_tie=np.zeros(nq), may_have_relevant=np.zeros(nq, bool),
                    pr_precision=np.zeros((nq, bit + 1)), pr_recall=np.zeros((nq, bit + 1)),
-                   pr_coverage=np.zeros((nq, bit + 1)), p_at_n=np.zeros((nq, len(grid))))
+                   pr_coverage=np.zeros((nq, bit + 1)), p_at_n=np.zeros((nq, len(grid))),
+                   rel_hist_total=np.zeros(nq, np.int64))
     starts = range(0, nq, block)
     for s in _progress_bar(starts, show_progress, len(starts), "mAP" if not curves else "metrics"):
         e = min(s + block, nq)
@@ -208,6 +217,7 @@ def _evaluate(query_codes, query_labels, db_codes, db_labels, topk, curves, dept
             counts = np.cumsum(hits[:, :grid[-1]], axis=1, dtype=np.int64)[:, grid - 1]
             out["p_at_n"][s:e] = counts / grid
             hist, rel_hist = scan.hist[:, :bit + 1], scan.rel_hist[:, :bit + 1]
+            out["rel_hist_total"][s:e] = rel_hist.sum(axis=1)  # relevant in the database
             (out["pr_precision"][s:e], out["pr_recall"][s:e],
              out["pr_coverage"][s:e]) = _radius_curves(hist, rel_hist)
             out["ap_tie"][s:e], out["may_have_relevant"][s:e] = _tie_aware_ap(
