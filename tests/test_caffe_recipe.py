@@ -21,7 +21,7 @@ import numpy as np
 import paddle
 import pytest
 
-from conftest import REPO, assert_same, demo_argv, state_numpy
+from conftest import REPO, assert_same, demo_argv, state_numpy, user_error
 from models.hashnet import HashNet
 from test_distributed import HashNetWithoutDropout, ok, worker  # 2 gloo processes
 from utils import engine
@@ -203,6 +203,11 @@ def test_caffe_flags_and_presets(demo):
     assert parse_args(["--recipe", "caffe", "--dataset", "nuswide_81_m"]).class_num == 5.0
     reference = parse_args([])
     assert (reference.recipe, reference.batch_size) == ("reference", 128)
+    for flags, fragment in ((["-op", "adamw"], "momentum SGD only"),
+                            (["--skip-bad-images"], "two streams of unequal size"),
+                            (["--base_lr", "0"], "--base_lr must be > 0"),
+                            (["--max_iter", "0"], "--max_iter must be >= 1")):
+        assert fragment in user_error(parse_args, ["--recipe", "caffe", *flags])
 
 
 @pytest.mark.parametrize("nprocs, entry, batch", [("", "main_single_gpu.py", 256),

@@ -101,8 +101,9 @@ def build_parser(batch_size=128):
     a("--recipe", default="reference", choices=["reference", "caffe"],
       help="reference: the Paddle reproduction's (spec §1-3); caffe: the authors' Caffe "
            "recipe (two streams, their loss and gradient, iteration schedules; spec §8)")
-    c = p.add_argument_group("--recipe caffe (iteration-based; the epoch flags do not apply)")
-    c.add_argument("--max_iter", type=int, default=10000)
+    c = p.add_argument_group("--recipe caffe (iteration-based: -e, -ee, -lr, --de_step, "
+                             "--step_continuation, --alpha do not apply; SGD only)")
+    c.add_argument("--max_iter", type=int, default=10000, help="iterations (default 10000)")
     c.add_argument("--eval_iter", type=int, default=None,
                    help="evaluate every N iterations and at the last (default: at the last)")
     c.add_argument("--snapshot_iter", type=int, default=1000, help="save last_{bit} every N")
@@ -156,6 +157,8 @@ def resolve_caffe(args):
         args.sigmoid_param = 10.0 / args.bit  # train_val.prototxt: "10 / the length of code"
     if args.eval_iter is None:
         args.eval_iter = args.max_iter
+    if args.optimizer != "sgd":
+        raise UserError(f"-op {args.optimizer}: --recipe caffe is the authors' momentum SGD only")
     if args.skip_bad_images:
         raise UserError("--skip-bad-images does not work with --recipe caffe: a skipped image "
                         "would leave the two streams of unequal size; fix or drop the image")
