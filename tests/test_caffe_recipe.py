@@ -14,8 +14,10 @@
 """
 import math
 import os
+import re
 import signal
 import subprocess
+import sys
 
 import numpy as np
 import paddle
@@ -24,6 +26,7 @@ import pytest
 from conftest import REPO, assert_same, demo_argv, state_numpy, user_error
 from models.hashnet import HashNet
 from test_distributed import HashNetWithoutDropout, ok, worker  # 2 gloo processes
+from test_docs import demo_sh_settings, read
 from utils import engine
 from utils.caffe_recipe import (StreamBatches, TwoStreams, build_caffe_optimizer, caffe_beta,
                                 caffe_lr)
@@ -213,11 +216,13 @@ def test_caffe_flags_and_presets(demo):
 @pytest.mark.parametrize("nprocs, entry, batch", [("", "main_single_gpu.py", 256),
                                                   ("2", "main_multi_gpu.py", 128)])
 def test_coco_script_sets_the_authors_values(tmp_path, nprocs, entry, batch):
-    """scripts/train_caffe_recipe.sh with `python` replaced by a recorder:
-    its flags parse to the prototxts' settings (as the README states them)."""
+    """scripts/train_caffe_recipe.sh with `python` replaced by a recorder of
+    the training command (recipe.sh's own `python -c` still runs): its flags
+    parse to the prototxts' settings (as the README states them)."""
     bin_dir, record = tmp_path / "bin", tmp_path / "argv"
     bin_dir.mkdir()
-    (bin_dir / "python").write_text('#!/bin/sh\nprintf "%s\\n" "$@" > "$RECORD"\n')
+    (bin_dir / "python").write_text(f'#!/bin/sh\n[ "$1" = -c ] && exec {sys.executable} "$@"\n'
+                                    'printf "%s\\n" "$@" > "$RECORD"\n')
     (bin_dir / "python").chmod(0o755)
     env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}", RECORD=str(record),
                NPROCS=nprocs)
@@ -232,6 +237,16 @@ def test_coco_script_sets_the_authors_values(tmp_path, nprocs, entry, batch):
             args.topK, args.skip_no_relevant_in_database, args.seed) == \
         ("caffe", "coco", 48, 256, 10000, 5e-5, 1.0, 5e-4, 0.9, 5000, True, 200)
     assert args.batch_size == batch and args.sigmoid_param == pytest.approx(10 / 48)
+
+
+def test_readme_caffe_demo_settings_are_the_scripts():
+    """README's DEMO_RECIPE=caffe paragraph states what scripts/demo.sh sets."""
+    script = demo_sh_settings(read("scripts/demo.sh"))
+    stated = re.search(r"two streams\s+of (\d+) images, (\d+) iterations.*?their base_lr ([0-9.e-]+)",
+                       read("README.md"), re.S)
+    assert stated, "README no longer states the Caffe demo settings"
+    assert (int(script["CAFFE_BATCH"]), int(script["CAFFE_ITER"]), float(script["CAFFE_LR"])) == \
+        (int(stated[1]), int(stated[2]), float(stated[3]))
 
 
 # ---------------------------------------------------------------- two streams
@@ -355,9 +370,9 @@ def test_skip_no_relevant_in_database_is_the_authors_rule():
     ap = [mean_average_precision_reference(queries[i:i + 1], q_labels[i:i + 1], db, db_labels,
                                            topk) for i in range(3)]
     assert ap == [0.0, 0.0, 1.0]
-    m = retrieval_metrics(queries, q_labels, db, db_labels, topk, progress=False,
+    m = retrieval_metrics(queries, q_labels, db, db_labels, topk, show_progress=False,
                           skip_no_relevant_in_database=True)
     assert m["map"] == pytest.approx((ap[0] + ap[2]) / 2)
     assert m["queries_without_relevant_in_database"] == 1
-    assert retrieval_metrics(queries, q_labels, db, db_labels, topk, progress=False,
+    assert retrieval_metrics(queries, q_labels, db, db_labels, topk, show_progress=False,
                              skip_no_relevant=True)["map"] == pytest.approx(1.0)

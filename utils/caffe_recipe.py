@@ -18,7 +18,7 @@ import paddle.nn as nn
 from utils import distributed as dist
 from utils import engine
 from utils.checkpoint import load_training_state, load_weights, newest_checkpoint
-from utils.datasets import Loader
+from utils.datasets import BatchLoader
 from utils.errors import UserError
 from utils.io import ensure_writable_dir
 from utils.loss import CaffePairwiseLoss
@@ -122,7 +122,7 @@ def stream_loader(train_set, args, start):
     """Batches [x; y; ind] of 2·b rows (stream 1, then stream 2) for
     iterations start .. max_iter-1."""
     batches = StreamBatches(args.batch_size, start, args.max_iter, dist.rank(), dist.world_size())
-    return Loader(TwoStreams(train_set, args.seed), batches, args.num_workers)
+    return BatchLoader(TwoStreams(train_set, args.seed), batches, args.num_workers)
 
 
 class TwoStreamLoss(nn.Layer):
