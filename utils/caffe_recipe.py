@@ -181,7 +181,7 @@ def run_train(args):
             log.info(f"Iter[{done:05d}/{args.max_iter:05d}], lr:{lr:.9f}, "
                      f"scale:{criterion.beta:.3f}, Loss: {value:.4f}")
         if done % args.eval_iter == 0 or done == args.max_iter:
-            evaluate(args, model, loaders, optimizer, criterion, state, log, log_dir)
+            evaluate_and_keep_best(args, model, loaders, optimizer, criterion, state, log, log_dir)
         stopped = dist.any_process(engine.STOP.signum is not None)
         if done % args.snapshot_iter == 0 or done == args.max_iter or stopped:
             engine.save(args, "last", model, optimizer, criterion, state)
@@ -195,7 +195,7 @@ def run_train(args):
     return state
 
 
-def evaluate(args, model, loaders, optimizer, criterion, state, log, log_dir):
+def evaluate_and_keep_best(args, model, loaders, optimizer, criterion, state, log, log_dir):
     """mAP now; a new best is saved as model_best. The history gets the mean
     loss since the previous evaluation."""
     done = state["iter"]
@@ -227,5 +227,5 @@ def resume(args, model, optimizer, state, log):
     if global_batch != args.batch_size * dist.world_size():
         raise UserError(f"{prefix} was trained with {global_batch} images per stream and "
                         "iteration: resume it with the same -bs x processes")
-    state.update({k: saved[k] for k in state})
+    state.update({k: saved[k] for k in state if k != "world_size"})  # this run's stays
     log.info(f"resumed from {prefix} at iteration {state['iter']}")

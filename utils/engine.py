@@ -305,6 +305,8 @@ def resume(args, model, optimizer, criterion, state, log):
     prefix = newest_checkpoint(args.output_dir, args.bit) if args.resume == "auto" else args.resume
     load_weights(model, prefix)
     state.update(load_training_state(prefix, model, optimizer))
+    if "iter" in state:
+        raise UserError(f"{prefix} is a --recipe caffe checkpoint: resume it with --recipe caffe")
     if "bank" in state:
         load_bank(criterion, state.pop("bank"), prefix)
     if "partial" in state and state["config"]["batch_size"] != args.batch_size:
