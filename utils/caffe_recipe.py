@@ -8,7 +8,6 @@ table): models/train/<dataset>/{train_val,solver}.prototxt and the layers
 src/caffe/layers/{pairwise_loss,scale_tanh}_layer.*.
 """
 import math
-import signal
 import time
 
 import numpy as np
@@ -182,13 +181,13 @@ def run_train(args):
                      f"scale:{criterion.beta:.3f}, Loss: {value:.4f}")
         if done % args.eval_iter == 0 or done == args.max_iter:
             evaluate_and_keep_best(args, model, loaders, optimizer, criterion, state, log, log_dir)
-        stopped = dist.any_process(engine.STOP.signum is not None)
+        stopped = engine.stop_agreed(done)
         if done % args.snapshot_iter == 0 or done == args.max_iter or stopped:
             engine.save(args, "last", model, optimizer, criterion, state)
             log.info(f"saved {args.output_dir}/last_{args.bit} (iteration {done}, "
                      f"{time.time() - start:.1f}s)")
         if stopped:
-            signum = engine.STOP.signum or signal.SIGTERM
+            signum = engine.STOP.signum
             log.info(f"stopped by signal {signum} at iteration {done}: "
                      f"saved {args.output_dir}/last_{args.bit}; continue with --resume")
             raise SystemExit(128 + signum)
