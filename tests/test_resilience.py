@@ -156,7 +156,7 @@ def test_sigkill_mid_checkpoint_write_resumes_from_previous(demo, tmp_path, unin
     argv = demo_argv(demo, tmp_path, *TRAIN)
     proc = subprocess.Popen([sys.executable, "-c", HALF_WRITE_DRIVER, json.dumps(argv), marker],
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, env=dict(os.environ, PYTHONPATH=REPO))
+                            text=True, env=dict(os.environ, PYTHONPATH=os.pathsep.join([REPO, GUARD_DIR])))
     deadline = time.time() + 300
     while not os.path.exists(marker) and proc.poll() is None and time.time() < deadline:
         time.sleep(0.2)
