@@ -1,7 +1,8 @@
 """Mutation check: is every recipe fact guarded by a test that fails when it breaks?
 
 Each mutant below is one small, realistic bug (a snippet of one file replaced
-by another). The runner copies the git-tracked files into a temporary folder,
+by another). The runner copies the git-tracked files (as they are in the
+working tree; ``git add`` a new test file first) into a temporary folder,
 applies one mutant at a time to that copy (the working tree is never
 touched), runs the few tests named for it (the fastest that should catch it
 first; pytest stops at the first failure) and prints one line per mutant:
