@@ -85,6 +85,16 @@ def make_args(demo, tmp_path):
     return build
 
 
+def backend_params():
+    """Both Hamming backends for ``pytest.mark.parametrize``: numba's cases are
+    reported as skipped, with the reason, where numba is not installed
+    (instead of vanishing from the collection)."""
+    from utils import hamming
+    missing = "numba" not in hamming.available_backends()
+    return ["numpy", pytest.param("numba", marks=pytest.mark.skipif(
+        missing, reason="numba is not installed (pip install -r requirements-dev.txt)"))]
+
+
 def run_python(*argv, cwd=REPO, timeout=300):
     """Run ``python *argv`` in the repo; returns the CompletedProcess."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([REPO, GUARD_DIR]))

@@ -32,9 +32,9 @@ def files(tmp_path):
 class Encoder:
     """A stand-in for encoding the database; counts its calls."""
 
-    def __init__(self, seed=0):
+    def __init__(self, seed=0, bit=BIT):
         rng = np.random.default_rng(seed)
-        self.codes = rng.choice(np.array([-1, 1], np.int8), size=(N, BIT))
+        self.codes = rng.choice(np.array([-1, 1], np.int8), size=(N, bit))
         self.labels = (rng.random((N, C)) < 0.3).astype(np.float32)
         self.calls = 0
 
@@ -74,18 +74,24 @@ def test_built_then_reused(tmp_path, files):
     ("root", "--data_path changed"),
     ("device", "the device changed (CPU/GPU)"),
     ("paddle", "the Paddle version changed"),
+    ("resize", "--resize_size changed"),
+    ("bit", "--bit changed"),
 ])
 def test_stale_cache_is_rebuilt(tmp_path, files, change, expect, monkeypatch):
     lines, enc = [], Encoder()
     cache_for(tmp_path, files, lines).get(enc, N)
     weights, lst, root = files
-    crop, device = 224, "cpu"
+    crop, resize, bit, device = 224, 256, BIT, "cpu"
     if change == "weights":
         weights.write_bytes(b"weights v2")
     elif change == "list":
         lst.write_text(lst.read_text().replace("images/0.jpg", "images/other.jpg"))
     elif change == "crop":
         crop = 200
+    elif change == "resize":
+        resize = 240
+    elif change == "bit":
+        bit = 32
     elif change == "device":  # codes encoded on the CPU, now the GPU encodes
         device = "gpu"
     elif change == "paddle":
@@ -93,14 +99,15 @@ def test_stale_cache_is_rebuilt(tmp_path, files, change, expect, monkeypatch):
     else:
         os.rename(root, str(root) + "2")
         files = (weights, lst, type(root)(str(root) + "2"))
-    new = Encoder(seed=1)
-    packed, _, source = cache_for(tmp_path, files, lines, crop=crop, device=device).get(new, N)
+    sizes = dict(crop=crop, resize=resize, bit=bit, device=device)
+    new = Encoder(seed=1, bit=bit)
+    packed, _, source = cache_for(tmp_path, files, lines, **sizes).get(new, N)
     assert source == "built" and new.calls == 1
     assert any("stale" in line and expect in line for line in lines), lines
     np.testing.assert_array_equal(packed, pack_codes(new.codes))   # not the old codes
     # and the rebuilt cache is reused next time
-    again = Encoder(seed=2)
-    assert cache_for(tmp_path, files, lines, crop=crop, device=device).get(again, N)[2] == "cache"
+    again = Encoder(seed=2, bit=bit)
+    assert cache_for(tmp_path, files, lines, **sizes).get(again, N)[2] == "cache"
     assert again.calls == 0
 
 

@@ -111,12 +111,17 @@ def test_checkpoint_interchangeable_and_bank_global(trained, demo):
     assert np.array_equal(bank["Y"].numpy().sum(axis=1) > 0, written)
 
 
-def test_multi_process_eval_map_equals_single_process(trained, demo, make_args, tmp_path):
-    out = trained
+def test_multi_process_eval_map_equals_single_process(demo, make_args, tmp_path):
+    """On a model whose codes differ between images (a 1-epoch random model
+    collapses to ~2 codes, where any ordering gives the same mAP)."""
+    from test_predict import codes_of, database_batch, make_checkpoint
+    prefix = str(tmp_path / "centred_16")
+    model = make_checkpoint(prefix, demo)
+    distinct = len(np.unique(codes_of(model, database_batch(demo)[:47]), axis=0))
+    assert distinct > 20, distinct
     # 23 queries and 47 database images: odd sizes, so the sampler pads
     lists = sub_lists(demo, tmp_path / "lists", test=23, database=47)
-    flags = ["--list-dir", lists, "--eval", "--pretrained", str(out / "output" / "last_16"),
-             "-bs", "5"]
+    flags = ["--list-dir", lists, "--eval", "--pretrained", prefix, "-bs", "5"]
     ok(multi(*demo_argv(demo, tmp_path / "multi", *flags)))
     (run,) = os.listdir(tmp_path / "multi" / "logs")
     with open(tmp_path / "multi" / "logs" / run / "metrics.json") as f:
@@ -154,6 +159,24 @@ def test_two_by_b_equals_one_by_two_b(demo, make_args, tmp_path, monkeypatch):
                 for run in ("multi", "single"))
     np.testing.assert_allclose(got["bank"]["U"].numpy(), ref["bank"]["U"].numpy(), atol=1e-6)
     assert got["history"][0]["loss"] == pytest.approx(ref["history"][0]["loss"], abs=1e-6)
+
+
+def test_gathered_gradient_is_scaled_by_the_process_count(monkeypatch):
+    """In one process, as rank 1 of 3 (the collective replaced by a concat
+    with other ranks' rows): the gradient reaching this process's rows is
+    its slice of the incoming gradient times W = 3, undoing DataParallel's
+    mean (the two-process test below checks the whole update)."""
+    others = [paddle.full([2, 4], 7.0), paddle.full([1, 4], -7.0)]   # ranks 0 and 2
+    monkeypatch.setattr(dist, "world_size", lambda: 3)
+    monkeypatch.setattr(dist, "rank", lambda: 1)
+    monkeypatch.setattr(dist, "_all_gather_rows",
+                        lambda x, sizes: paddle.concat([others[0], x, others[1]]))
+    z = paddle.to_tensor(np.arange(12, dtype="float32").reshape(3, 4), stop_gradient=False)
+    gathered = dist._GatherRows.apply(z, [2, 3, 1])                  # [6, 4]
+    weights = paddle.to_tensor(np.arange(24, dtype="float32").reshape(6, 4))
+    (gathered * weights).sum().backward()
+    np.testing.assert_array_equal(gathered.numpy()[2:5], z.numpy())
+    np.testing.assert_array_equal(z.grad.numpy(), 3 * weights.numpy()[2:5])
 
 
 def test_gather_rows_of_unequal_shards(tmp_path, demo):

@@ -9,7 +9,7 @@ import numpy as np
 import paddle
 import pytest
 
-from utils.loss import HashNetLoss
+from utils.loss import HashNetLoss, weighted_pair_loss
 
 ALPHA = 0.1
 
@@ -205,6 +205,20 @@ def test_large_inner_products_are_stable():
     value, grad = paddle_step(crit, z, y, [0, 1, 2, 3])
     assert np.isfinite(value) and np.all(np.isfinite(grad))
     np.testing.assert_allclose(value, expected, rtol=1e-4)
+    # tanh saturates there, so check dℓ/dD itself out to |D| = 100 (e^100
+    # overflows float32): w·(σ(D) − S)/n, the value w·(log(1+e^D) − S·D)/n.
+    D = np.array([[-100.0, -64.0, -20.0, 0.5, 20.0, 64.0, 100.0],
+                  [100.0, 64.0, 20.0, -0.5, -20.0, -64.0, -100.0]])
+    S = np.array([[1.0, 0, 1, 0, 1, 0, 1], [0, 1, 1, 0, 0, 1, 0]])
+    n, n1 = S.size, S.sum()
+    w = np.where(S > 0, n / n1, n / (n - n1))
+    Dt = paddle.to_tensor(D.astype(np.float32), stop_gradient=False)
+    loss = weighted_pair_loss(Dt, paddle.to_tensor(S.astype(np.float32)))
+    loss.backward()
+    sigmoid = 0.5 * (1 + np.tanh(D / 2))
+    np.testing.assert_allclose(float(loss), (w * (np.logaddexp(0, D) - S * D)).sum() / n,
+                               rtol=1e-5)
+    np.testing.assert_allclose(Dt.grad.numpy(), w * (sigmoid - S) / n, rtol=1e-5, atol=1e-9)
 
 
 @pytest.mark.parametrize("beta", [1.0, 2.0])

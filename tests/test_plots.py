@@ -30,9 +30,16 @@ def metrics_for(bit, seed=0):
 
 
 def assert_png(path):
-    assert os.path.getsize(path) > 5000
+    """A PNG that decodes, at a figure's size, with a curve drawn on it: the
+    first line's colour (tab:blue, 31 119 180) covers a stroke's worth of pixels."""
+    from PIL import Image
     with open(path, "rb") as f:
         assert f.read(8) == PNG
+    with Image.open(path) as img:
+        pixels = np.asarray(img.convert("RGB"), dtype=np.int16)
+    assert pixels.shape[0] >= 200 and pixels.shape[1] >= 300, pixels.shape
+    blue = (np.abs(pixels - np.array([31, 119, 180])).max(axis=2) <= 12).sum()
+    assert blue > 100, f"{path}: {blue} pixels of the curve's colour"
 
 
 def no_temp_files(directory):

@@ -1,9 +1,10 @@
 """predict.py on the tiny demo set with a randomly initialised HashNet.
 
 A random AlexNet maps every image to nearly the same hash-layer output, so
-all codes would tie. ``make_checkpoint`` keeps the random weights but sets
-the hash-layer bias to minus the median output over the database: every bit
-then splits the database in half and codes differ between images.
+all codes would tie. ``make_checkpoint`` keeps the random weights but
+centres the hash layer on the median output over the database (every bit
+then splits the database in half and codes differ between images) and
+scales it to unit spread, so that z is large next to float rounding.
 """
 import json
 import os
@@ -35,14 +36,20 @@ def database_batch(demo):
 
 
 def make_checkpoint(prefix, demo, bit=BIT, seed=0):
-    """Save a random HashNet (bias centred on the demo database) at
+    """Save a random HashNet (hash layer centred and scaled on the demo database) at
     ``prefix``.pdparams; returns the model (eval mode)."""
     paddle.seed(seed)
     model = HashNet(bit)
     model.eval()
     with paddle.no_grad():
         z = model(paddle.to_tensor(database_batch(demo))).numpy()
-        model.classifier_plus[6].bias.set_value(-np.median(z, axis=0).astype("float32"))
+        # centred on the median, then scaled to unit spread per bit: the same
+        # codes, but |z| ~ 1 (unscaled it is ~1e-4, the export check's tolerance)
+        centre = np.median(z, axis=0)
+        scale = 1.0 / np.maximum((z - centre).std(axis=0), 1e-12)
+        hash_layer = model.classifier_plus[6]
+        hash_layer.weight.set_value((hash_layer.weight.numpy() * scale).astype("float32"))
+        hash_layer.bias.set_value((-centre * scale).astype("float32"))
     paddle.save(model.state_dict(), prefix + ".pdparams")
     return model
 

@@ -1,5 +1,6 @@
 """Nothing lost: exact resume after SIGKILL / SIGTERM, a non-finite loss
 stops cleanly, and every kind of bad input is a one-line error (issue 7)."""
+import math
 import os
 import re
 import shutil
@@ -55,16 +56,6 @@ def assert_bit_identical(a, b):
         assert_same(a[key].numpy(), b[key].numpy(), key)
 
 
-def test_sigkill_after_epoch_then_resume_is_bit_identical(demo, tmp_path, uninterrupted):
-    code, output = run_until(train_argv(demo, tmp_path), "last_16 (epoch 2,", signal.SIGKILL)
-    assert code == -signal.SIGKILL, output[-2000:]
-    resumed = run_python(*train_argv(demo, tmp_path, "--resume"))
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "at the end of epoch 2" in resumed.stdout
-    assert "HashNet[ 3/3]" in resumed.stdout and "HashNet[ 1/3]" not in resumed.stdout
-    assert_bit_identical(params(tmp_path), uninterrupted)
-
-
 def test_sigterm_mid_epoch_saves_and_resumes_exactly(demo, tmp_path, uninterrupted):
     code, output = run_until(train_argv(demo, tmp_path), "Epoch[002/003], Step[0001/0003]",
                              signal.SIGTERM)
@@ -77,23 +68,178 @@ def test_sigterm_mid_epoch_saves_and_resumes_exactly(demo, tmp_path, uninterrupt
     assert_bit_identical(params(tmp_path), uninterrupted)
 
 
+def test_mid_epoch_resume_restores_the_rng_streams(make_args):
+    """In one process, no training: a checkpoint saved mid-epoch holds the
+    python, numpy and paddle RNG states, and resuming it restores them, so
+    the draws after the resume (dropout, here paddle.rand) are the draws that
+    would have followed the save. (The SIGTERM test above shows the end result.)"""
+    import logging
+    import random
+    from models.hashnet import HashNet
+    from utils import engine
+    from utils.loss import HashNetLoss
+    from utils.lr_scheduler import build_optimizer
+    args = make_args("-bs", "16")
+
+    def run_state():
+        model = HashNet(16)
+        return (model, build_optimizer("sgd", model.parameters(), 0.1, 5e-4),
+                HashNetLoss(48, 16, 10))
+
+    def draws():
+        return paddle.rand([6]).numpy(), np.random.rand(3), random.random()
+
+    paddle.seed(11), np.random.seed(11), random.seed(11)
+    model, optimizer, criterion = run_state()
+    state = {"epoch": 0, "best_map": 0.0, "best_epoch": 0, "history": [],
+             "partial": engine.EpochProgress(1, step=2, loss_sum=2.5)}
+    engine.save(args, "last", model, optimizer, criterion, state)
+    expected = draws()
+    paddle.seed(99), np.random.seed(99), random.seed(99)   # a fresh process
+    model, optimizer, criterion = run_state()
+    resumed = {"epoch": 0}
+    args.resume = os.path.join(args.output_dir, "last_16")
+    engine.resume(args, model, optimizer, criterion, resumed, logging.getLogger("test"))
+    assert resumed["partial"] == engine.EpochProgress(1, step=2, loss_sum=2.5)
+    got = draws()
+    for a, b in zip(got, expected):
+        np.testing.assert_array_equal(a, b)
+
+
+# Runs main_single_gpu.py's flow (argv as JSON) with the checkpoint writer
+# patched: the 3rd file (epoch 2's last_16.pdopt, the first of its pair) is
+# written half into its temp file, then a marker file appears and the
+# process waits there to be killed.
+HALF_WRITE_DRIVER = r"""
+import json, os, sys, time
+import paddle
+from utils import checkpoint, io
+from utils.config import parse_args
+from utils.engine import run
+
+argv, marker = json.loads(sys.argv[1]), sys.argv[2]
+calls = []
+
+
+def half_then_wait(obj, path):
+    calls.append(path)
+    if len(calls) != 3:
+        return io.atomic_save(obj, path)
+
+    def write(tmp):
+        paddle.save(obj, marker + ".full")
+        with open(marker + ".full", "rb") as f:
+            data = f.read()
+        with open(tmp, "wb") as f:
+            f.write(data[: len(data) // 2])
+            f.flush()
+            os.fsync(f.fileno())
+        with open(marker, "w") as f:
+            f.write(tmp)
+        time.sleep(600)
+    io.atomic_write(path, write)
+
+
+checkpoint.atomic_save = half_then_wait
+run(parse_args(argv))
+"""
+
+
+def test_sigkill_mid_checkpoint_write_resumes_from_previous(demo, tmp_path, uninterrupted):
+    """SIGKILL while epoch 2's checkpoint is half written: epoch 1's files
+    are still whole and consistent, and --resume from them ends with the
+    uninterrupted run's weights, bit for bit. (This is also the test of a
+    SIGKILL after a complete checkpoint: epoch 1's.)"""
+    import json
+    import time
+    marker = str(tmp_path / "half_written")
+    argv = demo_argv(demo, tmp_path, *TRAIN)
+    proc = subprocess.Popen([sys.executable, "-c", HALF_WRITE_DRIVER, json.dumps(argv), marker],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, env=dict(os.environ, PYTHONPATH=os.pathsep.join([REPO, GUARD_DIR])))
+    deadline = time.time() + 300
+    while not os.path.exists(marker) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    try:
+        assert os.path.exists(marker), proc.communicate(timeout=10)[0][-3000:]
+        time.sleep(0.2)  # the marker is written after the half file
+        partial = open(marker).read()
+        assert os.path.basename(partial).startswith(".last_16.pdopt")
+        assert 0 < os.path.getsize(partial) < os.path.getsize(marker + ".full")
+    finally:
+        proc.kill()
+        proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    out = tmp_path / "output"
+    saved = paddle.load(str(out / "last_16.pdopt"))["training"]   # whole, and epoch 1's
+    assert saved["epoch"] == 1 and "partial" not in saved
+    resumed = run_python(*train_argv(demo, tmp_path, "--resume"))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "at the end of epoch 1" in resumed.stdout
+    assert "HashNet[ 2/3]" in resumed.stdout and "HashNet[ 1/3]" not in resumed.stdout
+    assert_bit_identical(params(tmp_path), uninterrupted)
+
+
 def test_non_finite_loss_stops_with_epoch_and_step_and_keeps_last(demo, tmp_path, make_args,
                                                                   monkeypatch):
+    """The weights go NaN just before epoch 2's 2nd step (a NaN image would
+    not do: ReLU maps NaN to 0): the real train_step sees a NaN loss and the
+    run stops naming epoch and step, epoch 1's checkpoint intact."""
     from utils import engine
     from utils.errors import UserError
     args = make_args("-bs", "16", "-e", "3", "-ee", "5")
-    real_step = engine.train_step
-    calls = {"n": 0}
+    calls = []
 
-    def poisoned_step(*a):  # finite for epoch 1 (3 steps), NaN at epoch 2 step 2
-        calls["n"] += 1
-        return float("nan") if calls["n"] == 5 else real_step(*a)
+    class PoisonedHashNet(engine.HashNet):
+        def forward(self, x):
+            calls.append(self.training)
+            if calls.count(True) == 5:  # 3 steps per epoch: epoch 2, step 2
+                bias = self.classifier_plus[6].bias
+                bias.set_value(np.full(bias.shape, np.nan, dtype="float32"))
+            return super().forward(x)
 
-    monkeypatch.setattr(engine, "train_step", poisoned_step)
+    monkeypatch.setattr(engine, "HashNet", PoisonedHashNet)
     with pytest.raises(UserError, match="non-finite loss nan at epoch 2, step 2"):
         engine.run_train(args)
     last = os.path.join(args.output_dir, "last_16.pdopt")
     assert paddle.load(last)["training"]["epoch"] == 1  # epoch 1's checkpoint, intact
+
+
+def test_non_finite_loss_takes_no_step():
+    """The real train_step on a batch with a NaN image: the loss is NaN, and
+    neither the parameters nor the momentum move; the next finite batch
+    trains normally (no NaN gradient left behind)."""
+    from conftest import state_numpy
+    from utils import engine
+    from utils.loss import HashNetLoss
+    from utils.lr_scheduler import build_optimizer
+    paddle.seed(0)
+    model = paddle.nn.Sequential(paddle.nn.Flatten(), paddle.nn.Linear(12, 8))
+    criterion = HashNetLoss(6, 8, 3)
+    optimizer = build_optimizer("sgd", model.parameters(), 0.5, 5e-4)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(4, 3, 2, 2)).astype("float32")
+    y = paddle.to_tensor(np.eye(3, dtype="float32")[[0, 1, 0, 2]])
+    ind = paddle.to_tensor(np.array([0, 1, 2, 3]))
+    value = engine.train_step(model, criterion, optimizer, paddle.to_tensor(x), y, ind)
+    assert math.isfinite(value)
+    before = state_numpy(model), {k: np.asarray(v) for k, v in optimizer.state_dict().items()
+                                  if "velocity" in k}
+    poisoned = x.copy()
+    poisoned[1, 0, 0, 0] = np.nan
+    value = engine.train_step(model, criterion, optimizer, paddle.to_tensor(poisoned), y, ind)
+    assert math.isnan(value)
+    after = state_numpy(model), {k: np.asarray(v) for k, v in optimizer.state_dict().items()
+                                 if "velocity" in k}
+    for was, now in zip(before, after):
+        assert was.keys() == now.keys() and was
+        for key in was:
+            assert_same(now[key], was[key], key)
+    value = engine.train_step(model, criterion, optimizer, paddle.to_tensor(x), y, ind)
+    assert math.isfinite(value)
+    moved = state_numpy(model)
+    assert all(np.isfinite(v).all() for v in moved.values())
+    assert any(not np.array_equal(moved[k], before[0][k]) for k in moved)
 
 
 # ---------------------------------------------------------------- bad input

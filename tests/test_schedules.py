@@ -100,10 +100,30 @@ def test_dataset_presets(dataset, num_class, topk):
 
 
 def test_build_optimizer_recipe_sgd():
+    """spec §3: Momentum SGD with momentum 0.9 and L2 weight decay 5e-4 (the
+    parsed defaults), measured on two steps of a constant gradient g:
+    v1 = g + wd·p0, p1 = p0 − lr·v1; v2 = μ·v1 + g + wd·p1, p2 = p1 − lr·v2."""
+    args = parse_args([])
+    paddle.seed(0)
     layer = paddle.nn.Linear(3, 2)
-    opt = build_optimizer("SGD", layer.parameters(), 0.002, 5e-4, 0.9)
+    opt = build_optimizer(args.optimizer, layer.parameters(), 0.002, args.weight_decay,
+                          args.momentum)
     assert isinstance(opt, paddle.optimizer.Momentum)
     assert opt.get_lr() == pytest.approx(0.002)
+    lr = 20.0  # large, so that the decay term wd·lr·p is far above float32 rounding
+    opt.set_lr(lr)
+    g = np.full([3, 2], 0.01)
+    p = [layer.weight.numpy().astype(np.float64)]
+    for _ in range(2):
+        (layer.weight * paddle.to_tensor(g, dtype="float32")).sum().backward()
+        opt.step()
+        opt.clear_grad()
+        p.append(layer.weight.numpy().astype(np.float64))
+    v1 = g + 5e-4 * p[0]
+    v2 = 0.9 * v1 + g + 5e-4 * (p[0] - lr * v1)
+    np.testing.assert_allclose(p[1], p[0] - lr * v1, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(p[2], p[1] - lr * v2, rtol=0, atol=1e-6)
+    assert np.abs(lr * 5e-4 * p[0]).max() > 1e-3  # the decay is a visible part of the step
     assert isinstance(build_optimizer("rmsprop", layer.parameters(), 0.1, 0.0),
                       paddle.optimizer.RMSProp)
     assert isinstance(build_optimizer("adamw", layer.parameters(), 0.1, 0.0),

@@ -1,0 +1,314 @@
+"""Mutation check: is every recipe fact guarded by a test that fails when it breaks?
+
+Each mutant below is one small, realistic bug (a snippet of one file replaced
+by another). The runner copies the git-tracked files (as they are in the
+working tree; ``git add`` a new test file first) into a temporary folder,
+applies one mutant at a time to that copy (the working tree is never
+touched), runs the few tests named for it (the fastest that should catch it
+first; pytest stops at the first failure) and prints one line per mutant:
+
+    killed   <name> by <test node id> (<seconds> s)
+    SURVIVED <name> ...                   a bug the suite lets through
+    STALE    <name>: snippet not found in <file>   (the code moved: refresh it)
+
+and ends with ``mutants killed: K/N``. With ``--verify`` it first re-runs
+every killing test on the unmutated copy: a test that fails anyway proves
+nothing, and its mutant is not counted (off by default: the suite passes on
+main, and the slow killers would double the run time). Not collected by pytest (the name does not start
+with ``test_``); see README "For contributors".
+
+    python tests/mutants.py               # all mutants
+    python tests/mutants.py --list        # names and what each one breaks
+    python tests/mutants.py --only sign_zero_is_minus_one bank_detached
+    python tests/mutants.py -j 2          # two mutants at a time (two copies)
+    python tests/mutants.py --verify      # also check the killers pass unmutated
+    python tests/mutants.py --only no_optimizer_step --tests tests/test_training.py
+"""
+import argparse
+import concurrent.futures
+import dataclasses
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TIMEOUT = 900  # seconds for one mutant's tests; a hang counts as not killed
+
+
+@dataclasses.dataclass(frozen=True)
+class Mutant:
+    name: str
+    breaks: str                 # the recipe fact it breaks, in words
+    file: str                   # path relative to the repo root
+    old: str                    # exact snippet, must occur once
+    new: str
+    tests: tuple                # pytest node ids, fastest first
+
+
+MUTANTS = [
+    Mutant("no_optimizer_step", "the engine never calls optimizer.step()",
+           "utils/engine.py",
+           "        loss.backward()\n        optimizer.step()\n",
+           "        loss.backward()\n",
+           ("tests/test_schedules.py::test_train_one_epoch_sets_lr_and_beta",
+            "tests/test_training.py::test_short_training_raises_map")),
+    Mutant("weight_decay_ignored", "SGD gets no L2 weight decay (spec §3: 5e-4)",
+           "utils/lr_scheduler.py",
+           "momentum=momentum, parameters=parameters,\n"
+           "                                         weight_decay=paddle.regularizer.L2Decay(weight_decay))",
+           "momentum=momentum, parameters=parameters)",
+           ("tests/test_schedules.py::test_build_optimizer_recipe_sgd",)),
+    Mutant("lr_not_scaled_by_processes", "lr0 ignores the process count (spec §3: batch × processes / 64)",
+           "utils/engine.py",
+           "base_lr(args.learning_rate, args.batch_size, dist.world_size())",
+           "base_lr(args.learning_rate, args.batch_size)",
+           ("tests/test_schedules.py::test_engine_epoch_lr_two_processes",)),
+    Mutant("beta_raised_one_epoch_late", "β(e) computed from the previous epoch",
+           "utils/engine.py",
+           "criterion.beta = continuation_beta(epoch, args.step_continuation)",
+           "criterion.beta = continuation_beta(max(epoch - 1, 1), args.step_continuation)",
+           ("tests/test_schedules.py::test_train_one_epoch_sets_lr_and_beta",)),
+    Mutant("bank_detached", "the batch's bank rows are written detached, not live (spec §2.2)",
+           "utils/loss.py",
+           "U = paddle.scatter(self.U, ind, u, overwrite=True)",
+           "U = paddle.scatter(self.U, ind, u.detach(), overwrite=True)",
+           ("tests/test_loss.py::test_gradient_includes_the_live_rows_column_terms",)),
+    Mutant("pair_weights_swapped", "similar pairs weighted n/n0, dissimilar n/n1 (spec §2.6)",
+           "utils/loss.py",
+           "weights = S * w_pos + (1 - S) * w_neg",
+           "weights = S * w_neg + (1 - S) * w_pos",
+           ("tests/test_loss.py::test_fresh_bank_value_gradient_and_write",)),
+    Mutant("unstable_softplus", "log(1 + e^D) computed directly: overflows at large D",
+           "utils/loss.py",
+           "ell = paddle.log1p(paddle.exp(-paddle.abs(D))) + paddle.clip(D, min=0) - S * D",
+           "ell = paddle.log1p(paddle.exp(D)) - S * D",
+           ("tests/test_loss.py::test_large_inner_products_are_stable",)),
+    Mutant("hash_layer_lr_x1", "the hash layer's weight learns at 1× instead of 10× (spec §1)",
+           "models/hashnet.py",
+           "hash_weight = paddle.ParamAttr(learning_rate=10.0,",
+           "hash_weight = paddle.ParamAttr(learning_rate=1.0,",
+           ("tests/test_model.py::test_hash_layer_learns_ten_times_faster",)),
+    Mutant("ties_reversed_numpy", "equal distances ranked by descending index (numpy kernel)",
+           "utils/hamming.py",
+           "top = cand[np.argsort(dist[cand], kind=\"stable\")[:depth]]",
+           "top = cand[::-1][np.argsort(dist[cand[::-1]], kind=\"stable\")[:depth]]",
+           ("tests/test_metrics.py::test_map_hand_computed[numpy]",
+            "tests/test_hamming.py")),
+    Mutant("ties_reversed_numba", "equal distances ranked by descending index (numba kernel)",
+           "utils/numba_kernels.py",
+           "        for p in range(m):\n            j = cand[p]\n",
+           "        for p in range(m - 1, -1, -1):\n            j = cand[p]\n",
+           ("tests/test_metrics.py::test_map_hand_computed[numba]",)),
+    Mutant("no_hit_queries_skipped", "a query with no relevant item is dropped, not counted 0 (spec §5)",
+           "utils/tools.py",
+           "\"map\": _mean(res[\"ap\"], res[\"has_relevant\"] if skip_no_relevant else None),",
+           "\"map\": _mean(res[\"ap\"], res[\"has_relevant\"]),",
+           ("tests/test_metrics.py::test_map_equals_brute_force_with_ties",)),
+    Mutant("sign_zero_is_minus_one", "sign(0) gives −1 instead of +1 (spec §1)",
+           "models/hashnet.py",
+           "np.where(z >= 0, 1, -1)",
+           "np.where(z > 0, 1, -1)",
+           ("tests/test_model.py::test_sign_codes_maps_zero_to_plus_one",)),
+    Mutant("gathered_grad_not_scaled", "the gathered gradient is not multiplied by the process count",
+           "utils/distributed.py",
+           "return grad[ctx.start:ctx.stop] * float(world_size())",
+           "return grad[ctx.start:ctx.stop]",
+           ("tests/test_distributed.py::test_gathered_gradient_is_scaled_by_the_process_count",
+            "tests/test_distributed.py::test_two_by_b_equals_one_by_two_b")),
+    Mutant("optimizer_state_not_saved", "the .pdopt holds no optimizer state (momentum lost on resume)",
+           "utils/checkpoint.py",
+           "atomic_save({\"optimizer\": portable_optimizer_state(optimizer, model),",
+           "atomic_save({\"optimizer\": {},",
+           ("tests/test_checkpoint.py::test_training_state_round_trip",)),
+    Mutant("rng_not_restored", "a mid-epoch resume does not restore the RNG state",
+           "utils/engine.py",
+           "        restore_rng(state[\"rng\"])\n",
+           "",
+           ("tests/test_resilience.py::test_mid_epoch_resume_restores_the_rng_streams",
+            "tests/test_resilience.py::test_sigterm_mid_epoch_saves_and_resumes_exactly")),
+    Mutant("list_labels_shifted", "a list line's labels are read shifted by one column",
+           "utils/datasets.py",
+           "labels.append([int(v) for v in fields[1:]])",
+           "labels.append([int(v) for v in fields[2:] + fields[1:2]])",
+           ("tests/test_datasets.py::test_parse_list_reads_paths_and_labels",)),
+    Mutant("eval_images_augmented", "test images get random crops/flips once an epoch is set",
+           "utils/datasets.py",
+           "        if self.train:\n            return train_transform(",
+           "        if self.train or self.epoch:\n            return train_transform(",
+           ("tests/test_datasets.py::test_test_transform_is_resize_short_then_center_crop",)),
+    Mutant("cifar_split_other_seed", "the CIFAR-10 split is drawn with --seed, not --split_seed",
+           "utils/datasets.py",
+           "cifar10_split(classes, args.dataset, args.split_seed)",
+           "cifar10_split(classes, args.dataset, args.seed)",
+           ("tests/test_datasets.py::test_build_datasets_cifar",)),
+    Mutant("export_without_eval", "export_model.py traces the model in train mode (dropout on)",
+           "export_model.py",
+           "    model, weights = load_hashnet(args.bit, args.pretrained)\n",
+           "    model, weights = load_hashnet(args.bit, args.pretrained)\n    model.train()\n",
+           ("tests/test_export_infer.py::test_exported_codes_equal_dygraph_codes",)),
+    Mutant("step_on_non_finite_loss", "the optimizer steps on a NaN loss (parameters become NaN)",
+           "utils/engine.py",
+           "    if math.isfinite(value):\n        loss.backward()",
+           "    if True:\n        loss.backward()",
+           ("tests/test_resilience.py::test_non_finite_loss_takes_no_step",)),
+    Mutant("checkpoint_not_atomic", "checkpoints are written in place, not to a temp file + rename",
+           "utils/io.py",
+           "        write(tmp)\n        os.replace(tmp, path)\n",
+           "        write(path)\n",
+           ("tests/test_resilience.py::test_sigkill_mid_checkpoint_write_resumes_from_previous",)),
+    Mutant("cache_ignores_resize", "the code cache's fingerprint leaves out --resize_size",
+           "utils/code_cache.py",
+           "\"resize_size\": int(resize_size), ",
+           "",
+           ("tests/test_code_cache.py::test_stale_cache_is_rebuilt",)),
+]
+
+
+# ---------------------------------------------------------------- the copy
+def tracked_files():
+    out = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True)
+    return [p for p in out.stdout.decode().split("\0") if p]
+
+
+def make_copy(dest):
+    """The working tree's tracked files (as they are now, edits included) under dest."""
+    for rel in tracked_files():
+        src = os.path.join(REPO, rel)
+        if os.path.isfile(src):
+            os.makedirs(os.path.dirname(os.path.join(dest, rel)), exist_ok=True)
+            shutil.copy2(src, os.path.join(dest, rel))  # mtimes kept: numba's cache stays valid
+
+
+def pytest_run(copy, tests, timeout=TIMEOUT, first_failure=True):
+    """Run ``tests`` in ``copy`` (stopping at the first failure unless told
+    otherwise): (returncode, the failing node ids, seconds)."""
+    env = dict(os.environ, PYTHONPATH=copy)
+    env.pop("PYTEST_ADDOPTS", None)
+    start = time.time()
+    # Its own process group, so that a timeout or Ctrl-C also ends the
+    # training processes the tests start.
+    proc = subprocess.Popen([sys.executable, "-m", "pytest", *(["-x"] if first_failure else []),
+                             "-q", "-rfE", "-p", "no:cacheprovider", *tests], cwd=copy, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    try:
+        stdout, _ = proc.communicate(timeout=timeout)
+    except BaseException:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        if not isinstance(sys.exc_info()[1], subprocess.TimeoutExpired):
+            raise
+        return None, [], time.time() - start
+    failed = re.findall(r"^(?:FAILED|ERROR) (.+?)(?: - .*)?$", stdout, flags=re.M)
+    return proc.returncode, failed, time.time() - start
+
+
+def run_mutant(mutant, copy):
+    """Apply ``mutant`` to ``copy``, run its tests, put the file back.
+    Returns (status, killer, seconds, detail)."""
+    path = os.path.join(copy, mutant.file)
+    if not os.path.isfile(path):
+        return "STALE", None, 0.0, f"{mutant.file} does not exist"
+    with open(path) as f:
+        original = f.read()
+    count = original.count(mutant.old)
+    if count != 1:
+        return "STALE", None, 0.0, (f"snippet not found in {mutant.file}" if count == 0 else
+                                    f"snippet occurs {count} times in {mutant.file}")
+    backup = path + ".mutant-orig"
+    shutil.copy2(path, backup)
+    try:
+        with open(path, "w") as f:
+            f.write(original.replace(mutant.old, mutant.new))
+        code, failed, seconds = pytest_run(copy, mutant.tests)
+    finally:
+        os.replace(backup, path)  # the original bytes and mtime
+    if code is None:
+        return "TIMEOUT", None, seconds, f"tests ran over {TIMEOUT} s"
+    if code == 0:
+        return "SURVIVED", None, seconds, "tests passed: " + " ".join(mutant.tests)
+    if code in (4, 5):  # a node id that does not exist, or nothing collected
+        return "NO TESTS", None, seconds, "no such test: " + " ".join(mutant.tests)
+    return "killed", failed[0] if failed else f"pytest exit {code}", seconds, ""
+
+
+def line_for(mutant, status, killer, seconds, detail):
+    if status == "killed":
+        return f"killed   {mutant.name} by {killer} ({seconds:.0f} s)"
+    if status == "STALE":
+        return f"STALE {mutant.name}: {detail}"
+    return f"{status} {mutant.name} ({seconds:.0f} s): {detail}"
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--only", nargs="+", metavar="NAME", help="run these mutants only")
+    p.add_argument("--list", action="store_true", help="list the mutants and exit")
+    p.add_argument("-j", "--jobs", type=int, default=1,
+                   help="mutants run at a time, each in its own copy (default 1)")
+    p.add_argument("--tests", nargs="+", metavar="NODEID",
+                   help="run these tests instead of each mutant's own (does this test kill it?)")
+    p.add_argument("--verify", action="store_true",
+                   help="count a kill only if the killing test passes on the unmutated tree")
+    args = p.parse_args(argv)
+    if args.list:
+        for m in MUTANTS:
+            print(f"{m.name:28s} {m.file:24s} {m.breaks}")
+        return 0
+    chosen = MUTANTS
+    if args.only:
+        unknown = sorted(set(args.only) - {m.name for m in MUTANTS})
+        if unknown:
+            p.error(f"unknown mutant(s) {', '.join(unknown)}: see --list")
+        chosen = [m for m in MUTANTS if m.name in args.only]
+    if args.tests:
+        chosen = [dataclasses.replace(m, tests=tuple(args.tests)) for m in chosen]
+    jobs = max(1, min(args.jobs, len(chosen)))
+    start = time.time()
+    root = tempfile.mkdtemp(prefix="hashnet-mutants-")
+    try:
+        copies = [os.path.join(root, f"copy{i}") for i in range(jobs)]
+        for c in copies:
+            make_copy(c)
+        free = list(copies)
+        results = {}
+
+        def job(mutant):
+            copy = free.pop()
+            try:
+                return run_mutant(mutant, copy)
+            finally:
+                free.append(copy)
+
+        with concurrent.futures.ThreadPoolExecutor(jobs) as pool:
+            futures = {pool.submit(job, m): m for m in chosen}
+            for future in concurrent.futures.as_completed(futures):
+                m = futures[future]
+                results[m.name] = future.result()
+                print(line_for(m, *results[m.name]), flush=True)
+        # A kill counts only if the killing test passes on the unmutated tree.
+        killers = sorted({r[1] for r in results.values() if r[0] == "killed" and "::" in r[1]})
+        bad = set()
+        if killers and args.verify:
+            code, failed, seconds = pytest_run(copies[0], killers, first_failure=False)
+            if code != 0:
+                bad = set(failed) or set(killers)
+                print(f"the unmutated tree fails {' '.join(sorted(bad))}: mutants they killed "
+                      "are not counted", flush=True)
+            print(f"killing tests on the unmutated tree: {'pass' if code == 0 else 'FAIL'} "
+                  f"({seconds:.0f} s)")
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    killed = sum(1 for r in results.values() if r[0] == "killed" and r[1] not in bad)
+    print(f"wall time {time.time() - start:.0f} s for {len(chosen)} mutants, {jobs} at a time")
+    print(f"mutants killed: {killed}/{len(chosen)}")
+    return 0 if killed == len(chosen) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
