@@ -20,24 +20,35 @@ OUT=${DEMO_OUT:-output/demo$SUFFIX}
 BIT=${DEMO_BIT:-64}
 # Demo settings (the COCO recipe: 224 px crops, batch 128, lr 1e-3, 150 epochs).
 CROP=64 RESIZE=72 BATCH=${DEMO_BATCH:-16}
-BACKBONE_EPOCHS=${DEMO_BACKBONE_EPOCHS:-3} BACKBONE_LR=${DEMO_BACKBONE_LR:-8e-2}  # lr per 64 images
+BACKBONE_EPOCHS=${DEMO_BACKBONE_EPOCHS:-2} BACKBONE_LR=${DEMO_BACKBONE_LR:-8e-2}  # lr per 64 images
 EPOCHS=${DEMO_EPOCHS:-2} LR=${DEMO_LR:-1e-3} STEP_CONTINUATION=${DEMO_STEP_CONTINUATION:-1}
 SEED=${DEMO_SEED:-0}
 
+# Each stage's wall time goes to $TIMES; the report prints where the time went.
 start=$(date +%s)
+mkdir -p "$OUT"
+TIMES=$OUT/stage_times.txt
+: > "$TIMES"
+timed() {  # timed STAGE COMMAND...: run COMMAND, append "STAGE milliseconds" to $TIMES
+  local stage=$1 t0
+  shift
+  t0=$(date +%s%N)
+  "$@"
+  echo "$stage $(( ($(date +%s%N) - t0) / 1000000 ))" >> "$TIMES"
+}
 if [ ! -f "$LISTS/database.txt" ]; then
-  python -m utils.demo.data --preset "$PRESET" --image-dir "$DATA" --list-dir "$LISTS"
+  timed data python -m utils.demo.data --preset "$PRESET" --image-dir "$DATA" --list-dir "$LISTS"
 fi
 BACKBONE=$OUT/alexnet_demo_backbone.pdparams
 if [ ! -f "$BACKBONE" ]; then
-  python -m utils.demo.backbone --data-path "$DATA" --list "$LISTS/train.txt" --out "$BACKBONE" \
-    --epochs "$BACKBONE_EPOCHS" -lr "$BACKBONE_LR" -bs "$BATCH" \
+  timed backbone python -m utils.demo.backbone --data-path "$DATA" --list "$LISTS/train.txt" \
+    --out "$BACKBONE" --epochs "$BACKBONE_EPOCHS" -lr "$BACKBONE_LR" -bs "$BATCH" \
     --crop_size $CROP --resize_size $RESIZE --seed "$SEED"
 fi
 COMMON=(--dataset demo --data-path "$DATA" --list-dir "$LISTS" --bit "$BIT" --seed "$SEED"
         --crop_size $CROP --resize_size $RESIZE -bs "$BATCH" --output-dir "$OUT" --log_path "$OUT/logs")
-python main_single_gpu.py "${COMMON[@]}" --backbone "$BACKBONE" -e "$EPOCHS" -ee 1 \
+timed train python main_single_gpu.py "${COMMON[@]}" --backbone "$BACKBONE" -e "$EPOCHS" -ee 1 \
   -lr "$LR" --step_continuation "$STEP_CONTINUATION" --debug_steps 10
-python main_single_gpu.py "${COMMON[@]}" --eval --pretrained "$OUT/model_best_$BIT"
-python -m utils.demo.report --log-dir "$OUT/logs" --list-dir "$LISTS"
+timed eval python main_single_gpu.py "${COMMON[@]}" --eval --pretrained "$OUT/model_best_$BIT"
+python -m utils.demo.report --log-dir "$OUT/logs" --list-dir "$LISTS" --stage-times "$TIMES"
 echo "demo finished in $(( $(date +%s) - start ))s; outputs in $OUT"
