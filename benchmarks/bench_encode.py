@@ -1,6 +1,6 @@
 """Images/s of encoding (model -> z) at 224 px and at the demo's 64 px, batch
-32: dygraph (the baseline) against the encoder of utils/encoder.py (on a CPU:
-Paddle Inference with oneDNN on an export of the weights), in one run. The
+32: dygraph (the baseline) against the fast path of utils/encoder.py (on a
+CPU: Paddle Inference with oneDNN on an export of the weights), in one run. The
 export's own cost (paid once per evaluation) is printed beside it.
 
 With ``--checkpoint PREFIX --data-path DIR --list FILE`` it also encodes that
@@ -24,7 +24,7 @@ import paddle  # noqa: E402
 
 from models.hashnet import HashNet, load_hashnet  # noqa: E402
 from utils.datasets import ImageList, build_loader  # noqa: E402
-from utils.encoder import dygraph_forward, fastest_forward  # noqa: E402
+from utils.encoder import dygraph_forward, inference_forward  # noqa: E402
 from utils.runtime import available_cores, set_num_threads  # noqa: E402
 
 
@@ -40,7 +40,7 @@ def speed(model, size, batch, batches):
     x = np.random.default_rng(0).standard_normal((batch, 3, size, size), dtype=np.float32)
     base = images_per_second(dygraph_forward(model), x, batches)
     start = time.perf_counter()
-    fast_forward = fastest_forward(model, len(x) * batches)
+    fast_forward = inference_forward(model)
     export_s = time.perf_counter() - start
     fast = images_per_second(fast_forward, x, batches)
     print(f"{size:>5} {base:>15.1f} {fast:>15.1f} {fast / base:>6.1f}x {export_s:>9.1f}s",
@@ -53,7 +53,7 @@ def parity(args):
     model, weights = load_hashnet(args.bit, args.checkpoint)
     data = ImageList(args.list, args.data_path, args.num_class, train=False,
                      resize_size=args.resize_size, crop_size=args.crop_size)
-    dygraph, fast = dygraph_forward(model), fastest_forward(model, len(data))
+    dygraph, fast = dygraph_forward(model), inference_forward(model)
     diffs, agree, bits = [], 0, 0
     for x, _, _ in build_loader(data, args.batch, shuffle=False):
         z_d, z_f = dygraph(x.numpy()), fast(x.numpy())

@@ -6,9 +6,9 @@ Encoding a database is most of the cost of an evaluation on a CPU, and
 dygraph runs AlexNet far below the machine's speed. So on a CPU the model's
 *current* weights are exported (``paddle.jit.save`` into a temporary folder,
 about 2 s) and run by a Paddle Inference predictor with oneDNN
-(deploy/predictor.py), 4-6x faster than dygraph (benchmarks/bench_encode.py);
+(deploy/predictor.py), 4-7x faster than dygraph (benchmarks/bench_encode.py);
 sets too small to repay the export stay in dygraph.
-Its outputs z match dygraph to float rounding (~1e-7), so a code bit can differ
+Its outputs z match dygraph to float rounding (<1e-6), so a code bit can differ
 only where |z| is that close to 0 (tests/test_encoder.py). On a GPU, or if the
 export fails, the model runs in dygraph (the latter says so in one log line).
 Training itself always stays dygraph.
