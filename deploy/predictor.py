@@ -3,8 +3,9 @@
 ``paddle.jit.save`` writes ``inference_{bit}.json`` (Paddle 3.x, PIR
 program) or ``inference_{bit}.pdmodel`` (Paddle 2.x) next to
 ``inference_{bit}.pdiparams``; ``inference.Config(model_file, params_file)``
-takes either. Used by deploy/inference_python/infer.py and by
-export_model.py's post-export check.
+takes either. Used by deploy/inference_python/infer.py, by
+export_model.py's post-export check, and by the encoder (utils/encoder.py)
+on an export of the current weights.
 """
 import os
 
@@ -61,6 +62,9 @@ class InferenceModel:
         else:
             config.disable_gpu()
             config.set_cpu_math_library_num_threads(max(1, num_threads))
+            # oneDNN kernels: ~4-6x Paddle's plain CPU kernels for AlexNet
+            # (benchmarks/bench_encode.py), outputs equal to float rounding.
+            config.enable_mkldnn()
         # No enable_memory_optim(): with a PIR (.json) program Paddle 3.3 then
         # fails in create_predictor ("Not find predictor_id 0 and pass_name
         # memory_optimize_pass"); the model is small enough without it.

@@ -29,25 +29,36 @@ SEED=${DEMO_SEED:-0}
 # --recipe caffe at demo scale (its COCO settings: 2 streams x 256, 10,000 iterations, base_lr 5e-5)
 CAFFE_BATCH=${DEMO_CAFFE_BATCH:-32} CAFFE_ITER=${DEMO_CAFFE_ITER:-300} CAFFE_LR=${DEMO_CAFFE_LR:-5e-5}
 
+# Each stage's wall time goes to $TIMES; the report prints where the time went.
 start=$(date +%s)
+mkdir -p "$OUT"
+TIMES=$OUT/stage_times.txt
+: > "$TIMES"
+timed() {  # timed STAGE COMMAND...: run COMMAND, append "STAGE milliseconds" to $TIMES
+  local stage=$1 t0
+  shift
+  t0=$(date +%s%N)
+  "$@"
+  echo "$stage $(( ($(date +%s%N) - t0) / 1000000 ))" >> "$TIMES"
+}
 if [ ! -f "$LISTS/database.txt" ]; then
-  python -m utils.demo.data --preset "$PRESET" --image-dir "$DATA" --list-dir "$LISTS"
+  timed data python -m utils.demo.data --preset "$PRESET" --image-dir "$DATA" --list-dir "$LISTS"
 fi
 BACKBONE=$OUT/alexnet_demo_backbone.pdparams
 if [ ! -f "$BACKBONE" ]; then
-  python -m utils.demo.backbone --data-path "$DATA" --list "$LISTS/train.txt" --out "$BACKBONE" \
-    --epochs "$BACKBONE_EPOCHS" -lr "$BACKBONE_LR" -bs "$BATCH" \
+  timed backbone python -m utils.demo.backbone --data-path "$DATA" --list "$LISTS/train.txt" \
+    --out "$BACKBONE" --epochs "$BACKBONE_EPOCHS" -lr "$BACKBONE_LR" -bs "$BATCH" \
     --crop_size $CROP --resize_size $RESIZE --seed "$SEED"
 fi
 COMMON=(--dataset demo --data-path "$DATA" --list-dir "$LISTS" --bit "$BIT" --seed "$SEED"
         --crop_size $CROP --resize_size $RESIZE -bs "$BATCH" --output-dir "$OUT" --log_path "$OUT/logs")
 if [ "$RECIPE" = caffe ]; then
-  python main_single_gpu.py "${COMMON[@]}" --backbone "$BACKBONE" --recipe caffe \
+  timed train python main_single_gpu.py "${COMMON[@]}" --backbone "$BACKBONE" --recipe caffe \
     -bs "$CAFFE_BATCH" --max_iter "$CAFFE_ITER" --eval_iter 100 --base_lr "$CAFFE_LR" --debug_steps 20
 else
-  python main_single_gpu.py "${COMMON[@]}" --backbone "$BACKBONE" -e "$EPOCHS" -ee 1 \
+  timed train python main_single_gpu.py "${COMMON[@]}" --backbone "$BACKBONE" -e "$EPOCHS" -ee 1 \
     -lr "$LR" --step_continuation "$STEP_CONTINUATION" --debug_steps 10
 fi
-python main_single_gpu.py "${COMMON[@]}" --eval --pretrained "$OUT/model_best_$BIT"
-python -m utils.demo.report --log-dir "$OUT/logs" --list-dir "$LISTS"
+timed eval python main_single_gpu.py "${COMMON[@]}" --eval --pretrained "$OUT/model_best_$BIT"
+python -m utils.demo.report --log-dir "$OUT/logs" --list-dir "$LISTS" --stage-times "$TIMES"
 echo "demo finished in $(( $(date +%s) - start ))s; outputs in $OUT"

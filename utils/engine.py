@@ -4,6 +4,7 @@ import contextlib
 import dataclasses
 import itertools
 import json
+import logging
 import math
 import os
 import random
@@ -21,7 +22,7 @@ from utils import distributed as dist
 from utils.checkpoint import (load_training_state, load_weights, newest_checkpoint,
                               save_checkpoint)
 from utils.datasets import build_datasets, build_loader, set_epoch
-from utils.encoder import encode_dataset
+from utils.encoder import encode_batches, fastest_forward
 from utils.errors import UserError
 from utils.io import atomic_write_json, ensure_writable_dir
 from utils.loss import HashNetLoss
@@ -156,23 +157,26 @@ def stop_agreed(global_step):
     return False
 
 
-def encode(model, loader, desc="encoding"):
-    """Binary codes sign(z) (int8 ±1, [n, bit]) and labels [n, C] of a whole
-    dataset, in dataset order (each process encodes its shard; see
+def encode(forward, loader, desc="encoding"):
+    """Binary codes sign(forward(x)) (int8 ±1, [n, bit]) and labels [n, C] of
+    a whole dataset, in dataset order (each process encodes its shard; see
     ``dist.gather_in_order``)."""
-    codes, labels, indices = encode_dataset(model, loader, desc)
+    codes, labels, indices = encode_batches(forward, loader, desc)
     return dist.gather_in_order(codes, labels, indices, len(loader.dataset),
                                 complete=not loader.dataset.skip_bad_images)
 
 
 def evaluate(model, query_loader, db_loader, args):
-    """Encode queries and database; return every retrieval metric (mAP@K,
-    tie-aware mAP, P/R within Hamming radius 2, PR curve, precision@N).
-    Rank 0 alone computes them, once, on the gathered codes; the others wait
-    in the broadcast that hands every process the same result (best-model
-    decisions and log lines then agree)."""
-    q_codes, q_labels = encode(model, query_loader, "encoding queries")
-    db_codes, db_labels = encode(model, db_loader, "encoding database")
+    """Encode queries and database (one export of the weights for both);
+    return every retrieval metric (mAP@K, tie-aware mAP, P/R within Hamming
+    radius 2, PR curve, precision@N). Rank 0 alone computes them, once, on
+    the gathered codes; the others wait in the broadcast that hands every
+    process the same result (best-model decisions and log lines then agree)."""
+    start = time.time()
+    forward = fastest_forward(model, len(query_loader.dataset) + len(db_loader.dataset))
+    q_codes, q_labels = encode(forward, query_loader, "encoding queries")
+    db_codes, db_labels = encode(forward, db_loader, "encoding database")
+    encoded = time.time()
     metrics = None
     if dist.is_main_process():
         metrics = retrieval_metrics(q_codes, q_labels, db_codes, db_labels, args.topK,
@@ -180,7 +184,12 @@ def evaluate(model, query_loader, db_loader, args):
                                     skip_no_relevant_in_database=args.skip_no_relevant_in_database,
                                     show_progress=sys.stderr.isatty())
         metrics["dataset"] = args.dataset
-    return dist.broadcast_from_main(metrics)
+    metrics = dist.broadcast_from_main(metrics)
+    logging.getLogger("hashnet").info(
+        f"evaluated in {time.time() - start:.1f}s: encoding {encoded - start:.1f}s "
+        f"({len(q_codes)} queries + {len(db_codes)} database images), "
+        f"metrics {time.time() - encoded:.1f}s")
+    return metrics
 
 
 def write_evaluation(metrics, out_dir):

@@ -26,17 +26,28 @@ def threads_per_process(processes=1):
     return max(1, available_cores() // max(1, processes))
 
 
+_num_threads = 1   # what set_num_threads last set (Paddle has no getter)
+
+
 def set_num_threads(n):
     """Threads for Paddle's CPU kernels (it uses one unless told, and all
     cores roughly double training speed on a 2-core machine) and for the
     numba mAP kernel (numba would take every core in every process)."""
     import paddle
-    paddle.base.core.set_num_threads(max(1, n))
+    global _num_threads
+    _num_threads = max(1, n)
+    paddle.base.core.set_num_threads(_num_threads)
     try:
         import numba
     except ImportError:  # optional: the numpy path has no threads
         return
     numba.set_num_threads(max(1, min(n, numba.config.NUMBA_NUM_THREADS)))
+
+
+def num_threads():
+    """The CPU thread count set by ``set_num_threads`` (1 before): a Paddle
+    Inference predictor takes its own and should use the same."""
+    return _num_threads
 
 
 # Paddle flags for deterministic GPU kernels: cuDNN picks deterministic

@@ -37,6 +37,7 @@ from deploy.report import write_retrieval_report  # noqa: E402
 from deploy.search import search_database  # noqa: E402
 from models.hashnet import sign_codes  # noqa: E402
 from utils.datasets import load_query_image  # noqa: E402
+from utils.encoder import encode_batches  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
 
 
@@ -116,11 +117,9 @@ def main(argv):
         model.run(np.zeros((args.batch_size, 3, args.crop_size, args.crop_size), np.float32))
 
     def build():
-        codes, labels = [], []
-        for x, y, _ in database_loader(db, args.db_batch_size):
-            codes.append(model.codes(x.numpy()))
-            labels.append(y.numpy())
-        return np.concatenate(codes), np.concatenate(labels)
+        codes, labels, _ = encode_batches(model.run, database_loader(db, args.db_batch_size),
+                                          "encoding database")
+        return codes, labels
 
     packed, labels, source = database_code_cache(
         args, model.files, tag="_inference", device="gpu" if use_gpu else "cpu").get(
