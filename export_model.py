@@ -24,12 +24,14 @@ import utils  # noqa: F401  (first: silences Paddle's import-time ccache warning
 import paddle
 from paddle.static import InputSpec
 
-from deploy.cli import check_sizes
-from deploy.predictor import MODEL_SUFFIXES, InferenceModel
+from deploy.cli import THREADS, SIDE, Range, add, check_ranges, check_sizes
+from deploy.predictor import MODEL_SUFFIXES, InferenceModel, export_info_path
 from models.hashnet import load_hashnet, sign_codes
 from utils.config import BITS
 from utils.datasets import normalize
 from utils.errors import run_cli
+from utils.io import (atomic_write_json, check_not_cut_short, disk_full_is_user_error,
+                      fsync_dir, fsync_file)
 from utils.runtime import available_cores, set_num_threads
 
 TOLERANCE = 1e-4
@@ -37,18 +39,22 @@ TOLERANCE = 1e-4
 
 def build_parser():
     p = argparse.ArgumentParser(description="export HashNet to a Paddle Inference model")
-    a = p.add_argument
+
+    def a(*names, **kwargs):
+        return add(p, *names, **kwargs)
     a("--bit", type=int, default=64, choices=BITS)
-    a("--img_size", "--img-size", dest="img_size", type=int, default=224,
-      help="input side S of the exported [None, 3, S, S] spec (= the crop size)")
+    a("--img_size", "--img-size", dest="img_size", type=int, default=224, valid=SIDE,
+      help="input side S of the exported [None, 3, S, S] spec (= the crop size; recorded in "
+           "inference_<bit>.export.json, which infer.py reads)")
     a("--save-inference-dir", "--save_inference_dir", dest="save_inference_dir",
       default="output/inference")
     a("--pretrained", default=None,
       help="checkpoint path without .pdparams (default output/model_best_<bit>, "
            "else output/weights_<bit>)")
     a("--check-batch", "--check_batch", dest="check_batch", type=int, default=4,
-      help="images in the post-export check batch")
-    a("--num_threads", "--num-threads", dest="num_threads", type=int, default=available_cores())
+      valid=Range(low=1, high=256), help="images in the post-export check batch")
+    a("--num_threads", "--num-threads", dest="num_threads", type=int, default=available_cores(),
+      valid=THREADS)
     a("--debug", action="store_true", help="show tracebacks for bad input")
     return p
 
@@ -56,6 +62,11 @@ def build_parser():
 def check_batch(n, size, seed=0):
     """Random images in pixel range, normalised like the test transform."""
     return normalize(np.random.default_rng(seed).random((n, size, size, 3), dtype=np.float32))
+
+
+def parameter_bytes(model):
+    """The weights' payload: a complete .pdiparams holds at least this much."""
+    return sum(int(np.prod(p.shape)) * p.element_size() for p in model.state_dict().values())
 
 
 def compare(x, z_dygraph, exported_dir, bit, num_threads):
@@ -77,12 +88,15 @@ def install(tmp_dir, out_dir, bit):
         if f"inference_{bit}{suffix}" not in written and os.path.isfile(stale):
             os.remove(stale)
     for name in written:
+        fsync_file(os.path.join(tmp_dir, name))
         os.replace(os.path.join(tmp_dir, name), os.path.join(out_dir, name))
+    fsync_dir(out_dir)
     return [os.path.join(out_dir, name) for name in written]
 
 
 def main(argv):
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = check_ranges(parser, parser.parse_args(argv))
     check_sizes(args.img_size, flag="--img_size")
     set_num_threads(args.num_threads)
     model, weights = load_hashnet(args.bit, args.pretrained)
@@ -95,7 +109,14 @@ def main(argv):
         z_dygraph = model(paddle.to_tensor(x)).numpy()
     try:
         spec = [InputSpec(shape=[None, 3, args.img_size, args.img_size], dtype="float32", name="x")]
-        paddle.jit.save(model, os.path.join(tmp_dir, f"inference_{args.bit}"), input_spec=spec)
+        params = f"inference_{args.bit}.pdiparams"
+        with disk_full_is_user_error(os.path.join(out_dir, params)):
+            paddle.jit.save(model, os.path.join(tmp_dir, f"inference_{args.bit}"), input_spec=spec)
+        check_not_cut_short(os.path.join(tmp_dir, params), parameter_bytes(model),
+                            os.path.join(out_dir, params))
+        atomic_write_json({"bit": args.bit, "img_size": args.img_size, "weights": weights,
+                           "paddle": paddle.__version__},
+                          export_info_path(tmp_dir, args.bit))
         diff, flips = compare(x, z_dygraph, tmp_dir, args.bit, args.num_threads)
         verdict = "OK" if diff <= TOLERANCE else "FAILED"
         print(f"export check {verdict}: Paddle Inference vs dygraph on a batch of "

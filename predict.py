@@ -21,7 +21,7 @@ import sys
 import utils  # noqa: F401  (first: silences Paddle's import-time ccache warning)
 import paddle
 
-from deploy.cli import add_retrieval_args, resolve_retrieval_args
+from deploy.cli import BATCH, add, add_retrieval_args, parse_retrieval_args
 from deploy.database import database_code_cache, database_index, database_loader, open_database
 from deploy.report import write_retrieval_report
 from deploy.search import search_database
@@ -38,17 +38,18 @@ def build_parser():
     p.add_argument("--pretrained", default=None,
                    help="checkpoint path without .pdparams (default output/model_best_<bit>, "
                         "else output/weights_<bit>)")
-    p.add_argument("-bs", "--batch-size", "--batch_size", dest="batch_size", type=int, default=64,
-                   help="batch size for encoding the database")
+    add(p, "-bs", "--batch-size", "--batch_size", dest="batch_size", type=int, default=64,
+        valid=BATCH, help="batch size for encoding the database")
     return p
 
 
 @paddle.no_grad()
 def main(argv):
-    args = resolve_retrieval_args(build_parser().parse_args(argv))
+    args = parse_retrieval_args(build_parser(), argv)
     set_num_threads(args.num_threads)
     db = open_database(args)
-    query = load_query_image(args.img, args.resize_size, args.crop_size)
+    query = load_query_image(args.img, args.resize_size, args.crop_size,
+                             upright=not args.ignore_exif_orientation)
     model, weights = load_hashnet(args.bit, args.pretrained)
     query_code = sign_codes(model(paddle.to_tensor(query)))
     print(f"weights: {weights}")

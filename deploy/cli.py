@@ -5,11 +5,12 @@ import os
 
 from utils.config import BITS, DATASET_PRESETS
 from utils.errors import UserError
+from utils.flags import (AT_LEAST_0, AT_LEAST_1, BATCH, MIN_CROP, NUM_CLASS,  # noqa: F401
+                         SIDE, THREADS, Range, add, check_ranges, check_sizes)
+from utils.images import DEFAULT_MAX_PIXELS, set_max_pixels
 from utils.runtime import available_cores
 
-# AlexNet's five stride/pool stages leave nothing of a crop under 63 px
-# (Paddle Inference then dies with SIGFPE instead of an error).
-MIN_CROP = 63
+TOP_RESULTS = Range(low=1, high=1000)   # each one is a tile of the montage
 
 
 def str2bool(value):
@@ -23,10 +24,12 @@ def str2bool(value):
     raise argparse.ArgumentTypeError(f"expected True or False, got {value!r}")
 
 
-def add_retrieval_args(p):
+def add_retrieval_args(p, crop_default=224):
     """Flags common to predict.py and infer.py. Both spellings of each
-    (``--data_path``/``--data-path`` …) work in both scripts."""
-    a = p.add_argument
+    (``--data_path``/``--data-path`` …) work in both scripts. Numeric flags
+    carry their range (utils/flags.py); parse_retrieval_args checks them."""
+    def a(*names, **kwargs):
+        return add(p, *names, **kwargs)
     a("--bit", type=int, default=64, choices=BITS)
     a("--dataset", default="coco", choices=sorted(DATASET_PRESETS),
       help="a dataset with list files (CIFAR-10 splits have none)")
@@ -34,41 +37,74 @@ def add_retrieval_args(p):
       help="root the list's image paths are relative to (default datasets/<dataset>)")
     a("--list-dir", "--list_dir", dest="list_dir", default=None,
       help="folder holding database.txt (default data/<dataset>)")
-    a("--num_class", type=int, default=None, help="labels per list line (default: dataset preset)")
+    a("--num_class", type=int, default=None, valid=NUM_CLASS,
+      help="labels per list line (default: dataset preset)")
     a("--img", "--img-path", "--img_path", dest="img", required=True, help="the query image")
     a("--save_path", "--save-path", dest="save_path", default="./output",
       help="where the code cache, the nearest image, the montage and the JSON go")
-    a("--crop_size", "--crop-size", dest="crop_size", type=int, default=224)
-    a("--resize_size", "--resize-size", dest="resize_size", type=int, default=256)
-    a("--topk", type=int, default=10, help="how many database images to return")
+    a("--crop_size", "--crop-size", dest="crop_size", type=int, default=crop_default, valid=SIDE,
+      help=f"at least {MIN_CROP} for AlexNet")
+    a("--resize_size", "--resize-size", dest="resize_size", type=int, default=None, valid=SIDE,
+      help="at least --crop_size (default: crop x 256/224, i.e. 256 for 224)")
+    a("--topk", type=int, default=10, valid=TOP_RESULTS, help="how many database images to return")
     a("--num_threads", "--num-threads", dest="num_threads", type=int, default=available_cores(),
-      help="CPU math threads")
+      valid=THREADS, help="CPU math threads")
     a("--rebuild_cache", "--rebuild-cache", dest="rebuild_cache", action="store_true",
       help="re-encode the database even if a matching cache exists")
+    a("--ignore-exif-orientation", "--ignore_exif_orientation", dest="ignore_exif_orientation",
+      action="store_true", help="read the query's pixels as stored; by default a photo with an "
+      "EXIF orientation is turned upright first (dataset images never are, as in the reference)")
+    a("--max-image-pixels", "--max_image_pixels", dest="max_image_pixels", type=int,
+      default=DEFAULT_MAX_PIXELS, valid=AT_LEAST_1,
+      help="refuse images of more width x height pixels")
     a("--show", nargs="?", const=True, default=False, type=str2bool,
       help="display the montage (needs a display; otherwise a note is printed)")
     a("--debug", action="store_true", help="show tracebacks for bad input")
 
 
+def parse_retrieval_args(parser, argv):
+    """Parse, check every range, fill the dataset's defaults; returns ``args``."""
+    args = check_ranges(parser, parser.parse_args(argv))
+    set_max_pixels(args.max_image_pixels)
+    return resolve_retrieval_args(args)
+
+
+def default_resize(crop):
+    """The recipe's 256/224 ratio (truncated like torchvision's Resize)."""
+    return int(crop * 256 / 224)
+
+
 def resolve_retrieval_args(args):
     """Fill the dataset's defaults into ``args`` and reject impossible values
-    (UserError); returns ``args``."""
+    (UserError); returns ``args``. A None ``crop_size`` (infer.py: the
+    exported model's input size) is checked when the model is open."""
     if args.dataset.startswith("cifar10"):
         raise UserError(f"--dataset {args.dataset}: retrieval needs list files "
                         "(data/<dataset>/database.txt); CIFAR-10 splits are built in memory")
     args.num_class = args.num_class or DATASET_PRESETS[args.dataset][0]
     args.list_dir = args.list_dir or os.path.join("data", args.dataset)
     args.data_path = args.data_path or os.path.join("datasets", args.dataset)
-    check_sizes(args.crop_size, args.resize_size, "--crop_size")
-    if args.topk < 1:
-        raise UserError(f"--topk must be >= 1, got {args.topk}")
-    if not os.path.isfile(args.img):
+    if args.crop_size is not None:
+        if args.resize_size is None:
+            args.resize_size = default_resize(args.crop_size)
+        check_sizes(args.crop_size, args.resize_size, "--crop_size")
+    if not os.path.exists(args.img):   # a directory or a bad file: the image reader says which
         raise UserError(f"query image {args.img} not found")
     return args
 
 
-def check_sizes(crop, resize=None, flag="--crop_size"):
-    if crop < MIN_CROP:
-        raise UserError(f"{flag} {crop} is too small: AlexNet needs at least {MIN_CROP} px")
-    if resize is not None and resize < crop:
-        raise UserError(f"--resize_size {resize} is smaller than --crop_size {crop}")
+def fit_sizes_to_model(args, side, program):
+    """infer.py: the crop is the size the model was exported at (``side``,
+    None when the model does not record it); a different --crop_size is an
+    error rather than a silent resize."""
+    if side is None and args.crop_size is None:
+        raise UserError(f"{program} does not record its input size: pass --crop_size "
+                        "(the --img_size it was exported with)")
+    if side is not None and args.crop_size not in (None, side):
+        raise UserError(f"--crop_size {args.crop_size} differs from the {side} px the model "
+                        f"{program} was exported at: drop --crop_size, or export again with "
+                        f"--img_size {args.crop_size}")
+    args.crop_size = args.crop_size or side
+    args.resize_size = args.resize_size or default_resize(args.crop_size)
+    check_sizes(args.crop_size, args.resize_size, "--crop_size")
+    return args

@@ -7,6 +7,7 @@ takes either. Used by deploy/inference_python/infer.py, by
 export_model.py's post-export check, and by the encoder (utils/encoder.py)
 on an export of the current weights.
 """
+import json
 import os
 
 import numpy as np
@@ -34,6 +35,41 @@ def model_files(model_dir, bit):
     return programs[0], params
 
 
+def export_info_path(model_dir, bit):
+    """export_model.py's sidecar: the input size the model was exported at."""
+    return os.path.join(model_dir, f"inference_{bit}.export.json")
+
+
+def exported_image_size(model_dir, bit, program_file):
+    """The side S of the model's [N, 3, S, S] input: from export_model.py's
+    sidecar, else from the data op of a PIR (.json) program; None if neither
+    says (a Paddle 2.x .pdmodel from elsewhere)."""
+    info = export_info_path(model_dir, bit)
+    if os.path.isfile(info):
+        try:
+            with open(info) as f:
+                return int(json.load(f)["img_size"])
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise UserError(f"{info} is unreadable ({type(err).__name__}: {err}): export the "
+                            "model again with export_model.py")
+    return pir_input_side(program_file) if program_file.endswith(".json") else None
+
+
+def pir_input_side(program_file):
+    """S of the ``data`` op's [-1, 3, S, S] shape in a PIR program, or None."""
+    try:
+        with open(program_file) as f:
+            ops = json.load(f)["program"]["regions"][0]["blocks"][0]["ops"]
+        for op in ops:
+            if str(op.get("#", "")).endswith(".data"):
+                shape = next(a["AT"]["D"] for a in op["A"] if a.get("N") == "shape")
+                if len(shape) == 4 and shape[2] == shape[3] and shape[2] > 0:
+                    return int(shape[2])
+    except (OSError, ValueError, KeyError, TypeError, IndexError, StopIteration):
+        pass
+    return None
+
+
 def resolve_use_gpu(use_gpu):
     """``None`` = GPU when Paddle has CUDA and a device; True without them is
     a UserError."""
@@ -55,6 +91,7 @@ class InferenceModel:
         from paddle import inference
         self.bit = bit
         self.files = model_files(model_dir, bit)
+        self.image_size = exported_image_size(model_dir, bit, self.files[0])
         self.use_gpu = bool(use_gpu)
         config = inference.Config(*self.files)
         if self.use_gpu:

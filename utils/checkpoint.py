@@ -6,14 +6,23 @@ interchangeable. ``<prefix>.pdopt`` holds {"optimizer": …, "training": …}:
 the optimizer state plus what a resume needs (epoch, best mAP, the loss's
 memory bank, RNG states, config, history). A plain optimizer state dict, as
 the reference wrote, is accepted too.
+
+The pair is one unit through ``<prefix>.manifest.json``, written last: it
+names both files with their size and sha256. A crash (or kill) between the
+two renames leaves a file that does not match the manifest, and ``--resume``
+/ ``--pretrained`` say so instead of loading a mismatched pair. A
+checkpoint without a manifest (the reference's released weights, older
+files) loads unverified, as before.
 """
 import glob
+import hashlib
+import json
 import os
 
 import paddle
 
 from utils.errors import UserError
-from utils.io import atomic_save
+from utils.io import atomic_save, atomic_write_json
 
 
 def rename_accumulators(optimizer_state, names):
@@ -36,12 +45,61 @@ def portable_optimizer_state(optimizer, model):
     return rename_accumulators(optimizer.state_dict(), names)
 
 
+MANIFEST_FORMAT = "hashnet-checkpoint-manifest/1"
+
+
 def save_checkpoint(prefix, model, optimizer, training):
-    # .pdopt first: a crash between the two renames leaves the newer
-    # optimizer with older weights, never the reverse pair of a best file.
+    # .pdopt first, the manifest last: until the manifest names both new
+    # files, a load finds a file that does not match it.
     atomic_save({"optimizer": portable_optimizer_state(optimizer, model),
                  "optimizer_keys": "state_dict_names", "training": training}, prefix + ".pdopt")
     atomic_save(model.state_dict(), prefix + ".pdparams")
+    write_manifest(prefix, (".pdparams", ".pdopt"))
+
+
+def file_digest(path):
+    """(size in bytes, sha256 hex) of a file."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            digest.update(block)
+    return os.path.getsize(path), digest.hexdigest()
+
+
+def manifest_path(prefix):
+    return prefix + ".manifest.json"
+
+
+def write_manifest(prefix, suffixes):
+    files = {}
+    for suffix in suffixes:
+        size, sha = file_digest(prefix + suffix)
+        files[os.path.basename(prefix + suffix)] = {"bytes": size, "sha256": sha}
+    atomic_write_json({"format": MANIFEST_FORMAT, "files": files}, manifest_path(prefix))
+
+
+def verify_against_manifest(path):
+    """Refuse ``path`` (a .pdparams or .pdopt) if its checkpoint's manifest
+    says it is not the file that was saved with the other half; no manifest:
+    nothing to check (the reference's files, older checkpoints)."""
+    prefix, suffix = os.path.splitext(path)
+    manifest = manifest_path(prefix)
+    if not os.path.isfile(manifest):
+        return
+    try:
+        with open(manifest) as f:
+            entry = json.load(f)["files"][os.path.basename(path)]
+        want = (int(entry["bytes"]), entry["sha256"])
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise UserError(f"checkpoint manifest {manifest} is unreadable or does not list "
+                        f"{os.path.basename(path)} ({type(err).__name__}: {err}): delete it to "
+                        "load the checkpoint unverified")
+    size, sha = file_digest(path)
+    if (size, sha) != want:
+        what = f"{size} bytes, manifest says {want[0]}" if size != want[0] else "sha256 differs"
+        raise UserError(f"{path} does not match {manifest} ({what}): the save was interrupted "
+                        "between its files, or the file was changed; use another checkpoint "
+                        "(e.g. model_best_* or an older copy)")
 
 
 def load_state_file(path, what, hint=""):
@@ -50,6 +108,7 @@ def load_state_file(path, what, hint=""):
     hint = f" ({hint})" if hint else ""
     if not os.path.isfile(path):
         raise UserError(f"{what} {path} not found{hint}")
+    verify_against_manifest(path)
     try:
         state = paddle.load(path)
     except Exception as err:  # a file paddle cannot read is bad input

@@ -12,6 +12,10 @@ import argparse
 import os
 
 from utils.errors import UserError
+from utils.flags import (AT_LEAST_0, AT_LEAST_1, BATCH, MIN_CROP, NON_NEGATIVE_FLOAT,
+                         NUM_CLASS, POSITIVE_FLOAT, SEED, SIDE, THREADS, WORKERS, Range, add,
+                         check_ranges, check_resize)
+from utils.images import DEFAULT_MAX_PIXELS
 
 # dataset -> (num_class, topK); topK -1 ranks the whole database
 DATASET_PRESETS = {
@@ -33,53 +37,64 @@ CAFFE_BATCH = 256  # images per stream (train_val.prototxt image_data_param batc
 # Seeds of the released COCO runs, per bit length: scripts/recipe.sh reads them
 # from here; tests/test_tipc.py checks the TIPC configs against them.
 RECIPE_SEEDS = {16: 0, 32: 2000, 48: 200, 64: 2000}
+TOP_K = Range(low=1, high=10_000_000, also=(-1,), text="-1 (whole database) or >= 1")
+MOMENTUM = Range(low=0.0, high=1.0, open_high=True, text="in [0, 1)")
 
 
 def build_parser(batch_size=128):
-    """``batch_size`` is the per-process default: 128 single-GPU, 64 per GPU."""
+    """``batch_size`` is the per-process default: 128 single-GPU, 64 per GPU.
+    Every numeric flag has its range (utils/flags.py), checked by parse_args."""
     p = argparse.ArgumentParser(description="HashNet (ICCV 2017) training and evaluation")
-    a = p.add_argument
+
+    def a(*names, **kwargs):
+        return add(p, *names, **kwargs)
     a("--bit", type=int, default=64, choices=BITS)
-    a("--seed", type=int, default=2000)
-    a("--split_seed", type=int, default=0,
+    a("--seed", type=int, default=2000, valid=SEED)
+    a("--split_seed", type=int, default=0, valid=SEED,
       help="CIFAR-10: seed of the query/train/database split, apart from --seed so that "
            "runs of every bit length share one split")
     a("--eval", action="store_true", help="evaluate --pretrained weights and exit")
     a("--pretrained", default=None, help="HashNet checkpoint path without .pdparams")
     a("--resume", default=None, nargs="?", const="auto",
       help="checkpoint path without .pdparams; alone: the newest in --output-dir")
-    a("--debug_steps", type=int, default=50, help="log a step line every N steps")
+    a("--debug_steps", type=int, default=50, valid=AT_LEAST_1, help="log a step line every N steps")
     a("--dataset", default="coco", choices=sorted(DATASET_PRESETS))
     a("--data-path", "--data_path", dest="data_path", default="datasets/coco",
       help="root that the list files' image paths are relative to")
     a("--list-dir", "--list_dir", dest="list_dir", default=None,
       help="folder of train/test/database.txt (default data/<dataset>)")
-    a("--num_class", type=int, default=None, help="default: the dataset preset")
-    a("--topK", type=int, default=None, help="mAP@K; -1 = whole database (default: preset)")
-    a("--crop_size", type=int, default=224)
-    a("--resize_size", type=int, default=256)
+    a("--num_class", type=int, default=None, valid=NUM_CLASS, help="default: the dataset preset")
+    a("--topK", type=int, default=None, valid=TOP_K,
+      help="mAP@K; -1 = whole database (default: preset)")
+    a("--crop_size", type=int, default=224, valid=SIDE, help=f"at least {MIN_CROP} for AlexNet")
+    a("--resize_size", type=int, default=256, valid=SIDE, help="at least --crop_size")
     a("-bs", "--batch-size", "--batch_size", dest="batch_size", type=int, default=None,
+      valid=BATCH,
       help=f"per process (default {batch_size}; --recipe caffe: {CAFFE_BATCH} per stream)")
-    a("--last_epoch", type=int, default=0, help="epochs already done (with --resume)")
-    a("-ee", "--eval_epoch", type=int, default=10, help="evaluate every N epochs and at the last")
-    a("--alpha", type=float, default=0.1)
-    a("--step_continuation", type=int, default=20)
-    a("-lr", "--learning_rate", type=float, default=1e-3, help="for a global batch of 64")
-    a("--de_step", type=int, default=50, help="halve lr every N epochs")
-    a("-e", "--epoch", type=int, default=150)
+    a("--last_epoch", type=int, default=0, valid=AT_LEAST_0,
+      help="epochs already done (with --resume)")
+    a("-ee", "--eval_epoch", type=int, default=10, valid=AT_LEAST_1,
+      help="evaluate every N epochs and at the last")
+    a("--alpha", type=float, default=0.1, valid=POSITIVE_FLOAT, help="the sigmoid's slope α")
+    a("--step_continuation", type=int, default=20, valid=AT_LEAST_1)
+    a("-lr", "--learning_rate", type=float, default=1e-3, valid=POSITIVE_FLOAT,
+      help="for a global batch of 64")
+    a("--de_step", type=int, default=50, valid=AT_LEAST_1, help="halve lr every N epochs")
+    a("-e", "--epoch", type=int, default=150, valid=AT_LEAST_1)
     a("-op", "--optimizer", default="sgd", choices=["sgd", "rmsprop", "adamw"], type=str.lower)
-    a("-wd", "--weight_decay", type=float, default=5e-4)
-    a("--momentum", type=float, default=0.9)
+    a("-wd", "--weight_decay", type=float, default=5e-4, valid=NON_NEGATIVE_FLOAT)
+    a("--momentum", type=float, default=0.9, valid=MOMENTUM)
     a("--log_path", default="logs")
-    a("--output-dir", "--output_dir", dest="output_dir", default="output")
+    a("--output-dir", "--output_dir", dest="output_dir", default="output",
+      help="one training run at a time (it holds a lock on the folder)")
     # Not in the reference: where the backbone comes from, and machine knobs.
     a("--backbone", default="imagenet",
       help="'imagenet' (paddle.vision's ImageNet AlexNet, downloaded and converted once), "
            "a converted .pdparams (see models/convert_alexnet.py), or 'random' (tests)")
-    a("--num_workers", type=int, default=0, help="DataLoader worker processes")
-    a("--nprocs", type=int, default=None,
+    a("--num_workers", type=int, default=0, valid=WORKERS, help="DataLoader worker processes")
+    a("--nprocs", type=int, default=None, valid=THREADS,
       help="main_multi_gpu.py: processes to spawn (default: one per GPU, 2 on a CPU machine)")
-    a("--num_threads", type=int, default=None,
+    a("--num_threads", type=int, default=None, valid=THREADS,
       help="CPU threads of Paddle's kernels and the numba mAP kernel, per process "
            "(default: this machine's cores / its processes; Paddle's own default is 1)")
     a("--deterministic", action="store_true",
@@ -92,7 +107,10 @@ def build_parser(batch_size=128):
                       help="mAP over the queries with a relevant item anywhere in the database "
                            "only (the authors' caffe/models/predict/*/predict_parallel.py)")
     a("--skip-bad-images", "--skip_bad_images", dest="skip_bad_images", action="store_true",
-      help="log and skip missing or unreadable images instead of stopping")
+      help="log and skip missing, unreadable or oversized images instead of stopping")
+    a("--max-image-pixels", "--max_image_pixels", dest="max_image_pixels", type=int,
+      default=DEFAULT_MAX_PIXELS, valid=AT_LEAST_1,
+      help="refuse (or with --skip-bad-images skip) images of more width x height pixels")
     a("--image_cache", default=None, metavar="DIR",
       help="decode each list's images once into DIR (uint8 after the deterministic resize / "
            "centre crop) and read them from there: the same tensors at ~10x the rate "
@@ -103,39 +121,31 @@ def build_parser(batch_size=128):
            "recipe (two streams, their loss and gradient, iteration schedules; spec §8)")
     c = p.add_argument_group("--recipe caffe (iteration-based: -e, -ee, -lr, --de_step, "
                              "--step_continuation, --alpha do not apply; SGD only)")
-    c.add_argument("--max_iter", type=int, default=10000, help="iterations (default 10000)")
-    c.add_argument("--eval_iter", type=int, default=None,
-                   help="evaluate every N iterations and at the last (default: at the last)")
-    c.add_argument("--snapshot_iter", type=int, default=1000, help="save last_{bit} every N")
-    c.add_argument("--base_lr", type=float, default=None,
-                   help="lr of iterations 0-1999, halved every 2000, not scaled by the batch "
-                        "(default: the dataset's CAFFE_PRESETS value, else 5e-5)")
-    c.add_argument("--class_num", type=float, default=None,
-                   help="weight of similar pairs (default: CAFFE_PRESETS: COCO 1, NUS-WIDE 5, "
-                        "ImageNet 100, else 1)")
-    c.add_argument("--sigmoid_param", type=float, default=None, help="α (default 10/bit)")
+    add(c, "--max_iter", type=int, default=10000, valid=AT_LEAST_1,
+        help="iterations (default 10000)")
+    add(c, "--eval_iter", type=int, default=None, valid=AT_LEAST_1,
+        help="evaluate every N iterations and at the last (default: at the last)")
+    add(c, "--snapshot_iter", type=int, default=1000, valid=AT_LEAST_1,
+        help="save last_{bit} every N")
+    add(c, "--base_lr", type=float, default=None, valid=POSITIVE_FLOAT,
+        help="lr of iterations 0-1999, halved every 2000, not scaled by the batch "
+             "(default: the dataset's CAFFE_PRESETS value, else 5e-5)")
+    add(c, "--class_num", type=float, default=None, valid=POSITIVE_FLOAT,
+        help="weight of similar pairs (default: CAFFE_PRESETS: COCO 1, NUS-WIDE 5, "
+             "ImageNet 100, else 1)")
+    add(c, "--sigmoid_param", type=float, default=None, valid=POSITIVE_FLOAT,
+        help="α (default 10/bit)")
     return p
 
 
-POSITIVE_FLAGS = {"debug_steps": "--debug_steps", "eval_epoch": "-ee/--eval_epoch",
-                  "de_step": "--de_step", "step_continuation": "--step_continuation",
-                  "batch_size": "-bs/--batch-size", "epoch": "-e/--epoch",
-                  "num_threads": "--num_threads",  # None: chosen per process (runtime)
-                  "max_iter": "--max_iter", "eval_iter": "--eval_iter",
-                  "snapshot_iter": "--snapshot_iter"}
-
-
 def parse_args(argv=None, batch_size=128):
-    args = build_parser(batch_size).parse_args(argv)
+    parser = build_parser(batch_size)
+    args = check_ranges(parser, parser.parse_args(argv))   # None: chosen later (e.g. threads)
     if args.batch_size is None:
         args.batch_size = CAFFE_BATCH if args.recipe == "caffe" else batch_size
     if args.recipe == "caffe":
         resolve_caffe(args)
-    for name, flag in POSITIVE_FLAGS.items():
-        if getattr(args, name) is not None and getattr(args, name) < 1:
-            raise UserError(f"{flag} must be >= 1, got {getattr(args, name)}")
-    if args.topK is not None and (args.topK == 0 or args.topK < -1):
-        raise UserError(f"--topK must be -1 (whole database) or >= 1, got {args.topK}")
+    check_resize(args.crop_size, args.resize_size)  # the AlexNet minimum: engine.run
     num_class, topk = DATASET_PRESETS[args.dataset]
     if args.num_class is None:
         args.num_class = num_class

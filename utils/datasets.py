@@ -19,6 +19,8 @@ import paddle
 from PIL import Image
 
 from utils.errors import UserError
+from utils.images import open_rgb
+from utils.text_files import read_lines
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
@@ -33,19 +35,18 @@ def parse_list(path, num_class):
     if not os.path.isfile(path):
         raise UserError(f"list file {path} not found (see README: Data)")
     paths, labels = [], []
-    with open(path) as f:
-        for lineno, line in enumerate(f, 1):
-            fields = line.split()
-            if not fields:
-                continue
-            where = f"{path}:{lineno}"
-            if len(fields) - 1 != num_class:
-                raise UserError(f"{where}: {len(fields) - 1} labels, expected {num_class} "
-                                "(check --num_class / --dataset)")
-            if any(v not in ("0", "1") for v in fields[1:]):
-                raise UserError(f"{where}: labels must be 0 or 1, got {' '.join(fields[1:])}")
-            paths.append(fields[0])
-            labels.append([int(v) for v in fields[1:]])
+    for lineno, line in enumerate(read_lines(path), 1):  # BOM, CRLF, UTF-16: utils/text_files.py
+        fields = line.split()
+        if not fields:
+            continue
+        where = f"{path}:{lineno}"
+        if len(fields) - 1 != num_class:
+            raise UserError(f"{where}: {len(fields) - 1} labels, expected {num_class} "
+                            "(check --num_class / --dataset)")
+        if any(v not in ("0", "1") for v in fields[1:]):
+            raise UserError(f"{where}: labels must be 0 or 1, got {' '.join(fields[1:])}")
+        paths.append(fields[0])
+        labels.append([int(v) for v in fields[1:]])
     if not paths:
         raise UserError(f"list file {path} is empty")
     return paths, np.asarray(labels, dtype=np.float32).reshape(len(paths), num_class)
@@ -103,20 +104,16 @@ def test_transform(img, resize_size, crop_size):
     return to_normalized_array(crop(resize_short(img, resize_size), crop_size))
 
 
-def load_query_image(path, resize_size, crop_size):
-    """One image file through the test transform, as a [1, 3, S, S] float32 batch."""
-    return test_transform(load_rgb(path), resize_size, crop_size)[None]
+def load_query_image(path, resize_size, crop_size, upright=True):
+    """One image file through the test transform, as a [1, 3, S, S] float32
+    batch; ``upright``: turned by its EXIF orientation (a phone photo)."""
+    return test_transform(open_rgb(path, upright), resize_size, crop_size)[None]
 
 
 def load_rgb(path):
-    """Open an image as RGB; a missing or corrupt file is a UserError."""
-    try:
-        with Image.open(path) as img:
-            return img.convert("RGB")
-    except FileNotFoundError:
-        raise UserError(f"image {path} not found (check --data-path)")
-    except OSError as err:
-        raise UserError(f"image {path} is unreadable or corrupt ({err})")
+    """A dataset image as 8-bit RGB, EXIF orientation ignored as the reference
+    does (utils/images.py: every mode); a bad file is a UserError."""
+    return open_rgb(path)
 
 
 # ---------------------------------------------------------------- datasets
@@ -169,7 +166,7 @@ class ImageList(HashingDataset):
         if not os.path.isdir(self.root):
             raise UserError(f"data path {self.root} not found (set --data-path)")
         for lineno, rel in enumerate(self.paths, 1):
-            if not os.path.isfile(os.path.join(self.root, rel)):
+            if not os.path.exists(os.path.join(self.root, rel)):  # a directory: load_rgb says so
                 message = (f"{self.list_file}:{lineno}: image {os.path.join(self.root, rel)} "
                            "not found")
                 if not self.skip_bad_images:

@@ -24,11 +24,14 @@ from utils.checkpoint import (load_training_state, load_weights, newest_checkpoi
 from utils.datasets import build_datasets, build_loader, set_epoch
 from utils.encoder import encode_batches, fastest_forward
 from utils.errors import UserError
+from utils.flags import check_sizes
+from utils.images import set_max_pixels
 from utils.io import atomic_write_json, ensure_writable_dir
 from utils.loss import HashNetLoss
 from utils.lr_scheduler import base_lr, build_optimizer, continuation_beta, step_lr
 from utils.plots import save_evaluation_plots, save_training_plot
-from utils.runtime import (run_stamp, set_deterministic, set_num_threads, set_seed,
+from utils.run_lock import output_dir_lock
+from utils.runtime import (new_run_dir, set_deterministic, set_num_threads, set_seed,
                            setup_logger, threads_per_process)
 from utils.tools import retrieval_metrics
 
@@ -48,6 +51,7 @@ def setup_runtime(args):
     if args.deterministic:
         set_deterministic()
     set_seed(args.seed)
+    set_max_pixels(args.max_image_pixels)
 
 
 def seed_epoch(seed, epoch):
@@ -213,7 +217,7 @@ def make_loaders(args, splits):
 
 def start_log(args, mode):
     ensure_writable_dir(args.log_path, "--log_path")
-    log_dir = os.path.join(args.log_path, f"{mode}-{args.bit}-{run_stamp()}")
+    log_dir = new_run_dir(args.log_path, f"{mode}-{args.bit}")
     log = setup_logger(log_dir, dist.is_main_process(), dist.rank())
     if dist.is_main_process():
         atomic_write_json(vars(args), os.path.join(log_dir, "config.json"))
@@ -351,9 +355,10 @@ def save(args, name, model, optimizer, criterion, state):
 
 
 def run(args):
+    check_sizes(args.crop_size)   # AlexNet's minimum (utils/config.py checks the rest)
     setup_runtime(args)
     if args.eval:
         return run_eval(args)
     train = caffe_recipe.run_train if args.recipe == "caffe" else run_train
-    with STOP.installed():
+    with STOP.installed(), output_dir_lock(args.output_dir, dist.is_main_process()):
         return train(args)

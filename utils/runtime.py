@@ -3,6 +3,7 @@
 Every entry point (training, prediction, export, the demo) sets these up
 through this module, so "how many threads" and "which seed" have one answer.
 """
+import itertools
 import logging
 import os
 import random
@@ -77,11 +78,37 @@ def set_seed(seed):
     paddle.seed(seed)
 
 
-def run_stamp():
-    """The run's start time ``YYYYmmdd-HHMMSS`` (it names the log folder):
-    rank 0's clock, broadcast, so that all processes log into one folder."""
+def new_run_dir(root, name):
+    """A new folder ``root/<name>-YYYYmmdd-HHMMSS`` for this run's logs, made
+    by rank 0 and broadcast, so that all processes log into one folder. Two
+    runs started in the same second get ``…-HHMMSS`` and ``…-HHMMSS-2``:
+    ``mkdir`` is atomic, so only one of them can create a given name."""
     from utils import distributed as dist
-    return dist.broadcast_from_main(time.strftime("%Y%m%d-%H%M%S"))
+    path = None
+    if dist.is_main_process():
+        base = os.path.join(root, f"{name}-{time.strftime('%Y%m%d-%H%M%S')}")
+        for n in itertools.count(1):
+            path = base if n == 1 else f"{base}-{n}"
+            try:
+                os.makedirs(path)
+                break
+            except FileExistsError:
+                continue
+    return dist.broadcast_from_main(path)
+
+
+class LogFile(logging.FileHandler):
+    """A log file whose full disk stops the run with the one-line error
+    (logging's default prints a traceback per line and carries on, losing
+    the log silently)."""
+
+    def handleError(self, record):
+        from utils.io import disk_full_code, disk_full_error
+        err = sys.exc_info()[1]
+        code = disk_full_code(err)
+        if code is None:
+            return super().handleError(record)
+        raise disk_full_error(self.baseFilename, code) from err
 
 
 def setup_logger(log_dir, main_process=True, rank=0):
@@ -96,7 +123,7 @@ def setup_logger(log_dir, main_process=True, rank=0):
     fmt = logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S")
     os.makedirs(log_dir, exist_ok=True)
     name = "log.txt" if main_process else f"log_{rank}.txt"
-    handlers = [logging.FileHandler(os.path.join(log_dir, name))]
+    handlers = [LogFile(os.path.join(log_dir, name))]
     if main_process:
         handlers.append(logging.StreamHandler(sys.stdout))
     for handler in handlers:

@@ -29,7 +29,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
-from deploy.cli import add_retrieval_args, resolve_retrieval_args, str2bool  # noqa: E402
+from deploy.cli import (BATCH, AT_LEAST_0, AT_LEAST_1, add, add_retrieval_args,  # noqa: E402
+                        fit_sizes_to_model, parse_retrieval_args, str2bool)
 from deploy.database import (database_code_cache, database_index, database_loader,  # noqa: E402
                              open_database)
 from deploy.predictor import InferenceModel, resolve_use_gpu  # noqa: E402
@@ -38,25 +39,28 @@ from deploy.search import search_database  # noqa: E402
 from models.hashnet import sign_codes  # noqa: E402
 from utils.datasets import load_query_image  # noqa: E402
 from utils.encoder import encode_batches  # noqa: E402
-from utils.errors import UserError, run_cli  # noqa: E402
+from utils.errors import run_cli  # noqa: E402
 
 
 def build_parser():
     p = argparse.ArgumentParser(description="HashNet single-image retrieval (Paddle Inference)")
-    add_retrieval_args(p)
-    a = p.add_argument
+    add_retrieval_args(p, crop_default=None)
+
+    def a(*names, **kwargs):
+        return add(p, *names, **kwargs)
     a("--model-dir", "--model_dir", dest="model_dir", default="output/inference",
       help="folder of inference_<bit>.json|.pdmodel + .pdiparams (export_model.py)")
     a("--use-gpu", "--use_gpu", dest="use_gpu", nargs="?", const=True, default=None, type=str2bool,
       help="True|False (default: GPU if available)")
-    a("--batch-size", "--batch_size", dest="batch_size", type=int, default=1,
+    a("--batch-size", "--batch_size", dest="batch_size", type=int, default=1, valid=BATCH,
       help="query batch of --warmup and --benchmark")
     a("--db-batch-size", "--db_batch_size", dest="db_batch_size", type=int, default=64,
-      help="batch size for encoding the database")
+      valid=BATCH, help="batch size for encoding the database")
     a("--benchmark", nargs="?", const=True, default=False, type=str2bool,
       help="True: time preprocess / inference / postprocess")
-    a("--benchmark-runs", "--benchmark_runs", dest="benchmark_runs", type=int, default=10)
-    a("--warmup", type=int, default=0, help="predictor runs before timing")
+    a("--benchmark-runs", "--benchmark_runs", dest="benchmark_runs", type=int, default=10,
+      valid=AT_LEAST_1)
+    a("--warmup", type=int, default=0, valid=AT_LEAST_0, help="predictor runs before timing")
     return p
 
 
@@ -75,7 +79,8 @@ def query_pipeline(args, model, packed, batch, timer, self_index=None):
     """preprocess -> inference -> postprocess (sign, Hamming top-k) for a
     batch of ``batch`` copies of the query; returns (indices, distances)."""
     x = timer.stage("preprocess", lambda: np.concatenate(
-        [load_query_image(args.img, args.resize_size, args.crop_size) for _ in range(batch)]))
+        [load_query_image(args.img, args.resize_size, args.crop_size,
+                          upright=not args.ignore_exif_orientation) for _ in range(batch)]))
     z = timer.stage("inference", model.run, x)
     return timer.stage("postprocess", lambda: search_database(sign_codes(z), packed, args.topk,
                                                                  self_index))
@@ -101,16 +106,13 @@ def benchmark(args, model, packed, n_db):
 
 
 def main(argv):
-    args = resolve_retrieval_args(build_parser().parse_args(argv))
-    for flag in ("batch_size", "db_batch_size", "benchmark_runs"):
-        if getattr(args, flag) < 1:
-            raise UserError(f"--{flag.replace('_', '-')} must be >= 1")
-    if args.warmup < 0:
-        raise UserError("--warmup must be >= 0")
+    args = parse_retrieval_args(build_parser(), argv)
     use_gpu = resolve_use_gpu(args.use_gpu)
-    db = open_database(args)
-    load_query_image(args.img, args.resize_size, args.crop_size)  # an unreadable query fails now
     model = InferenceModel(args.model_dir, args.bit, use_gpu, args.num_threads)
+    fit_sizes_to_model(args, model.image_size, model.files[0])
+    db = open_database(args)
+    load_query_image(args.img, args.resize_size, args.crop_size,  # an unreadable query fails now
+                     upright=not args.ignore_exif_orientation)
     print(f"model: {model.files[0]} + {os.path.basename(model.files[1])} on "
           f"{'GPU' if use_gpu else f'CPU ({args.num_threads} threads)'}")
     for _ in range(args.warmup):

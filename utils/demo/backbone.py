@@ -18,7 +18,9 @@ import paddle.nn.functional as F
 
 from models.alexnet import AlexNet
 from utils.datasets import ImageList, build_loader, set_epoch
-from utils.errors import UserError, run_cli
+from utils.errors import run_cli
+from utils.flags import (AT_LEAST_1, BATCH, MIN_CROP, NUM_CLASS, POSITIVE_FLOAT, SEED, SIDE,
+                         THREADS, add, check_ranges, check_sizes)
 from utils.io import atomic_save
 from utils.lr_scheduler import base_lr, build_optimizer
 from utils.runtime import available_cores, set_num_threads, set_seed
@@ -62,22 +64,24 @@ def pretrain(loader, num_class, epochs, lr, log=print):
 
 def main(argv):
     p = argparse.ArgumentParser(description="pretrain the demo's AlexNet backbone")
-    p.add_argument("--data-path", default="datasets/demo")
-    p.add_argument("--list", default="data/demo/train.txt", help="training list")
-    p.add_argument("--num_class", type=int, default=10)
-    p.add_argument("--out", default="output/demo/alexnet_demo.pdparams")
-    p.add_argument("--epochs", type=int, default=3)
-    p.add_argument("-lr", "--learning_rate", type=float, default=8e-2,
-                   help="for a batch of 64, scaled by the batch size (as in training)")
-    p.add_argument("-bs", "--batch-size", dest="batch_size", type=int, default=16)
-    p.add_argument("--crop_size", type=int, default=64)
-    p.add_argument("--resize_size", type=int, default=72)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--num_threads", type=int, default=available_cores())
-    p.add_argument("--debug", action="store_true")
-    args = p.parse_args(argv)
-    if args.epochs < 1:
-        raise UserError("--epochs must be >= 1")
+
+    def a(*names, **kwargs):
+        return add(p, *names, **kwargs)
+    a("--data-path", default="datasets/demo")
+    a("--list", default="data/demo/train.txt", help="training list")
+    a("--num_class", type=int, default=10, valid=NUM_CLASS)
+    a("--out", default="output/demo/alexnet_demo.pdparams")
+    a("--epochs", type=int, default=3, valid=AT_LEAST_1)
+    a("-lr", "--learning_rate", type=float, default=8e-2, valid=POSITIVE_FLOAT,
+      help="for a batch of 64, scaled by the batch size (as in training)")
+    a("-bs", "--batch-size", dest="batch_size", type=int, default=16, valid=BATCH)
+    a("--crop_size", type=int, default=64, valid=SIDE, help=f"at least {MIN_CROP} for AlexNet")
+    a("--resize_size", type=int, default=72, valid=SIDE, help="at least --crop_size")
+    a("--seed", type=int, default=0, valid=SEED)
+    a("--num_threads", type=int, default=available_cores(), valid=THREADS)
+    a("--debug", action="store_true")
+    args = check_ranges(p, p.parse_args(argv))
+    check_sizes(args.crop_size, args.resize_size)
     set_num_threads(args.num_threads)
     set_seed(args.seed)
     data = ImageList(args.list, args.data_path, args.num_class, train=True,

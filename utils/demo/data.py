@@ -19,7 +19,8 @@ import time
 import numpy as np
 from PIL import Image, ImageDraw
 
-from utils.errors import UserError, run_cli
+from utils.errors import run_cli
+from utils.flags import AT_LEAST_0, AT_LEAST_1, MAX_SIDE, SEED, Range, add, check_ranges
 from utils.io import atomic_write
 
 SHAPES = ("disc", "square", "triangle")
@@ -94,22 +95,24 @@ def generate(image_dir, list_dir, n_train, n_test, n_extra, size, seed=0):
 
 def main(argv):
     p = argparse.ArgumentParser(description="generate the synthetic demo dataset")
-    p.add_argument("--preset", choices=sorted(PRESETS), default="default")
-    p.add_argument("--image-dir", default="datasets/demo", help="images go here (--data-path)")
-    p.add_argument("--list-dir", default="data/demo", help="train/test/database.txt go here")
-    p.add_argument("--train", type=int, help="training images (default: preset)")
-    p.add_argument("--test", type=int, help="query images (default: preset)")
-    p.add_argument("--extra", type=int, help="database images besides the queries")
-    p.add_argument("--size", type=int, help="image side in px (default: preset)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--debug", action="store_true")
-    args = p.parse_args(argv)
+
+    def a(*names, **kwargs):
+        return add(p, *names, **kwargs)
+    a("--preset", choices=sorted(PRESETS), default="default")
+    a("--image-dir", default="datasets/demo", help="images go here (--data-path)")
+    a("--list-dir", default="data/demo", help="train/test/database.txt go here")
+    a("--train", type=int, valid=AT_LEAST_1, help="training images (default: preset)")
+    a("--test", type=int, valid=AT_LEAST_1, help="query images (default: preset)")
+    a("--extra", type=int, valid=AT_LEAST_0, help="database images besides the queries")
+    a("--size", type=int, valid=Range(low=16, high=MAX_SIDE),
+      help="image side in px (default: preset)")
+    a("--seed", type=int, default=0, valid=SEED)
+    a("--debug", action="store_true")
+    args = check_ranges(p, p.parse_args(argv))
     n_train, n_test, n_extra, size = PRESETS[args.preset]
     n_train, n_test, n_extra, size = (v if v is not None else d for v, d in
                                       zip((args.train, args.test, args.extra, args.size),
                                           (n_train, n_test, n_extra, size)))
-    if min(n_train, n_test) < 1 or n_extra < 0 or size < 16:
-        raise UserError("--train and --test must be >= 1, --extra >= 0, --size >= 16")
     start = time.time()
     counts = generate(args.image_dir, args.list_dir, n_train, n_test, n_extra, size, args.seed)
     print(f"demo data: {counts} images of {size}px in {args.image_dir}, lists in "

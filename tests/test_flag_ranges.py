@@ -1,0 +1,93 @@
+"""Every numeric flag of every entry point has a documented range, and the
+entry point itself refuses a value outside it with one line before any
+work starts (issue 14). Parsers are captured as tests/test_docs.py does."""
+import math
+import os
+import sys
+
+import pytest
+
+from conftest import REPO, assert_cli_error, run_python
+from test_docs import capture_parser
+from utils.errors import UserError
+
+ENTRY_POINTS = {   # module -> arguments it requires
+    "main_single_gpu": [], "main_multi_gpu": [],
+    "predict": ["--img", "q.jpg"], "infer": ["--img", "q.jpg"],
+    "export_model": [],
+    "utils.demo.data": [], "utils.demo.backbone": [],
+    "utils.demo.report": ["--log-dir", "l", "--list-dir", "d"],
+}
+sys.path.insert(0, os.path.join(REPO, "deploy", "inference_python"))
+
+
+def numeric_flags(parser):
+    """Numeric flags without ``choices`` (argparse itself refuses a --bit of 24)."""
+    return [a for a in parser._actions if a.type in (int, float) and not a.choices]
+
+
+def parser_of(module, monkeypatch):
+    with monkeypatch.context() as patch:
+        return capture_parser(module, patch)
+
+
+def entry_main(module):
+    import importlib
+    return importlib.import_module(module).main
+
+
+def refused_values(action):
+    values = [action.valid_range.out_of_range_example()]
+    if action.type is float:
+        values += [math.nan, math.inf, -math.inf]
+    return values
+
+
+@pytest.mark.parametrize("module", sorted(ENTRY_POINTS))
+def test_every_numeric_flag_has_a_range_in_its_help(module, monkeypatch):
+    parser = parser_of(module, monkeypatch)
+    for action in numeric_flags(parser):
+        assert getattr(action, "valid_range", None) is not None, \
+            f"{module}: {action.option_strings[0]} has no range (utils/flags.py add(..., valid=))"
+        assert action.valid_range.describe() in action.help, action.option_strings
+
+
+@pytest.mark.parametrize("module", sorted(ENTRY_POINTS))
+def test_every_out_of_range_value_is_refused_by_the_entry_point(module, monkeypatch):
+    parser = parser_of(module, monkeypatch)
+    flags = numeric_flags(parser)
+    if module != "utils.demo.report":
+        assert flags, f"{module} has no numeric flags?"
+    main = entry_main(module)
+    for action in flags:
+        flag = action.option_strings[-1]
+        for value in refused_values(action):
+            argv = ENTRY_POINTS[module] + [f"{flag}={value}"]   # "=": -1 is not an option
+            with pytest.raises(UserError) as info:
+                main(argv)
+            message = str(info.value)
+            assert f"must be {action.valid_range.describe()}, got" in message, (module, flag,
+                                                                               message)
+            assert any(o in message for o in action.option_strings), message
+
+
+def test_in_range_values_pass_the_check(monkeypatch):
+    from utils.config import parse_args
+    args = parse_args(["--crop_size", "64", "--resize_size", "64", "-lr", "1e-5",
+                       "--momentum", "0", "--topK", "-1", "--num_workers", "0"])
+    assert args.topK == -1 and args.learning_rate == 1e-5
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["-lr", "-1"], "error: -lr/--learning_rate must be finite and > 0, got -1.0"),
+    (["-lr", "nan"], "error: -lr/--learning_rate must be finite and > 0, got nan"),
+    (["--crop_size", "0"], "error: --crop_size must be >= 1 and <= 4096, got 0"),
+    (["--num_workers", "-1"], "error: --num_workers must be >= 0 and <= 4 x the machine's"),
+    (["--crop_size", "224", "--resize_size", "200"],
+     "error: --resize_size 200 is smaller than --crop_size 224"),
+])
+def test_training_cli_refuses_before_any_work(tmp_path, argv, fragment):
+    proc = run_python("main_single_gpu.py", "--log_path", str(tmp_path / "logs"),
+                      "--output-dir", str(tmp_path / "out"), *argv)
+    assert_cli_error(proc, fragment)
+    assert not os.path.exists(tmp_path / "logs") and not os.path.exists(tmp_path / "out")

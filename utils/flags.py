@@ -1,0 +1,124 @@
+"""Ranges of numeric flags: stated in the help, checked once at startup.
+
+Every entry point declares each numeric flag with ``add(parser, ..., valid=
+Range(...))``: the range is appended to the flag's help and kept on the
+argparse action, and ``check_ranges(parser, args)`` (called where the
+entry point parses) turns a value outside it into one line,
+``error: <flag> must be <range>, got <value>``, before any work starts.
+tests/test_flag_ranges.py walks every parser and requires a range on every
+numeric flag.
+"""
+import dataclasses
+import math
+import os
+
+from utils.errors import UserError
+
+# AlexNet's five stride/pool stages leave nothing of a crop under 63 px
+# (Paddle Inference then dies with SIGFPE instead of an error).
+MIN_CROP = 63
+MAX_SIDE = 4096          # a crop/resize side beyond this is a typo, not a setting
+
+
+def _number(x):
+    return f"{x:g}" if isinstance(x, float) else str(x)
+
+
+@dataclasses.dataclass(frozen=True)
+class Range:
+    """low <= value <= high, finite (``open_low``/``open_high``: strict);
+    ``also``: extra allowed values (``--topK -1``); ``text`` overrides the
+    wording of the help and of the error."""
+    low: float = None
+    high: float = None
+    open_low: bool = False
+    open_high: bool = False
+    also: tuple = ()
+    text: str = None
+
+    def ok(self, value):
+        if value in self.also:
+            return True
+        if isinstance(value, float) and not math.isfinite(value):
+            return False
+        if self.low is not None and (value <= self.low if self.open_low else value < self.low):
+            return False
+        if self.high is not None and (value >= self.high if self.open_high else value > self.high):
+            return False
+        return True
+
+    def describe(self):
+        if self.text:
+            return self.text
+        parts = []
+        if self.low is not None:
+            parts.append(f"{'>' if self.open_low else '>='} {_number(self.low)}")
+        if self.high is not None:
+            parts.append(f"{'<' if self.open_high else '<='} {_number(self.high)}")
+        return " and ".join(parts)
+
+    def out_of_range_example(self):
+        """A value this range refuses (for the test that walks every flag)."""
+        if self.low is not None:
+            return self.low if self.open_low else self.low - 1
+        return self.high + 1
+
+
+def machine_cores():
+    return os.cpu_count() or 1
+
+
+AT_LEAST_1 = Range(low=1)
+AT_LEAST_0 = Range(low=0)
+POSITIVE_FLOAT = Range(low=0.0, open_low=True, text="finite and > 0")
+NON_NEGATIVE_FLOAT = Range(low=0.0, text="finite and >= 0")
+SIDE = Range(low=1, high=MAX_SIDE)
+SEED = Range(low=0, high=2**32 - 1)          # what numpy's seeding accepts
+BATCH = Range(low=1, high=65536)
+NUM_CLASS = Range(low=1, high=100_000)
+THREADS = Range(low=1, high=machine_cores(),
+                text=f">= 1 and <= the machine's {machine_cores()} cores")
+# Loader workers mostly wait on disk, so a few per core pay (the recipe
+# scripts use 4 on a 2-core machine); beyond that they only cost memory.
+WORKERS = Range(low=0, high=4 * machine_cores(),
+                text=f">= 0 and <= 4 x the machine's {machine_cores()} cores")
+
+
+def add(parser, *names, valid=None, **kwargs):
+    """``parser.add_argument(*names, **kwargs)``; ``valid``: the Range of a
+    numeric flag, appended to its help and checked by check_ranges."""
+    if valid is not None:
+        kwargs["help"] = (kwargs.get("help", "") + f" [{valid.describe()}]").strip()
+    action = parser.add_argument(*names, **kwargs)
+    action.valid_range = valid
+    return action
+
+
+def flag_name(action):
+    """``-ee/--eval_epoch``: the short spelling and the first long one."""
+    short = [o for o in action.option_strings if not o.startswith("--")]
+    long = [o for o in action.option_strings if o.startswith("--")]
+    return "/".join(short[:1] + long[:1])
+
+
+def check_ranges(parser, args):
+    """A UserError for the first flag whose value is outside its Range."""
+    for action in parser._actions:
+        valid = getattr(action, "valid_range", None)
+        value = getattr(args, action.dest, None)
+        if valid is not None and value is not None and not valid.ok(value):
+            raise UserError(f"{flag_name(action)} must be {valid.describe()}, got {value}")
+    return args
+
+
+def check_sizes(crop, resize=None, flag="--crop_size"):
+    """What AlexNet and the transforms need of a crop and a resize side."""
+    if crop < MIN_CROP:
+        raise UserError(f"{flag} {crop} is too small: AlexNet needs at least {MIN_CROP} px")
+    if resize is not None:
+        check_resize(crop, resize)
+
+
+def check_resize(crop, resize):
+    if resize < crop:
+        raise UserError(f"--resize_size {resize} is smaller than --crop_size {crop}")
