@@ -31,6 +31,7 @@ import tempfile
 import numpy as np
 
 from utils.errors import UserError, run_cli
+from utils.flags import AT_LEAST_0, add, check_ranges
 
 REFERENCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "gpu_check_reference.json")
 BIT, BATCH, EPOCHS = 16, 16, 2
@@ -215,10 +216,10 @@ def main(argv):
     p.add_argument("--record", action="store_true",
                    help="train on the CPU and write the reference values (to --reference)")
     p.add_argument("--reference", default=REFERENCE, help="the recorded CPU values (JSON)")
-    p.add_argument("--gpus", type=int, default=None,
-                   help="GPUs to check (default: all visible; 0 = CPU part only)")
+    add(p, "--gpus", type=int, default=None, valid=AT_LEAST_0,
+        help="GPUs to check (default: all visible; 0 = CPU part only)")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
-    args = p.parse_args(argv)
+    args = check_ranges(p, p.parse_args(argv))
     with tempfile.TemporaryDirectory(prefix="gpu_check-") as work:
         if args.record:
             summary = train("cpu", make_tiny_set(os.path.join(work, "data")), work)
