@@ -10,8 +10,8 @@ import textwrap
 import numpy as np
 
 from deploy.database import query_label
-from utils.datasets import load_rgb
 from utils.errors import UserError
+from utils.images import open_rgb
 from utils.io import atomic_write, atomic_write_json
 
 COLOURS = {"query": "#1f5fbf", True: "#1a9e3a", False: "#d62728", None: "#8c8c8c"}
@@ -82,7 +82,8 @@ def write_retrieval_report(args, db, indices, distances, db_labels, source, tag=
     copy = copy_nearest(results[0]["path"], args.save_path)
     print(f"nearest: {results[0]['path']} at Hamming distance {results[0]['distance']}; "
           f"copied to {copy}")
-    save_montage(base + ".png", args.img, q_label, results, bit, n, source)
+    save_montage(base + ".png", args.img, q_label, results, bit, n, source,
+                 query_upright=not args.ignore_exif_orientation)
     print(f"montage: {base}.png")
     result = {"query": args.img, "query_classes": None if q_label is None else classes(q_label),
               "query_label_from": where, "bit": bit, "database_size": n, "codes": source,
@@ -94,8 +95,10 @@ def write_retrieval_report(args, db, indices, distances, db_labels, source, tag=
     return result
 
 
-def _thumbnail(path, size=160):
-    img = load_rgb(path)
+def _thumbnail(path, size=160, upright=False):
+    """The image as the model saw it: a query upright (unless
+    --ignore-exif-orientation), database images as stored."""
+    img = open_rgb(path, upright)
     img.thumbnail((size, size))
     return np.asarray(img)
 
@@ -110,7 +113,7 @@ def _panel(ax, image, colour, lines):
     ax.set_title("\n".join(lines), fontsize=8.5, color="black", linespacing=1.25)
 
 
-def save_montage(path, query_path, q_label, results, bit, n, source):
+def save_montage(path, query_path, q_label, results, bit, n, source, query_upright=True):
     """Query + top-k, each framed by relevance, with distances and a legend."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -123,7 +126,7 @@ def save_montage(path, query_path, q_label, results, bit, n, source):
     FigureCanvasAgg(fig)
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
     short = lambda p: textwrap.shorten(os.path.basename(p), 24, placeholder="…")  # noqa: E731
-    _panel(axes[0], _thumbnail(query_path), COLOURS["query"],
+    _panel(axes[0], _thumbnail(query_path, upright=query_upright), COLOURS["query"],
            ["QUERY", short(query_path),
             f"classes {classes(q_label)}" if q_label is not None else "label unknown"])
     for ax, res in zip(axes[1:], results):

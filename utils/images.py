@@ -73,9 +73,8 @@ def open_rgb(path, upright=False):
             return to_rgb(img, path)
     except UserError:
         raise
-    except Image.DecompressionBombError as err:
-        raise UserError(f"image {path} is over the pixel limit ({err})")
-    except (OSError, SyntaxError, ValueError) as err:  # what Pillow raises for bad data
+    except Exception as err:  # Pillow's decoders raise OSError, SyntaxError, EOFError,
+        # struct.error … on bad data: all mean this file cannot be used
         raise UserError(f"image {path} is unreadable or corrupt ({err})")
 
 
