@@ -28,34 +28,48 @@ def _number(x):
 class Range:
     """low <= value <= high, finite (``open_low``/``open_high``: strict);
     ``also``: extra allowed values (``--topK -1``); ``text`` overrides the
-    wording of the help and of the error."""
+    wording of the help and of the error; ``high_note`` says where the
+    upper bound comes from ("the machine's cores")."""
     low: float = None
     high: float = None
     open_low: bool = False
     open_high: bool = False
     also: tuple = ()
     text: str = None
+    high_note: str = None
 
-    def ok(self, value):
+    def lower(self):
+        return f"{'>' if self.open_low else '>='} {_number(self.low)}"
+
+    def upper(self):
+        note = f" ({self.high_note})" if self.high_note else ""
+        return f"{'<' if self.open_high else '<='} {_number(self.high)}{note}"
+
+    def below(self, value):
+        return self.low is not None and (value <= self.low if self.open_low else value < self.low)
+
+    def above(self, value):
+        return self.high is not None and (value >= self.high if self.open_high else value > self.high)
+
+    def violation(self, value):
+        """What ``value`` fails to be ("must be <this>"), or None if it is in range."""
         if value in self.also:
-            return True
-        if isinstance(value, float) and not math.isfinite(value):
-            return False
-        if self.low is not None and (value <= self.low if self.open_low else value < self.low):
-            return False
-        if self.high is not None and (value >= self.high if self.open_high else value > self.high):
-            return False
-        return True
-
-    def describe(self):
+            return None
+        finite = not (isinstance(value, float) and not math.isfinite(value))
+        if finite and not self.below(value) and not self.above(value):
+            return None
         if self.text:
             return self.text
-        parts = []
-        if self.low is not None:
-            parts.append(f"{'>' if self.open_low else '>='} {_number(self.low)}")
-        if self.high is not None:
-            parts.append(f"{'<' if self.open_high else '<='} {_number(self.high)}")
-        return " and ".join(parts)
+        if not finite:
+            return "finite and " + self.describe()
+        return self.lower() if self.below(value) else self.upper()
+
+    def describe(self):
+        """The whole range, for the help."""
+        if self.text:
+            return self.text
+        return " and ".join(([self.lower()] if self.low is not None else []) +
+                            ([self.upper()] if self.high is not None else []))
 
     def out_of_range_example(self):
         """A value this range refuses (for the test that walks every flag)."""
@@ -76,12 +90,10 @@ SIDE = Range(low=1, high=MAX_SIDE)
 SEED = Range(low=0, high=2**32 - 1)          # what numpy's seeding accepts
 BATCH = Range(low=1, high=65536)
 NUM_CLASS = Range(low=1, high=100_000)
-THREADS = Range(low=1, high=machine_cores(),
-                text=f">= 1 and <= the machine's {machine_cores()} cores")
+THREADS = Range(low=1, high=machine_cores(), high_note="this machine's cores")
 # Loader workers mostly wait on disk, so a few per core pay (the recipe
 # scripts use 4 on a 2-core machine); beyond that they only cost memory.
-WORKERS = Range(low=0, high=4 * machine_cores(),
-                text=f">= 0 and <= 4 x the machine's {machine_cores()} cores")
+WORKERS = Range(low=0, high=4 * machine_cores(), high_note="4 x this machine's cores")
 
 
 def add(parser, *names, valid=None, **kwargs):
@@ -106,8 +118,9 @@ def check_ranges(parser, args):
     for action in parser._actions:
         valid = getattr(action, "valid_range", None)
         value = getattr(args, action.dest, None)
-        if valid is not None and value is not None and not valid.ok(value):
-            raise UserError(f"{flag_name(action)} must be {valid.describe()}, got {value}")
+        wanted = valid.violation(value) if valid is not None and value is not None else None
+        if wanted:
+            raise UserError(f"{flag_name(action)} must be {wanted}, got {value}")
     return args
 
 
