@@ -58,7 +58,7 @@ from utils.code_cache import CacheError, StaleCache, check_fingerprint, sha256_f
 from utils.datasets import (HashingDataset, crop, crop_origin, load_rgb, resize_short,
                             short_side_size, to_normalized_array)
 from utils.errors import UserError
-from utils.io import atomic_write, ensure_writable_dir
+from utils.io import DiskFullError, atomic_write, ensure_writable_dir, free_space
 from utils.runtime import available_cores
 
 FORMAT = 1
@@ -347,9 +347,11 @@ class DecodedImageCache:
         start = time.time()
         try:
             self.write(paths, step, skip_bad_images)
-        except OSError as err:  # e.g. the disk filled up after all; nothing is left behind
-            raise UserError(f"--image_cache: writing {self.path} failed ({err.strerror or err}): "
-                            "free some space or pass another --image_cache")
+        except (OSError, DiskFullError) as err:  # e.g. the disk filled up after all; nothing
+            # is left behind (utils/io.py raises DiskFullError for a full disk)
+            raise UserError(f"--image_cache: writing {self.path} failed ({err.strerror or err}; "
+                            f"{free_space(self.path)} free there): free some space or pass "
+                            "another --image_cache")
         took = time.time() - start
         self.log(f"image cache: built {self.path} in {took:.1f}s "
                  f"({count / max(took, 1e-9):.1f} images/s, {human_bytes(os.path.getsize(self.path))})")

@@ -54,10 +54,19 @@ def disk_full_code(err):
     return next((code for code in DISK_FULL if os.strerror(code) in str(err)), None)
 
 
+class DiskFullError(UserError):
+    """The one-line error of a full disk, quota or file-size limit; ``strerror``
+    as an OSError has it, so a caller may reword it for its own flag."""
+
+    def __init__(self, path, code):
+        self.path, self.strerror = path, os.strerror(code)
+        super().__init__(f"cannot write {path}: {self.strerror} ({free_space(path)} free "
+                         "there): free some space, raise the quota or file-size limit, or "
+                         "write elsewhere")
+
+
 def disk_full_error(path, code):
-    return UserError(f"cannot write {path}: {os.strerror(code)} ({free_space(path)} free "
-                     "there): free some space, raise the quota or file-size limit, or write "
-                     "elsewhere")
+    return DiskFullError(path, code)
 
 
 @contextlib.contextmanager
