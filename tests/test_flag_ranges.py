@@ -84,7 +84,7 @@ def test_in_range_values_pass_the_check(monkeypatch):
 
 
 @pytest.mark.parametrize("argv, fragment", [
-    (["-lr", "-1"], "error: -lr/--learning_rate must be finite and > 0, got -1.0"),
+    (["-lr", "-1"], "error: -lr/--learning_rate must be > 0, got -1.0"),
     (["-lr", "nan"], "error: -lr/--learning_rate must be finite and > 0, got nan"),
     (["--crop_size", "0"], "error: --crop_size must be >= 1, got 0"),
     (["--crop_size", "5000"], "error: --crop_size must be <= 4096, got 5000"),

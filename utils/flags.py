@@ -84,8 +84,8 @@ def machine_cores():
 
 AT_LEAST_1 = Range(low=1)
 AT_LEAST_0 = Range(low=0)
-POSITIVE_FLOAT = Range(low=0.0, open_low=True, text="finite and > 0")
-NON_NEGATIVE_FLOAT = Range(low=0.0, text="finite and >= 0")
+POSITIVE_FLOAT = Range(low=0.0, open_low=True)      # NaN/inf: "must be finite and > 0"
+NON_NEGATIVE_FLOAT = Range(low=0.0)
 SIDE = Range(low=1, high=MAX_SIDE)
 SEED = Range(low=0, high=2**32 - 1)          # what numpy's seeding accepts
 BATCH = Range(low=1, high=65536)
