@@ -38,6 +38,16 @@ def alexnet_features():
     )
 
 
+def disable_dropout(model):
+    """Set every Dropout of ``model`` to p = 0 and return it: the runs that
+    compare updates across processes or devices need the same function on
+    both sides, and a few-epoch warm-up only loses signal to dropout."""
+    for layer in model.sublayers():
+        if isinstance(layer, nn.Dropout):
+            layer.p = 0.0
+    return model
+
+
 def fc67():
     """Dropout, fc6, ReLU, Dropout, fc7, ReLU: indices 0-5 of both heads."""
     return [nn.Dropout(0.5), linear(FEATURE_DIM, 4096), nn.ReLU(),

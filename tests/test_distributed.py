@@ -26,6 +26,7 @@ import paddle
 import pytest
 
 from conftest import assert_cli_error, demo_argv, log_lines, run_python, state_numpy
+from models.alexnet import disable_dropout
 from models.hashnet import HashNet
 from utils import distributed as dist
 from utils import engine
@@ -226,9 +227,7 @@ def test_signal_to_one_process_stops_all_at_the_same_step(demo, tmp_path):
 class HashNetWithoutDropout(HashNet):
     def __init__(self, bit):
         super().__init__(bit)
-        for layer in self.sublayers():
-            if isinstance(layer, paddle.nn.Dropout):
-                layer.p = 0.0
+        disable_dropout(self)
 
 
 def nodropout_worker(args, out):

@@ -74,15 +74,13 @@ def initial_state(seed=0):
 
 def without_dropout_model():
     """engine.HashNet stand-in: dropout off, CPU-built initial weights."""
-    import paddle
+    from models.alexnet import disable_dropout
     from models.hashnet import HashNet
 
     class HashNetForCheck(HashNet):
         def __init__(self, bit):
             super().__init__(bit)
-            for layer in self.sublayers():
-                if isinstance(layer, paddle.nn.Dropout):
-                    layer.p = 0.0
+            disable_dropout(self)
             self.set_state_dict(initial_state())
     return HashNetForCheck
 

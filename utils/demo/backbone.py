@@ -16,7 +16,7 @@ import time
 import paddle
 import paddle.nn.functional as F
 
-from models.alexnet import AlexNet
+from models.alexnet import AlexNet, disable_dropout
 from utils.datasets import ImageList, build_loader, set_epoch
 from utils.errors import run_cli
 from utils.flags import (AT_LEAST_1, BATCH, MIN_CROP, NUM_CLASS, POSITIVE_FLOAT, SEED, SIDE,
@@ -41,9 +41,7 @@ def pretrain(loader, num_class, epochs, lr, log=print):
     the optimizer, not per 64 images)."""
     model = AlexNet(num_classes=num_class)
     he_init(model)
-    for layer in model.sublayers():  # dropout only slows a few-epoch run down
-        if isinstance(layer, paddle.nn.Dropout):
-            layer.p = 0.0
+    disable_dropout(model)  # dropout only slows a few-epoch run down
     # Momentum SGD as in the recipe. (Paddle's CPU AdamW also slowed every
     # later conv about 2x in this process, measured on a 2-core machine.)
     optimizer = build_optimizer("sgd", model.parameters(), lr, weight_decay=5e-4)
