@@ -25,14 +25,14 @@ import paddle
 from paddle.static import InputSpec
 
 from deploy.cli import THREADS, SIDE, Range, add, check_ranges, check_sizes
-from deploy.predictor import MODEL_SUFFIXES, InferenceModel, export_info_path
+from utils.inference.predictor import MODEL_SUFFIXES, InferenceModel, export_info_path
 from models.hashnet import load_hashnet, sign_codes
 from utils.config import BITS
 from utils.datasets import normalize
-from utils.errors import run_cli
-from utils.io import (atomic_write_json, check_not_cut_short, disk_full_is_user_error,
+from utils.base.errors import run_cli
+from utils.base.io import (atomic_write_json, check_not_cut_short, disk_full_is_user_error,
                       fsync_dir, fsync_file)
-from utils.runtime import available_cores, set_num_threads
+from utils.base.runtime import available_cores, set_num_threads
 
 TOLERANCE = 1e-4
 

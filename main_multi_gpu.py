@@ -15,8 +15,8 @@ import sys
 
 from utils.config import parse_args
 from utils.distributed import launch
-from utils.engine import run
-from utils.errors import run_cli
+from utils.training.engine import run
+from utils.base.errors import run_cli
 
 
 def main(argv):

@@ -7,7 +7,7 @@
 
 Encodes the query, loads the database codes from the cache in --save_path
 (or encodes data/<dataset>/database.txt and caches it; a cache made by other
-weights, another list or other sizes is rebuilt: utils/code_cache.py), and
+weights, another list or other sizes is rebuilt: utils/retrieval/code_cache.py), and
 prints the top-k by Hamming distance, ties in database order. In --save_path
 it writes a copy of the nearest image (as the reference did), a montage
 ``retrieval_<query>_<bit>.png`` and the same results as JSON.
@@ -27,9 +27,9 @@ from deploy.report import write_retrieval_report
 from deploy.search import search_database
 from models.hashnet import load_hashnet, sign_codes
 from utils.datasets import load_query_image
-from utils.encoder import encode_dataset
-from utils.errors import run_cli
-from utils.runtime import set_num_threads
+from utils.inference.encoder import encode_dataset
+from utils.base.errors import run_cli
+from utils.base.runtime import set_num_threads
 
 
 def build_parser():

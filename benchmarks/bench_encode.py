@@ -1,5 +1,5 @@
 """Images/s of encoding (model -> z) at 224 px and at the demo's 64 px, batch
-32: dygraph (the baseline) against the fast path of utils/encoder.py (on a
+32: dygraph (the baseline) against the fast path of utils/inference/encoder.py (on a
 CPU: Paddle Inference with oneDNN on an export of the weights), in one run. The
 export's own cost (paid once per evaluation) is printed beside it.
 
@@ -24,8 +24,8 @@ import paddle  # noqa: E402
 
 from models.hashnet import HashNet, load_hashnet  # noqa: E402
 from utils.datasets import ImageList, build_loader  # noqa: E402
-from utils.encoder import dygraph_forward, inference_forward  # noqa: E402
-from utils.runtime import available_cores, set_num_threads  # noqa: E402
+from utils.inference.encoder import dygraph_forward, inference_forward  # noqa: E402
+from utils.base.runtime import available_cores, set_num_threads  # noqa: E402
 
 
 def images_per_second(forward, x, batches):

@@ -25,7 +25,7 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from utils import hamming  # noqa: E402
+from utils.retrieval import hamming  # noqa: E402
 from utils.tools import (mean_average_precision, mean_average_precision_reference,  # noqa: E402
                          retrieval_metrics)
 

@@ -1,5 +1,5 @@
 """Hamming top-k search over 1,000,000 random 64-bit codes: the packed
-popcount kernel (utils.hamming, ties in index order) against the reference's
+popcount kernel (utils.retrieval.hamming, ties in index order) against the reference's
 float method (codes as float32 ±1, q @ db.T, then argsort) in the same run,
 and faiss.IndexBinaryFlat when faiss is importable.
 
@@ -20,7 +20,7 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from utils import hamming  # noqa: E402
+from utils.retrieval import hamming  # noqa: E402
 
 
 def float_search(q_float, db_float, bit, k):

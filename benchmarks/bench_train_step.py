@@ -2,7 +2,7 @@
 demo's 64 px, against a baseline measured in the same run.
 
 Baseline = Paddle's defaults: one CPU thread and ``clear_grad()`` zeroing
-every gradient; ours = the engine (``utils.engine.train_step``: all cores,
+every gradient; ours = the engine (``utils.training.engine.train_step``: all cores,
 gradients released instead of zeroed).
 
     python benchmarks/bench_train_step.py [--sizes 224 64] [--batch 64] [--steps 3]
@@ -18,8 +18,8 @@ import numpy as np  # noqa: E402
 import paddle  # noqa: E402
 
 from models.hashnet import HashNet, sign_codes  # noqa: E402
-from utils.runtime import available_cores, set_num_threads  # noqa: E402
-from utils.engine import train_step  # noqa: E402
+from utils.base.runtime import available_cores, set_num_threads  # noqa: E402
+from utils.training.engine import train_step  # noqa: E402
 from utils.loss import HashNetLoss  # noqa: E402
 from utils.lr_scheduler import build_optimizer  # noqa: E402
 

@@ -4,11 +4,11 @@ import argparse
 import os
 
 from utils.config import BITS, DATASET_PRESETS
-from utils.errors import UserError
-from utils.flags import (AT_LEAST_0, AT_LEAST_1, BATCH, MIN_CROP, NUM_CLASS,  # noqa: F401
+from utils.base.errors import UserError
+from utils.base.flags import (AT_LEAST_0, AT_LEAST_1, BATCH, MIN_CROP, NUM_CLASS,  # noqa: F401
                          SIDE, THREADS, Range, add, check_ranges, check_sizes)
-from utils.images import DEFAULT_MAX_PIXELS, set_max_pixels
-from utils.runtime import available_cores
+from utils.data.images import DEFAULT_MAX_PIXELS, set_max_pixels
+from utils.base.runtime import available_cores
 
 TOP_RESULTS = Range(low=1, high=1000)   # each one is a tile of the montage
 
@@ -27,7 +27,7 @@ def str2bool(value):
 def add_retrieval_args(p, crop_default=224):
     """Flags common to predict.py and infer.py. Both spellings of each
     (``--data_path``/``--data-path`` …) work in both scripts. Numeric flags
-    carry their range (utils/flags.py); parse_retrieval_args checks them."""
+    carry their range (utils/base/flags.py); parse_retrieval_args checks them."""
     def a(*names, **kwargs):
         return add(p, *names, **kwargs)
     a("--bit", type=int, default=64, choices=BITS)

@@ -2,9 +2,9 @@
 image stands in the dataset's lists (its labels, its own database entry)."""
 import os
 
-from utils.code_cache import DatabaseCodeCache, make_fingerprint
+from utils.retrieval.code_cache import DatabaseCodeCache, make_fingerprint
 from utils.datasets import ImageList, build_loader, parse_list
-from utils.errors import UserError
+from utils.base.errors import UserError
 
 
 def database_list(args):

@@ -10,9 +10,9 @@ import textwrap
 import numpy as np
 
 from deploy.database import query_label
-from utils.errors import UserError
-from utils.images import open_rgb
-from utils.io import atomic_write, atomic_write_json
+from utils.base.errors import UserError
+from utils.data.images import open_rgb
+from utils.base.io import atomic_write, atomic_write_json
 
 COLOURS = {"query": "#1f5fbf", True: "#1a9e3a", False: "#d62728", None: "#8c8c8c"}
 MARKS = {True: "yes", False: "no", None: "?"}

@@ -1,7 +1,7 @@
-"""Hamming search of query codes over a packed database (utils/hamming.py)."""
+"""Hamming search of query codes over a packed database (utils/retrieval/hamming.py)."""
 import numpy as np
 
-from utils.hamming import hamming_distances, hamming_topk, pack_codes
+from utils.retrieval.hamming import hamming_distances, hamming_topk, pack_codes
 
 
 def search_database(query_codes, packed_db, k, self_index=None):

@@ -13,15 +13,15 @@ import paddle.nn as nn
 
 from models.alexnet import FEATURE_DIM, alexnet_features, fc67
 from models.imagenet_backbone import IMAGENET, imagenet_backbone
-from utils.checkpoint import load_state_file, load_weights, strip_params_suffix
-from utils.errors import UserError
+from utils.base.checkpoint import load_state_file, load_weights, strip_params_suffix
+from utils.base.errors import UserError
 
 RANDOM_INIT = "random"
 
 BACKBONE_HELP = (
     "pass --backbone imagenet to download them, or get ImageNet AlexNet weights as "
     "torchvision's alexnet-owt-*.pth or paddle.vision's alexnet .pdparams and convert them with "
-    "`python -m models.convert_alexnet SRC models/AlexNet_pretrained.pdparams`, "
+    "`python -m scripts.convert_alexnet SRC models/AlexNet_pretrained.pdparams`, "
     "or pass --backbone random for random init")
 
 
@@ -76,7 +76,7 @@ def load_backbone(model, path):
     if path == RANDOM_INIT:
         return
     if path == IMAGENET:
-        from utils.download import DownloadFailed
+        from utils.base.download import DownloadFailed
         try:
             path = imagenet_backbone()
         except DownloadFailed as err:
@@ -91,7 +91,7 @@ def load_backbone(model, path):
         if list(value.shape) != list(own[key].shape):
             raise UserError(f"backbone weights {path}: {key} has shape {list(value.shape)}, "
                             f"expected {list(own[key].shape)} (torch Linear weights must be "
-                            "transposed: use python -m models.convert_alexnet)")
+                            "transposed: use python -m scripts.convert_alexnet)")
     own.update(state)  # the hash layer keeps its fresh init
     model.set_state_dict(own)
 

@@ -5,12 +5,12 @@ Paddle's ``get_path_from_url`` checks the file's md5 against the value
 paddle.vision records (``paddle.vision.models.alexnet.model_urls``) and caches
 it in ``paddle.utils.download.WEIGHTS_HOME`` (~/.cache/paddle/hapi/weights);
 the converted file is written beside it, named after that md5, and reused.
-``HASHNET_DOWNLOAD_BASE`` / ``HASHNET_CHECKSUMS`` (utils/download.py) point
+``HASHNET_DOWNLOAD_BASE`` / ``HASHNET_CHECKSUMS`` (utils/base/download.py) point
 the URL and md5 at a local server, as for every other download.
 """
 import os
 
-from utils.download import Remote, mirrored, through_paddle
+from utils.base.download import Remote, mirrored, through_paddle
 
 IMAGENET = "imagenet"
 
@@ -47,8 +47,8 @@ def imagenet_backbone():
         return converted
     source = fetch_weights(remote)
     import paddle
-    from models.convert_alexnet import convert, read_state
-    from utils.io import atomic_save
+    from models.convert import convert, read_state
+    from utils.base.io import atomic_save
     state = convert(read_state(source))
     atomic_save({k: paddle.to_tensor(v) for k, v in state.items()}, converted)
     return converted

@@ -42,11 +42,11 @@ timed() {  # timed STAGE COMMAND...: run COMMAND, append "STAGE milliseconds" to
   echo "$stage $(( ($(date +%s%N) - t0) / 1000000 ))" >> "$TIMES"
 }
 if [ ! -f "$LISTS/database.txt" ]; then
-  timed data python -m utils.demo.data --preset "$PRESET" --image-dir "$DATA" --list-dir "$LISTS"
+  timed data python -m scripts.demo.data --preset "$PRESET" --image-dir "$DATA" --list-dir "$LISTS"
 fi
 BACKBONE=$OUT/alexnet_demo_backbone.pdparams
 if [ ! -f "$BACKBONE" ]; then
-  timed backbone python -m utils.demo.backbone --data-path "$DATA" --list "$LISTS/train.txt" \
+  timed backbone python -m scripts.demo.backbone --data-path "$DATA" --list "$LISTS/train.txt" \
     --out "$BACKBONE" --epochs "$BACKBONE_EPOCHS" -lr "$BACKBONE_LR" -bs "$BATCH" \
     --crop_size $CROP --resize_size $RESIZE --seed "$SEED"
 fi
@@ -60,5 +60,5 @@ else
     -lr "$LR" --step_continuation "$STEP_CONTINUATION" --debug_steps 10
 fi
 timed eval python main_single_gpu.py "${COMMON[@]}" --eval --pretrained "$OUT/model_best_$BIT"
-python -m utils.demo.report --log-dir "$OUT/logs" --list-dir "$LISTS" --stage-times "$TIMES"
+python -m scripts.demo.report --log-dir "$OUT/logs" --list-dir "$LISTS" --stage-times "$TIMES"
 echo "demo finished in $(( $(date +%s) - start ))s; outputs in $OUT"

@@ -7,7 +7,7 @@
 # Usage: COCO_PATH=/data/coco bash scripts/train_caffe_recipe.sh [16|32|48|64 ...]
 #   NPROCS=2   data-parallel: 256/NPROCS images per stream per process (same global batch)
 # COCO_PATH is the root the paths in data/coco/*.txt are relative to
-# (python -m utils.get_data coco puts both there); the ImageNet AlexNet
+# (python -m scripts.get_data coco puts both there); the ImageNet AlexNet
 # backbone is --backbone imagenet, downloaded and converted on first use.
 # IMAGE_CACHE as in scripts/recipe.sh (decoded images, README: Image cache).
 source "$(dirname "$0")/recipe.sh"

@@ -7,7 +7,7 @@
 #   MASTER=IP:PORT    several machines: run this same script on each of them, MASTER
 #   NNODES=2          being a free port on one of them (paddle.distributed.launch)
 # COCO_PATH is the root the paths in data/coco/*.txt are relative to
-# (python -m utils.get_data coco puts both there); the ImageNet AlexNet
+# (python -m scripts.get_data coco puts both there); the ImageNet AlexNet
 # backbone is --backbone imagenet, downloaded and converted on first use.
 source "$(dirname "$0")/recipe.sh"
 if [ -n "${MASTER:-}" ]; then

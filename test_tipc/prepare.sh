@@ -3,11 +3,11 @@
 #
 #   bash test_tipc/prepare.sh CONFIG MODE
 #
-# lite_train_lite_infer: generates the tiny synthetic demo set (utils/demo/data.py,
+# lite_train_lite_infer: generates the tiny synthetic demo set (scripts/demo/data.py,
 #   preset tiny: 128 train, 32 query, 128 database images of 72 px) at the
 #   config's --data-path / --list-dir (datasets/demo_tiny, data/demo_tiny: both
 #   git-ignored), unless its lists are already there. Takes about a second.
-# whole_train_whole_infer: the data step (python -m utils.get_data coco): the
+# whole_train_whole_infer: the data step (python -m scripts.get_data coco): the
 #   HashNet authors' COCO lists into the config's --list-dir, the COCO 2014
 #   images under its --data-path and, for --backbone imagenet, the ImageNet
 #   AlexNet weights; verified, kept, and skipped when already there. Offline it
@@ -33,15 +33,15 @@ if [[ $MODE == lite_train_lite_infer ]]; then
     if [[ -f $list_dir/database.txt ]]; then
         echo "tiny demo set already in $data_path (lists in $list_dir)"
     else
-        $python -m utils.demo.data --preset tiny --image-dir "$data_path" --list-dir "$list_dir"
+        $python -m scripts.demo.data --preset tiny --image-dir "$data_path" --list-dir "$list_dir"
     fi
 else
     extra=()
     [[ $backbone == imagenet ]] && extra=(--with-backbone)
-    $python -m utils.get_data coco --root "$data_path" --list-dir "$list_dir" "${extra[@]}"
+    $python -m scripts.get_data coco --root "$data_path" --list-dir "$list_dir" "${extra[@]}"
     if [[ $backbone != random && $backbone != null && $backbone != imagenet && ! -f $backbone ]]; then
         missing "backbone $backbone not found: convert ImageNet AlexNet weights with" \
-            "python -m models.convert_alexnet alexnet-owt-7be5be79.pth $backbone"
+            "python -m scripts.convert_alexnet alexnet-owt-7be5be79.pth $backbone"
     fi
     echo "COCO lists in $list_dir, images under $data_path, backbone $backbone: found"
 fi

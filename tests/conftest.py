@@ -18,9 +18,9 @@ if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
 from utils.config import parse_args  # noqa: E402
-from utils.demo.data import generate  # noqa: E402
-from utils.errors import UserError  # noqa: E402
-from utils.runtime import set_num_threads  # noqa: E402
+from scripts.demo.data import generate  # noqa: E402
+from utils.base.errors import UserError  # noqa: E402
+from utils.base.runtime import set_num_threads  # noqa: E402
 
 set_num_threads(2)
 
@@ -89,7 +89,7 @@ def backend_params():
     """Both Hamming backends for ``pytest.mark.parametrize``: numba's cases are
     reported as skipped, with the reason, where numba is not installed
     (instead of vanishing from the collection)."""
-    from utils import hamming
+    from utils.retrieval import hamming
     missing = "numba" not in hamming.available_backends()
     return ["numpy", pytest.param("numba", marks=pytest.mark.skipif(
         missing, reason="numba is not installed (pip install -r requirements-dev.txt)"))]

@@ -22,7 +22,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
-from utils.download import file_checksum  # noqa: E402
+from utils.base.download import file_checksum  # noqa: E402
 
 # A COCO-shaped tiny set: images in train2014/ and val2014/, 80 labels whose
 # first 10 are the demo set's colour classes.
@@ -90,8 +90,8 @@ def put(root, url, data, checksums, kind="md5"):
 def coco_fixture(root, checksums, seed=0):
     """Tiny COCO: the authors' list format (their path prefix, 80 labels) and
     train2014.zip / val2014.zip of JPEGs, placed at the real URLs' mirror paths."""
-    from utils.demo.data import make_image
-    from utils.get_data import DATASETS
+    from scripts.demo.data import make_image
+    from scripts.get_data import DATASETS
     coco = DATASETS["coco"]
     zips = {folder: (io.BytesIO(), []) for _, folder in coco.archives}
     lines = []

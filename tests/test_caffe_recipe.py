@@ -27,8 +27,8 @@ from conftest import REPO, assert_same, demo_argv, state_numpy, user_error
 from models.hashnet import HashNet
 from test_distributed import HashNetWithoutDropout, ok, worker  # 2 gloo processes
 from test_docs import demo_sh_settings, read
-from utils import engine
-from utils.caffe_recipe import (StreamBatches, TwoStreams, build_caffe_optimizer, caffe_beta,
+from utils.training import engine
+from utils.training.caffe_recipe import (StreamBatches, TwoStreams, build_caffe_optimizer, caffe_beta,
                                 caffe_lr)
 from utils.config import parse_args
 from utils.loss import CaffePairwiseLoss

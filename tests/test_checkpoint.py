@@ -9,7 +9,7 @@ import pytest
 from conftest import assert_same, check_backbone_load, state_numpy, user_error
 from models.alexnet import AlexNet
 from models.hashnet import HashNet, load_backbone
-from utils.checkpoint import (load_training_state, load_weights, newest_checkpoint,
+from utils.base.checkpoint import (load_training_state, load_weights, newest_checkpoint,
                               save_checkpoint)
 from utils.lr_scheduler import build_optimizer
 

@@ -1,4 +1,4 @@
-"""utils/code_cache.py: the fingerprinted database code cache.
+"""utils/retrieval/code_cache.py: the fingerprinted database code cache.
 
 Reused only while weights, list, data root, sizes, bit, Paddle version and
 device are unchanged;
@@ -13,8 +13,8 @@ import numpy as np
 import paddle
 import pytest
 
-from utils.code_cache import DatabaseCodeCache, make_fingerprint, sha256_file
-from utils.hamming import pack_codes, unpack_codes
+from utils.retrieval.code_cache import DatabaseCodeCache, make_fingerprint, sha256_file
+from utils.retrieval.hamming import pack_codes, unpack_codes
 
 BIT, N, C = 16, 12, 10
 

@@ -1,4 +1,4 @@
-"""models.convert_alexnet: torchvision and paddle.vision AlexNet weights ->
+"""scripts.convert_alexnet: torchvision and paddle.vision AlexNet weights ->
 this project's backbone file, checked on synthetic state dicts."""
 import numpy as np
 import paddle
@@ -7,7 +7,7 @@ import pytest
 from conftest import (assert_cli_error, assert_same, check_backbone_load, run_python,
                       state_numpy, user_error)
 from models.alexnet import AlexNet
-from models.convert_alexnet import convert, read_state
+from models.convert import convert, read_state
 from models.hashnet import HashNet
 
 # torchvision's alexnet: Linear weights are [out, in]
@@ -156,7 +156,7 @@ def test_pth_without_torch_or_missing_file(tmp_path):
 def test_cli_converts_pdparams_and_hashnet_loads_it(torch_state, tmp_path):
     src, dst = str(tmp_path / "torch_layout.pdparams"), str(tmp_path / "AlexNet_pretrained.pdparams")
     paddle.save({k: paddle.to_tensor(v) for k, v in torch_state.items()}, src)
-    proc = run_python("-m", "models.convert_alexnet", src, dst)
+    proc = run_python("-m", "scripts.convert_alexnet", src, dst)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert dst in proc.stdout
     paddle.seed(2)
@@ -164,6 +164,6 @@ def test_cli_converts_pdparams_and_hashnet_loads_it(torch_state, tmp_path):
 
 
 def test_cli_missing_source(tmp_path):
-    proc = run_python("-m", "models.convert_alexnet", str(tmp_path / "none.pdparams"),
+    proc = run_python("-m", "scripts.convert_alexnet", str(tmp_path / "none.pdparams"),
                       str(tmp_path / "out.pdparams"))
     assert_cli_error(proc, "none.pdparams")

@@ -29,8 +29,8 @@ from conftest import assert_cli_error, demo_argv, log_lines, run_python, state_n
 from models.alexnet import disable_dropout
 from models.hashnet import HashNet
 from utils import distributed as dist
-from utils import engine
-from utils.checkpoint import load_weights
+from utils.training import engine
+from utils.base.checkpoint import load_weights
 from utils.config import parse_args
 
 NPROCS = 2

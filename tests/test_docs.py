@@ -41,7 +41,7 @@ def demo_sh_settings(text):
 def readme_demo_settings(text):
     """The demo settings README's demo section states, by demo.sh name."""
     section = text[text.index("## The demo"):text.index("## Layout")]
-    step2 = re.search(r"utils\.demo\.backbone`, (\d+) epochs at lr ([0-9.e-]+) per 64 images",
+    step2 = re.search(r"scripts\.demo\.backbone`, (\d+) epochs at lr ([0-9.e-]+) per 64 images",
                       section)
     step3 = re.search(r"(\d+) px crops of (\d+) px images, batch (\d+), lr ([0-9.e-]+), "
                       r"(\d+) epochs,\s+β raised every (\d+ )?epochs?", section)

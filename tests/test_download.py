@@ -19,8 +19,8 @@ import pytest
 
 from conftest import GUARD_DIR, REPO, assert_cli_error, user_error
 from download_fixtures import make_fixtures, put, serve
-from utils import download
-from utils.download import DownloadFailed, Remote, fetch, file_checksum, run_downloads
+from utils.base import download
+from utils.base.download import DownloadFailed, Remote, fetch, file_checksum, run_downloads
 import loopback_only  # tests/netguard/, put on sys.path by conftest
 
 
@@ -164,7 +164,7 @@ def test_unpack_is_atomic(tmp_path):
 
 
 def test_rewrite_list_cuts_the_authors_prefix(tmp_path):
-    from utils.get_data import rewrite_list
+    from scripts.get_data import rewrite_list
     src, dst = tmp_path / "raw.txt", tmp_path / "out" / "train.txt"
     src.write_text("/home/x/coco/train2014/a.jpg 0 1\n/home/x/coco/val2014/b.jpg 1 0\n")
     assert rewrite_list(str(src), str(dst), "/home/x/coco/", 2) == 2
@@ -178,7 +178,7 @@ def test_rewrite_list_cuts_the_authors_prefix(tmp_path):
 
 def test_get_data_coco_from_the_fixture_server(mirror, tmp_path):
     from utils.datasets import parse_list
-    from utils.get_data import main
+    from scripts.get_data import main
     root, lists = tmp_path / "coco", tmp_path / "lists"
     main(["coco", "--root", str(root), "--list-dir", str(lists)])
     assert sorted(os.listdir(root)) == ["hashnet_lists", "train2014", "val2014"]  # zips removed
@@ -193,7 +193,7 @@ def test_get_data_coco_from_the_fixture_server(mirror, tmp_path):
 def test_get_data_nuswide_lists_and_the_images_note(mirror, monkeypatch, tmp_path, capsys):
     """Lists only (the images are on the authors' Google Drive): paths made
     relative to --root, and a note saying where the images go."""
-    from utils.get_data import DATASETS, main
+    from scripts.get_data import DATASETS, main
     nus = DATASETS["nuswide_81_m"]
     checksums = {}
     label = " ".join(["1"] + ["0"] * 80)
@@ -217,7 +217,7 @@ def test_backbone_defaults_to_imagenet():
 # ------------------------------------------------------------- ImageNet backbone, CIFAR-10
 def test_backbone_imagenet_downloads_converts_once(mirror, monkeypatch, tmp_path):
     from paddle.utils import download as paddle_download
-    from models.convert_alexnet import convert, read_state
+    from models.convert import convert, read_state
     from models.hashnet import HashNet, load_backbone
     from models.imagenet_backbone import cached_paths, imagenet_backbone, paddle_vision_remote
     from conftest import check_backbone_load
@@ -267,7 +267,7 @@ def test_cifar10_through_paddle_vision_download(mirror, monkeypatch, tmp_path, c
     from paddle.dataset import common
     from paddle.vision.datasets import cifar
     from utils.datasets import read_cifar10
-    from utils.get_data import main
+    from scripts.get_data import main
     checksums = {}
     put(mirror.root, cifar.CIFAR10_URL, cifar_archive(), checksums)
     sums = tmp_path / "sums.json"

@@ -1,4 +1,4 @@
-"""utils/encoder.py: the fast CPU encoder (Paddle Inference + oneDNN on an
+"""utils/inference/encoder.py: the fast CPU encoder (Paddle Inference + oneDNN on an
 export of the current weights) against dygraph, and its dygraph fallback.
 
 The model is the random HashNet of test_predict, its hash-layer bias centred
@@ -13,9 +13,9 @@ import paddle
 import pytest
 
 from conftest import CROP, RESIZE
-from deploy.predictor import InferenceModel
+from utils.inference.predictor import InferenceModel
 from test_predict import database_batch, make_checkpoint
-from utils import encoder
+from utils.inference import encoder
 from utils.datasets import ImageList, build_loader
 
 

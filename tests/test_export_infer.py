@@ -12,7 +12,7 @@ import paddle
 import pytest
 
 from conftest import CROP, RESIZE, assert_cli_error
-from deploy.predictor import InferenceModel, model_files
+from utils.inference.predictor import InferenceModel, model_files
 from test_predict import (BIT, brute_topk, codes_of, database_batch, predict_argv, query_path,
                           run_predict_inprocess, run_script, trained)  # noqa: F401 (a fixture)
 

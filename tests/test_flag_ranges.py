@@ -9,19 +9,19 @@ import pytest
 
 from conftest import REPO, assert_cli_error, run_python
 from test_docs import capture_parser
-from utils.errors import UserError
+from utils.base.errors import UserError
 
 ENTRY_POINTS = {   # module -> arguments it requires
     "main_single_gpu": [], "main_multi_gpu": [],
     "predict": ["--img", "q.jpg"], "infer": ["--img", "q.jpg"],
     "export_model": [],
-    "utils.demo.data": [], "utils.demo.backbone": [],
-    "utils.demo.report": ["--log-dir", "l", "--list-dir", "d"],
-    "utils.gpu_check": [], "utils.get_data": ["coco"],
-    "utils.compare_runs": ["run", "--out", "o"], "models.convert_alexnet": ["a", "b"],
+    "scripts.demo.data": [], "scripts.demo.backbone": [],
+    "scripts.demo.report": ["--log-dir", "l", "--list-dir", "d"],
+    "scripts.gpu_check": [], "scripts.get_data": ["coco"],
+    "scripts.compare_runs": ["run", "--out", "o"], "scripts.convert_alexnet": ["a", "b"],
 }
-NO_NUMERIC_FLAGS = ("utils.demo.report", "utils.get_data", "utils.compare_runs",
-                    "models.convert_alexnet")
+NO_NUMERIC_FLAGS = ("scripts.demo.report", "scripts.get_data", "scripts.compare_runs",
+                    "scripts.convert_alexnet")
 sys.path.insert(0, os.path.join(REPO, "deploy", "inference_python"))
 
 
@@ -53,7 +53,7 @@ def test_every_numeric_flag_has_a_range_in_its_help(module, monkeypatch):
     parser = parser_of(module, monkeypatch)
     for action in numeric_flags(parser):
         assert getattr(action, "valid_range", None) is not None, \
-            f"{module}: {action.option_strings[0]} has no range (utils/flags.py add(..., valid=))"
+            f"{module}: {action.option_strings[0]} has no range (utils/base/flags.py add(..., valid=))"
         assert action.valid_range.describe() in action.help, action.option_strings
 
 

@@ -1,4 +1,4 @@
-"""utils/gpu_check.py: the comparison catches wrong losses and wrong updates,
+"""scripts/gpu_check.py: the comparison catches wrong losses and wrong updates,
 the checks planned per GPU count reach training and inference with the right
 device and process count, and the CPU part runs end to end and passes
 against the recorded reference (on this CPU-only machine: GPU part skipped)."""
@@ -9,7 +9,7 @@ import os
 import pytest
 
 from conftest import REPO, assert_cli_error, run_python
-from utils import gpu_check
+from scripts import gpu_check
 
 
 @pytest.fixture(scope="module")
@@ -86,8 +86,8 @@ def test_two_processes_match_the_one_process_reference(reference, tmp_path):
 
 
 def test_more_gpus_than_visible_is_one_line(tmp_path):
-    assert_cli_error(run_python("-m", "utils.gpu_check", "--gpus", "1"), "--gpus 1: only 0 GPU(s)")
-    assert_cli_error(run_python("-m", "utils.gpu_check", "--reference", str(tmp_path / "no.json")),
+    assert_cli_error(run_python("-m", "scripts.gpu_check", "--gpus", "1"), "--gpus 1: only 0 GPU(s)")
+    assert_cli_error(run_python("-m", "scripts.gpu_check", "--reference", str(tmp_path / "no.json")),
                      "no.json not found", "--record")
 
 

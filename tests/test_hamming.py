@@ -1,4 +1,4 @@
-"""utils/hamming.py: packing, distances and top-k search against brute force,
+"""utils/retrieval/hamming.py: packing, distances and top-k search against brute force,
 every available backend (numpy always; numba when installed), ties included."""
 import os
 import subprocess
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import backend_params
-from utils import hamming
+from utils.retrieval import hamming
 
 BACKENDS = backend_params()  # numba skipped, with the reason, when missing
 INSTALLED = hamming.available_backends()

@@ -21,11 +21,11 @@ from PIL import Image
 
 from conftest import demo_argv, log_lines, run_python, user_error
 from utils import distributed as dist
-from utils import engine
+from utils.training import engine
 from utils.config import parse_args
 from utils.datasets import build_datasets, build_loader, crop_origin, set_epoch
-from utils import image_cache
-from utils.image_cache import CachedImageList
+from utils.data import image_cache
+from utils.data.image_cache import CachedImageList
 
 CROP, RESIZE = 64, 72
 # (width, height): landscape, portrait, square, odd widths and heights, and
@@ -235,8 +235,11 @@ def test_not_enough_disk_is_refused(photos, tmp_path, monkeypatch):
     message = user_error(build_datasets, make(photos, "--image_cache", str(cache)), ("database",))
     need = len(photos.names) * CROP * CROP * 3
     assert message.startswith(f"--image_cache {cache}: database-crop-") and "\n" not in message
-    found = re.search(r"needs about ([\d.]+) MB but only ([\d.]+) MB are free", message)
-    assert found and float(found[1]) >= need / 1e6 and float(found[2]) == 0.05, message
+    units = {"B": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30}
+    found = re.search(r"needs about ([\d.]+) (\w+) but only ([\d.]+) (\w+) are free", message)
+    assert found, message
+    need_said, free_said = (float(found[i]) * units[found[i + 1]] for i in (1, 3))
+    assert need_said >= need * 0.95 and abs(free_said - 50_000) <= 0.05 * 2**10, message
     assert os.listdir(cache) == []  # nothing decoded, nothing half-written
 
 

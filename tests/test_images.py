@@ -10,9 +10,9 @@ import pytest
 from PIL import Image
 
 from conftest import user_error
-from utils import images
+from utils.data import images
 from utils.datasets import ImageList, load_query_image, load_rgb
-from utils.images import open_rgb, to_rgb
+from utils.data.images import open_rgb, to_rgb
 
 
 def pixels(img):

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from conftest import backend_params
-from utils import hamming
+from utils.retrieval import hamming
 from utils.tools import (mean_average_precision, mean_average_precision_reference,
                          retrieval_metrics)
 

@@ -27,7 +27,8 @@ import pytest
 
 from conftest import demo_argv, run_python
 from utils import distributed as dist
-from utils import engine, runtime
+from utils.base import runtime
+from utils.training import engine
 from utils.config import parse_args
 from utils.datasets import ShardedBatchSampler
 from utils.loss import HashNetLoss

@@ -1,4 +1,4 @@
-"""utils/plots.py and utils/compare_runs.py write the PNGs; bad inputs to
+"""utils/training/plots.py and scripts/compare_runs.py write the PNGs; bad inputs to
 compare_runs give one-line errors."""
 import json
 import os
@@ -8,10 +8,10 @@ import sys
 import numpy as np
 import pytest
 
-from utils.compare_runs import compare, load_metrics, main
-from utils.errors import UserError
-from utils.io import atomic_write_json
-from utils.plots import save_evaluation_plots, save_training_plot
+from scripts.compare_runs import compare, load_metrics, main
+from utils.base.errors import UserError
+from utils.base.io import atomic_write_json
+from utils.training.plots import save_evaluation_plots, save_training_plot
 from utils.tools import retrieval_metrics
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -109,7 +109,7 @@ def test_compare_runs_bad_input(tmp_path, content, message):
 def test_compare_runs_cli_one_line_error(tmp_path):
     good = tmp_path / "good.json"
     good.write_text(json.dumps(metrics_for(16)))
-    out = subprocess.run([sys.executable, "-m", "utils.compare_runs", str(good),
+    out = subprocess.run([sys.executable, "-m", "scripts.compare_runs", str(good),
                           str(tmp_path / "missing.json"), "--out", str(tmp_path / "o")],
                          cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 2

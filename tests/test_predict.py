@@ -20,7 +20,7 @@ import pytest
 from conftest import CROP, GUARD_DIR, REPO, RESIZE, assert_cli_error
 from models.hashnet import HashNet, sign_codes
 from utils.datasets import ImageList
-from utils.hamming import unpack_codes
+from utils.retrieval.hamming import unpack_codes
 
 BIT = 16
 

@@ -76,7 +76,7 @@ def test_mid_epoch_resume_restores_the_rng_streams(make_args):
     import logging
     import random
     from models.hashnet import HashNet
-    from utils import engine
+    from utils.training import engine
     from utils.loss import HashNetLoss
     from utils.lr_scheduler import build_optimizer
     args = make_args("-bs", "16")
@@ -113,9 +113,9 @@ def test_mid_epoch_resume_restores_the_rng_streams(make_args):
 HALF_WRITE_DRIVER = r"""
 import json, os, sys, time
 import paddle
-from utils import checkpoint, io
+from utils.base import checkpoint, io
 from utils.config import parse_args
-from utils.engine import run
+from utils.training.engine import run
 
 argv, marker = json.loads(sys.argv[1]), sys.argv[2]
 calls = []
@@ -185,8 +185,8 @@ def test_non_finite_loss_stops_with_epoch_and_step_and_keeps_last(demo, tmp_path
     """The weights go NaN just before epoch 2's 2nd step (a NaN image would
     not do: ReLU maps NaN to 0): the real train_step sees a NaN loss and the
     run stops naming epoch and step, epoch 1's checkpoint intact."""
-    from utils import engine
-    from utils.errors import UserError
+    from utils.training import engine
+    from utils.base.errors import UserError
     args = make_args("-bs", "16", "-e", "3", "-ee", "5")
     calls = []
 
@@ -210,7 +210,7 @@ def test_non_finite_loss_takes_no_step():
     neither the parameters nor the momentum move; the next finite batch
     trains normally (no NaN gradient left behind)."""
     from conftest import state_numpy
-    from utils import engine
+    from utils.training import engine
     from utils.loss import HashNetLoss
     from utils.lr_scheduler import build_optimizer
     paddle.seed(0)
@@ -329,7 +329,7 @@ def test_missing_backbone_weights(demo, tmp_path):
 
 def test_checkpoint_of_other_bit_and_not_hashnet(demo, tmp_path):
     from models import HashNet
-    from utils.io import atomic_save
+    from utils.base.io import atomic_save
     atomic_save(HashNet(48).state_dict(), str(tmp_path / "h48.pdparams"))
     atomic_save({"linear.weight": paddle.zeros([2, 2])}, str(tmp_path / "other.pdparams"))
     proc = cli(demo, tmp_path, "--eval", "--pretrained", str(tmp_path / "h48"))
@@ -370,7 +370,7 @@ def test_non_positive_numeric_flags(demo, tmp_path, flags, fragment):
 
 
 def test_resume_refuses_a_bank_of_another_training_set():
-    from utils.engine import load_bank
+    from utils.training.engine import load_bank
     from utils.loss import HashNetLoss
     from conftest import user_error
     saved = HashNetLoss(48, 16, 10).state_dict()

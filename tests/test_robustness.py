@@ -16,7 +16,7 @@ import paddle
 import pytest
 
 from conftest import REPO, assert_cli_error, demo_argv, run_python, user_error
-from utils import io as uio
+from utils.base import io as uio
 
 LIMITED = """
 import resource, signal, sys
@@ -41,7 +41,7 @@ def test_file_size_limit_is_one_line_error_old_file_intact_no_temp(tmp_path):
     target = tmp_path / "out" / "metrics.json"
     target.parent.mkdir()
     target.write_text("old\n")
-    code = ("from utils.errors import run_cli\nfrom utils.io import atomic_write_json\n"
+    code = ("from utils.base.errors import run_cli\nfrom utils.base.io import atomic_write_json\n"
             "run_cli(lambda argv: atomic_write_json({'x': 'y' * 4_000_000}, argv[0]), sys.argv[1:])")
     proc = run_limited(1 << 20, code, str(target))
     line = assert_cli_error(proc, f"cannot write {target}: File too large (", "free there)")
@@ -65,7 +65,7 @@ def test_no_space_and_quota_while_writing_are_user_errors(tmp_path, monkeypatch,
 
 
 def test_full_disk_in_the_log_stops_with_the_one_line_error(tmp_path):
-    from utils.runtime import setup_logger
+    from utils.base.runtime import setup_logger
     log = setup_logger(str(tmp_path), main_process=False, rank=3)
     handler = log.handlers[0]
 
@@ -146,7 +146,7 @@ def test_written_files_get_the_umask_permissions_not_0600(tmp_path, umask):
 def checkpoint(tmp_path_factory):
     """A saved 16-bit checkpoint (model, optimizer, training state)."""
     from models import HashNet
-    from utils.checkpoint import save_checkpoint
+    from utils.base.checkpoint import save_checkpoint
     paddle.seed(0)
     model = HashNet(16)
     opt = paddle.optimizer.Momentum(0.1, parameters=model.parameters())
@@ -156,7 +156,7 @@ def checkpoint(tmp_path_factory):
 
 
 def test_checkpoint_manifest_names_both_files_with_checksums(checkpoint):
-    from utils.checkpoint import file_digest
+    from utils.base.checkpoint import file_digest
     with open(checkpoint + ".manifest.json") as f:
         manifest = json.load(f)
     assert sorted(manifest["files"]) == ["last_16.pdopt", "last_16.pdparams"]
@@ -168,7 +168,7 @@ def test_checkpoint_manifest_names_both_files_with_checksums(checkpoint):
 def test_a_changed_checkpoint_file_is_refused_naming_it(checkpoint, tmp_path):
     import shutil
     from models import HashNet
-    from utils.checkpoint import load_weights
+    from utils.base.checkpoint import load_weights
     copy = str(tmp_path / "last_16")
     for suffix in (".pdparams", ".pdopt", ".manifest.json"):
         shutil.copy(checkpoint + suffix, copy + suffix)
@@ -187,7 +187,7 @@ KILL_BETWEEN_HALVES = """
 import os, signal
 import utils, paddle
 from models import HashNet
-from utils import checkpoint
+from utils.base import checkpoint
 prefix = sys.argv[1]
 model = HashNet(16)
 opt = paddle.optimizer.Momentum(0.1, parameters=model.parameters())
@@ -216,7 +216,7 @@ def test_killed_between_the_two_halves_resume_names_the_mismatch(demo, tmp_path)
 
 def test_reference_weights_without_a_manifest_still_load(tmp_path):
     from models import HashNet
-    from utils.checkpoint import load_weights
+    from utils.base.checkpoint import load_weights
     model = HashNet(16)
     paddle.save(model.state_dict(), str(tmp_path / "weights_16.pdparams"))   # as released
     load_weights(HashNet(16), str(tmp_path / "weights_16"))
@@ -226,7 +226,7 @@ def test_reference_weights_without_a_manifest_still_load(tmp_path):
 HOLD_LOCK = """
 import sys, time
 sys.path.insert(0, {repo!r})
-from utils.run_lock import output_dir_lock
+from utils.base.run_lock import output_dir_lock
 with output_dir_lock(sys.argv[1]):
     print("locked", flush=True)
     time.sleep(120)
@@ -248,7 +248,7 @@ def test_second_run_on_a_locked_output_dir_refuses_then_a_dead_holder_is_taken_o
     finally:
         holder.kill()
         holder.wait()
-    from utils.run_lock import output_dir_lock
+    from utils.base.run_lock import output_dir_lock
     with output_dir_lock(str(out)):          # the kernel dropped the dead holder's flock
         pass
     err = capsys.readouterr().err
@@ -260,7 +260,7 @@ def test_second_run_on_a_locked_output_dir_refuses_then_a_dead_holder_is_taken_o
 
 
 def test_log_folders_of_runs_started_in_the_same_second_differ(tmp_path, monkeypatch):
-    from utils.runtime import new_run_dir
+    from utils.base.runtime import new_run_dir
     monkeypatch.setattr(time, "strftime", lambda fmt, *a: "20261201-101010")
     first, second, third = (new_run_dir(str(tmp_path), "train-16") for _ in range(3))
     assert [os.path.basename(p) for p in (first, second, third)] == [
@@ -307,7 +307,7 @@ def test_list_files_in_other_encodings_are_refused_naming_the_cause(tmp_path, da
 def test_infer_takes_the_exported_size_and_refuses_another(tmp_path):
     import types
     from deploy.cli import fit_sizes_to_model
-    from deploy.predictor import exported_image_size
+    from utils.inference.predictor import exported_image_size
     (tmp_path / "inference_16.export.json").write_text('{"bit": 16, "img_size": 96}')
     side = exported_image_size(str(tmp_path), 16, str(tmp_path / "inference_16.pdmodel"))
     assert side == 96
@@ -323,7 +323,7 @@ def test_infer_takes_the_exported_size_and_refuses_another(tmp_path):
 
 def test_the_input_size_is_read_from_a_pir_program_without_sidecar(tmp_path):
     from paddle.static import InputSpec
-    from deploy.predictor import pir_input_side
+    from utils.inference.predictor import pir_input_side
 
     class Tiny(paddle.nn.Layer):
         def __init__(self):

@@ -7,7 +7,7 @@ import numpy as np
 import paddle
 import pytest
 
-from utils import engine
+from utils.training import engine
 from utils.config import parse_args
 from utils.datasets import ArrayImages, build_loader
 from utils.loss import HashNetLoss

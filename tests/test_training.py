@@ -10,7 +10,7 @@ import paddle
 import pytest
 
 from conftest import assert_cli_error, assert_same, demo_argv, log_lines, run_python
-from utils import engine
+from utils.training import engine
 
 BIT = 16
 # lr and β change every epoch so a resume at the wrong epoch shows
@@ -35,7 +35,7 @@ def bank_numpy(training):
 RECORDING_DRIVER = r"""
 import json, sys
 import numpy as np
-from utils import engine
+from utils.training import engine
 from utils.config import parse_args
 
 argv, dump = json.loads(sys.argv[1]), sys.argv[2]
@@ -289,19 +289,19 @@ def objective(model, args):
 
 def test_short_training_raises_map(tmp_path):
     """The demo's pipeline, scaled to seconds: warm up AlexNet on the training
-    labels (the stand-in for ImageNet weights, utils.demo.backbone), then
+    labels (the stand-in for ImageNet weights, scripts.demo.backbone), then
     train HashNet at the demo's settings (recipe lr, batch 16, β raised each
     epoch). The trained model must beat the untrained one (random init)
     clearly, and the HashNet stage must not collapse the warm backbone's
     codes (collapse falls to the untrained level, ~0.45 here)."""
     from models.hashnet import HashNet, load_backbone
-    from utils.checkpoint import load_weights
+    from utils.base.checkpoint import load_weights
     from utils.config import parse_args
     from utils.datasets import build_loader
-    from utils.demo.backbone import pretrain
-    from utils.demo.data import generate
-    from utils.io import atomic_save
-    from utils.runtime import set_seed
+    from scripts.demo.backbone import pretrain
+    from scripts.demo.data import generate
+    from utils.base.io import atomic_save
+    from utils.base.runtime import set_seed
 
     data = types.SimpleNamespace(image_dir=str(tmp_path / "img"), list_dir=str(tmp_path / "lists"))
     generate(data.image_dir, data.list_dir, 96, 48, 48, 72, seed=1)

@@ -4,18 +4,18 @@ Flags and defaults are the reference recipe's (spec §3, §6); the reference's
 spellings keep working (``-bs``/``--batch-size``, ``--data-path``, ``-ee`` …).
 ``--dataset`` fills ``--num_class`` and ``--topK`` from its preset unless
 they are given. ``--recipe caffe`` selects the authors' Caffe recipe (spec
-§8, utils/caffe_recipe.py); its flags are grouped below and its dataset
+§8, utils/training/caffe_recipe.py); its flags are grouped below and its dataset
 presets (class_num, base_lr) are CAFFE_PRESETS. The resolved config is saved
 as JSON next to the log and inside every checkpoint.
 """
 import argparse
 import os
 
-from utils.errors import UserError
-from utils.flags import (AT_LEAST_0, AT_LEAST_1, BATCH, MIN_CROP, NON_NEGATIVE_FLOAT,
+from utils.base.errors import UserError
+from utils.base.flags import (AT_LEAST_0, AT_LEAST_1, BATCH, MIN_CROP, NON_NEGATIVE_FLOAT,
                          NUM_CLASS, POSITIVE_FLOAT, SEED, SIDE, THREADS, WORKERS, Range, add,
                          check_ranges, check_resize)
-from utils.images import DEFAULT_MAX_PIXELS
+from utils.data.images import DEFAULT_MAX_PIXELS
 
 # dataset -> (num_class, topK); topK -1 ranks the whole database
 DATASET_PRESETS = {
@@ -24,7 +24,7 @@ DATASET_PRESETS = {
     "imagenet": (100, 1000),
     "cifar10": (10, -1), "cifar10-1": (10, -1), "cifar10-2": (10, -1),
     "mirflickr": (38, -1), "voc2012": (20, -1),
-    "demo": (10, 100),  # the generated demo set (utils/demo/data.py)
+    "demo": (10, 100),  # the generated demo set (scripts/demo/data.py)
 }
 BITS = (16, 32, 48, 64)
 # --recipe caffe: dataset -> (class_num, base_lr) of the authors' prototxts
@@ -43,7 +43,7 @@ MOMENTUM = Range(low=0.0, high=1.0, open_high=True, text="in [0, 1)")
 
 def build_parser(batch_size=128):
     """``batch_size`` is the per-process default: 128 single-GPU, 64 per GPU.
-    Every numeric flag has its range (utils/flags.py), checked by parse_args."""
+    Every numeric flag has its range (utils/base/flags.py), checked by parse_args."""
     p = argparse.ArgumentParser(description="HashNet (ICCV 2017) training and evaluation")
 
     def a(*names, **kwargs):
@@ -90,7 +90,7 @@ def build_parser(batch_size=128):
     # Not in the reference: where the backbone comes from, and machine knobs.
     a("--backbone", default="imagenet",
       help="'imagenet' (paddle.vision's ImageNet AlexNet, downloaded and converted once), "
-           "a converted .pdparams (see models/convert_alexnet.py), or 'random' (tests)")
+           "a converted .pdparams (see scripts/convert_alexnet.py), or 'random' (tests)")
     a("--num_workers", type=int, default=0, valid=WORKERS, help="DataLoader worker processes")
     a("--nprocs", type=int, default=None, valid=THREADS,
       help="main_multi_gpu.py: processes to spawn (default: one per GPU, 2 on a CPU machine)")

@@ -18,12 +18,15 @@ import numpy as np
 import paddle
 from PIL import Image
 
-from utils.errors import UserError
-from utils.images import open_rgb
-from utils.text_files import read_lines
+from utils.base.errors import UserError
+from utils.data.hashing_dataset import HashingDataset
+from utils.data.image_cache import cached_image_list
+from utils.data.transforms import (IMAGENET_MEAN, IMAGENET_STD, crop, crop_origin,  # noqa: F401
+                                   load_query_image, load_rgb, normalize, resize_short,
+                                   short_side_size, test_transform, to_normalized_array,
+                                   train_transform)
+from utils.base.text_files import read_lines
 
-IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
-IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 SPLITS = ("train", "test", "database")
 
 
@@ -35,7 +38,7 @@ def parse_list(path, num_class):
     if not os.path.isfile(path):
         raise UserError(f"list file {path} not found (see README: Data)")
     paths, labels = [], []
-    for lineno, line in enumerate(read_lines(path), 1):  # BOM, CRLF, UTF-16: utils/text_files.py
+    for lineno, line in enumerate(read_lines(path), 1):  # BOM, CRLF, UTF-16: utils/base/text_files.py
         fields = line.split()
         if not fields:
             continue
@@ -50,106 +53,6 @@ def parse_list(path, num_class):
     if not paths:
         raise UserError(f"list file {path} is empty")
     return paths, np.asarray(labels, dtype=np.float32).reshape(len(paths), num_class)
-
-
-# ---------------------------------------------------------------- transforms
-def short_side_size(w, h, size):
-    """(width, height) of a w x h image resized to `size` on its short side."""
-    if w <= h:  # the long side is truncated, as torchvision and paddle.vision do
-        return size, max(1, int(size * h / w))
-    return max(1, int(size * w / h)), size
-
-
-def resize_short(img, size):
-    """Resize so the short side is `size` (torchvision's Resize(int))."""
-    return img.resize(short_side_size(*img.size, size), Image.BILINEAR)
-
-
-def crop_origin(w, h, size, rng=None):
-    """(left, top) of a size x size crop of a w x h image: drawn from `rng`
-    (left first, then top) when one is given, else the centre."""
-    if w < size or h < size:
-        raise UserError(f"image of {w}x{h} px is smaller than crop {size} (check --crop_size/--resize_size)")
-    if rng is None:
-        return round((w - size) / 2), round((h - size) / 2)
-    return int(rng.integers(0, w - size + 1)), int(rng.integers(0, h - size + 1))
-
-
-def crop(img, size, rng=None):
-    """Random crop when an rng is given, else the centre crop."""
-    left, top = crop_origin(*img.size, size, rng)
-    return img.crop((left, top, left + size, top + size))
-
-
-def normalize(pixels):
-    """Pixels in [0, 1], [..., H, W, 3] -> [..., 3, H, W] float32 normalised
-    with ImageNet mean/std (what the backbone's ImageNet weights expect)."""
-    x = (np.asarray(pixels, dtype=np.float32) - IMAGENET_MEAN) / IMAGENET_STD
-    return np.moveaxis(x, -1, -3).copy()
-
-
-def to_normalized_array(img):
-    """PIL RGB -> [3, H, W] float32, normalised."""
-    return normalize(np.asarray(img, dtype=np.float32) / 255.0)
-
-
-def train_transform(img, resize_size, crop_size, rng):
-    img = crop(resize_short(img, resize_size), crop_size, rng)
-    if rng.random() < 0.5:
-        img = img.transpose(Image.FLIP_LEFT_RIGHT)
-    return to_normalized_array(img)
-
-
-def test_transform(img, resize_size, crop_size):
-    return to_normalized_array(crop(resize_short(img, resize_size), crop_size))
-
-
-def load_query_image(path, resize_size, crop_size, upright=True):
-    """One image file through the test transform, as a [1, 3, S, S] float32
-    batch; ``upright``: turned by its EXIF orientation (a phone photo)."""
-    return test_transform(open_rgb(path, upright), resize_size, crop_size)[None]
-
-
-def load_rgb(path):
-    """A dataset image as 8-bit RGB, EXIF orientation ignored as the reference
-    does (utils/images.py: every mode); a bad file is a UserError."""
-    return open_rgb(path)
-
-
-# ---------------------------------------------------------------- datasets
-class HashingDataset(paddle.io.Dataset):
-    """Base: subclasses give ``labels`` [n, C] and ``image(i)`` -> PIL RGB."""
-
-    def __init__(self, labels, resize_size, crop_size, train, seed=0, skip_bad_images=False):
-        self.labels = labels
-        self.resize_size, self.crop_size = resize_size, crop_size
-        self.train, self.seed, self.epoch = train, seed, 0
-        self.skip_bad_images = skip_bad_images
-
-    def set_epoch(self, epoch):
-        self.epoch = epoch
-
-    def __len__(self):
-        return len(self.labels)
-
-    def __getitem__(self, index):
-        try:
-            img = self.image(index)
-        except UserError as err:
-            if not self.skip_bad_images:
-                raise
-            logging.getLogger("hashnet").warning(f"skipped: {err}")
-            return None  # dropped by collate_skipping
-        return self.transform(img, index), self.labels[index], np.int64(index)
-
-    def augmentation_rng(self, index):
-        """The sample's crop and flip stream, keyed by (seed, epoch, index)."""
-        return np.random.default_rng([self.seed, self.epoch, index])
-
-    def transform(self, img, index):
-        if self.train:
-            return train_transform(img, self.resize_size, self.crop_size, self.augmentation_rng(index))
-        return test_transform(img, self.resize_size, self.crop_size)
 
 
 class ImageList(HashingDataset):
@@ -259,7 +162,6 @@ def build_datasets(args, splits=SPLITS):
         ds.check_files()
         out[s] = ds
     if getattr(args, "image_cache", None):
-        from utils.image_cache import cached_image_list  # it builds on this module
         out = {s: cached_image_list(ds, args.image_cache) for s, ds in out.items()}
     return out
 

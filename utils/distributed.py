@@ -15,7 +15,7 @@ engine has one code path. With several processes (one per GPU with nccl, or
   so mAP is computed on the same data as in one process;
 * rank 0 alone writes ``log.txt``, metrics and checkpoints (the engine asks
   :func:`is_main_process`); the others write ``log_{rank}.txt``
-  (``utils.runtime.setup_logger``).
+  (``utils.base.runtime.setup_logger``).
 """
 import multiprocessing.connection
 import os
@@ -28,7 +28,7 @@ import paddle
 import paddle.distributed as pdist
 from paddle.autograd import PyLayer
 
-from utils.errors import UserError, run_cli
+from utils.base.errors import UserError, run_cli
 
 
 def world_size():

@@ -3,7 +3,7 @@ import math
 
 import paddle
 
-from utils.errors import UserError
+from utils.base.errors import UserError
 
 
 def continuation_beta(epoch, step_continuation=20):

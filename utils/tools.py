@@ -10,7 +10,7 @@ Conventions (shared by every metric here):
     mAP only (see ``retrieval_metrics``).
 
 The fast path packs the codes to bits and ranks each block of queries with
-``utils.hamming.hamming_scan`` (counting sort over the distances 0..bit, no
+``utils.retrieval.hamming.hamming_scan`` (counting sort over the distances 0..bit, no
 argsort, no dense float matrix). The kernel returns integers only (ranked
 indices, relevance flags, per-distance histograms) and all the arithmetic on
 them below is shared, so the numpy and numba backends give identical numbers.
@@ -22,7 +22,7 @@ import sys
 
 import numpy as np
 
-from utils.hamming import HammingIndex, hamming_scan, pack_codes, packed_to_words, resolve_backend
+from utils.retrieval.hamming import HammingIndex, hamming_scan, pack_codes, packed_to_words, resolve_backend
 
 DEFAULT_PRECISION_N = (1, 5, 10, 20, 50, 100, 200, 300, 400, 500, 600, 700, 800, 900, 1000,
                        1500, 2000, 2500, 3000, 3500, 4000, 4500, 5000)
@@ -232,7 +232,7 @@ def _average_precision(hits, backend):
     bit for bit."""
     r = hits.sum(axis=1)
     if backend == "numba":
-        from utils.numba_kernels import precision_sums
+        from utils.retrieval.numba_kernels import precision_sums
         sums = precision_sums(hits)
     else:
         terms = np.cumsum(hits, axis=1, dtype=np.float64)

@@ -33,13 +33,13 @@ from deploy.cli import (BATCH, AT_LEAST_0, AT_LEAST_1, add, add_retrieval_args, 
                         fit_sizes_to_model, parse_retrieval_args, str2bool)
 from deploy.database import (database_code_cache, database_index, database_loader,  # noqa: E402
                              open_database)
-from deploy.predictor import InferenceModel, resolve_use_gpu  # noqa: E402
+from utils.inference.predictor import InferenceModel, resolve_use_gpu  # noqa: E402
 from deploy.report import write_retrieval_report  # noqa: E402
 from deploy.search import search_database  # noqa: E402
 from models.hashnet import sign_codes  # noqa: E402
 from utils.datasets import load_query_image  # noqa: E402
-from utils.encoder import encode_batches  # noqa: E402
-from utils.errors import run_cli  # noqa: E402
+from utils.inference.encoder import encode_batches  # noqa: E402
+from utils.base.errors import run_cli  # noqa: E402
 
 
 def build_parser():

@@ -1,0 +1,87 @@
+"""ImageNet AlexNet weights in other layouts -> this project's backbone keys.
+
+Sources: torchvision's ``alexnet`` state dict (.pth; torch is imported only for
+this) or ``paddle.vision.models.alexnet`` weights (.pdparams). Torch Linear
+weights are [out, in] and are transposed to Paddle's [in, out]. Paddle's
+AlexNet names its layers differently; they are renamed to torchvision's keys.
+The command line is scripts/convert_alexnet.py.
+"""
+import os
+
+import numpy as np
+
+from utils.base.errors import UserError
+
+# paddle.vision.models.AlexNet layer names -> torchvision keys (conv3/conv4
+# are plain Conv2D there, the others conv+pool blocks with an inner _conv)
+PADDLE_VISION_KEYS = {
+    "_conv1._conv": "features.0", "_conv2._conv": "features.3",
+    "_conv3": "features.6", "_conv4": "features.8",
+    "_conv3._conv": "features.6", "_conv4._conv": "features.8",  # older layouts
+    "_conv5._conv": "features.10",
+    "_fc6": "classifier.1", "_fc7": "classifier.4", "_fc8": "classifier.6",
+}
+# paddle.vision's AlexNet drops out in "downscale_in_infer" mode (inputs to
+# fc6/fc7 halved at inference); ours upscales in training instead, so the
+# weights reading a dropped-out input are halved to compute the same function.
+DOWNSCALED_IN_INFER = ("classifier.1.weight", "classifier.4.weight")
+EXPECTED_SHAPES = {  # Paddle shapes of the converted weights
+    "features.0.weight": [64, 3, 11, 11], "features.3.weight": [192, 64, 5, 5],
+    "features.6.weight": [384, 192, 3, 3], "features.8.weight": [256, 384, 3, 3],
+    "features.10.weight": [256, 256, 3, 3], "classifier.1.weight": [9216, 4096],
+    "classifier.4.weight": [4096, 4096], "classifier.6.weight": [4096, 1000],
+}
+
+
+def from_torchvision(state):
+    """torchvision AlexNet (numpy arrays) -> Paddle layout: transpose Linear weights."""
+    out = {}
+    for key, value in state.items():
+        value = np.asarray(value, dtype=np.float32)
+        if key.startswith("classifier.") and key.endswith(".weight"):
+            value = value.T
+        out[key] = np.ascontiguousarray(value)
+    return out
+
+
+def from_paddle_vision(state):
+    """paddle.vision AlexNet -> torchvision key names (shapes already Paddle's)."""
+    out = {}
+    for key, value in state.items():
+        prefix, param = key.rsplit(".", 1)
+        if prefix not in PADDLE_VISION_KEYS:
+            raise UserError(f"unexpected key {key} in a paddle.vision AlexNet file")
+        out[f"{PADDLE_VISION_KEYS[prefix]}.{param}"] = np.asarray(value, dtype=np.float32)
+    for key in DOWNSCALED_IN_INFER:
+        if key in out:
+            out[key] = out[key] * 0.5
+    return out
+
+
+def convert(state):
+    """Either source format -> {torchvision key: Paddle-shaped float32 array}."""
+    if any(k.startswith("_conv1") for k in state):
+        out = from_paddle_vision(state)
+    else:
+        out = from_torchvision(state)
+    for key, shape in EXPECTED_SHAPES.items():
+        if key not in out:
+            raise UserError(f"{key} missing: not an AlexNet state dict")
+        if list(out[key].shape) != shape:
+            raise UserError(f"{key} has shape {list(out[key].shape)} after conversion, expected {shape}")
+    return out
+
+
+def read_state(path):
+    if not os.path.isfile(path):
+        raise UserError(f"{path} not found")
+    if path.endswith((".pth", ".pt")):
+        try:
+            import torch
+        except ImportError:
+            raise UserError("reading a .pth needs torch: pip install torch (only for this conversion)")
+        state = torch.load(path, map_location="cpu")
+        return {k: v.numpy() for k, v in state.items()}
+    from utils.base.checkpoint import load_state_file
+    return {k: np.asarray(v) for k, v in load_state_file(path, "AlexNet weights").items()}
+

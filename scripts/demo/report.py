@@ -1,0 +1,112 @@
+"""Print the demo's result: the trained model's mAP next to random codes',
+and where the demo's time went.
+
+Random ±1 codes rank the database arbitrarily, so their mAP is the floor a
+hashing model must beat on the same queries, database and K.
+"""
+import argparse
+import glob
+import json
+import os
+import re
+import sys
+
+import numpy as np
+
+from utils.datasets import parse_list
+from utils.base.errors import UserError, run_cli
+from utils.tools import mean_average_precision
+
+
+def random_codes_map(query_labels, db_labels, bit, topk, seeds=(0, 1, 2)):
+    """Mean mAP@K of random codes over a few seeds."""
+    values = []
+    for seed in seeds:
+        rng = np.random.default_rng(seed)
+        q = rng.choice(np.array([-1, 1], dtype=np.int8), size=(len(query_labels), bit))
+        d = rng.choice(np.array([-1, 1], dtype=np.int8), size=(len(db_labels), bit))
+        values.append(mean_average_precision(q, query_labels, d, db_labels, topk))
+    return float(np.mean(values))
+
+
+def latest_eval_metrics(log_dir):
+    found = glob.glob(os.path.join(log_dir, "eval-*", "metrics.json"))
+    if not found:
+        raise UserError(f"no eval-*/metrics.json under {log_dir}: run the evaluation first")
+    path = max(found, key=os.path.getmtime)
+    with open(path) as f:
+        return path, json.load(f)
+
+
+def read_stage_times(path):
+    """{stage: seconds} from scripts/demo.sh's ``STAGE milliseconds`` lines."""
+    with open(path) as f:
+        return {name: int(ms) / 1000 for name, ms in (line.split() for line in f if line.strip())}
+
+
+def run_log(log_dir, mode):
+    """Text of the newest ``<mode>-*/log.txt`` under log_dir ("" if none)."""
+    found = glob.glob(os.path.join(log_dir, f"{mode}-*", "log.txt"))
+    if not found:
+        return ""
+    with open(max(found, key=os.path.getmtime)) as f:
+        return f.read()
+
+
+def evaluation_seconds(log_text):
+    """[(total s, encoding s)] of every ``evaluated in`` line of a run log."""
+    return [(float(t), float(e)) for t, e in
+            re.findall(r"evaluated in ([\d.]+)s: encoding ([\d.]+)s", log_text)]
+
+
+def row(label, seconds, note=""):
+    return f"  {label:<42}{seconds:7.1f}s{note}"
+
+
+def time_breakdown(stages, log_dir):
+    """The demo's wall time split into data, backbone warm-up, HashNet epochs
+    (training + checkpoints), evaluations (and the encoding inside them) and
+    the rest (process start-up, loading), one line each."""
+    train_log = run_log(log_dir, "train")
+    epochs = [float(t) for t in re.findall(r"saved \S+ \(epoch \d+, ([\d.]+)s\)", train_log)]
+    evals = evaluation_seconds(train_log)
+    final = evaluation_seconds(run_log(log_dir, "eval"))
+    evals_s, final_s = sum(t for t, _ in evals), sum(t for t, _ in final)
+    lines = [f"where the demo's {sum(stages.values()):.0f}s went:"]
+    if "data" in stages:
+        lines.append(row("generate the demo set", stages["data"]))
+    if "backbone" in stages:
+        lines.append(row("backbone warm-up", stages["backbone"]))
+    if "train" in stages:
+        lines += [row(f"HashNet: {len(epochs)} epochs (train + checkpoints)", sum(epochs) - evals_s),
+                  row(f"HashNet: {len(evals)} evaluations", evals_s,
+                      f"  (encoding {sum(e for _, e in evals):.1f}s)"),
+                  row("HashNet: start-up and loading", stages["train"] - sum(epochs))]
+    if "eval" in stages:
+        lines += [row("--eval: evaluation", final_s, f"  (encoding {sum(e for _, e in final):.1f}s)"),
+                  row("--eval: start-up and loading", stages["eval"] - final_s)]
+    return lines
+
+
+def main(argv):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--log-dir", required=True, help="the demo's --log_path")
+    p.add_argument("--list-dir", required=True, help="the demo's list folder")
+    p.add_argument("--stage-times", help="scripts/demo.sh's stage times file: print the breakdown")
+    p.add_argument("--debug", action="store_true")
+    args = p.parse_args(argv)
+    path, metrics = latest_eval_metrics(args.log_dir)
+    with open(os.path.join(args.list_dir, "test.txt")) as f:
+        num_class = len(f.readline().split()) - 1
+    _, q_labels = parse_list(os.path.join(args.list_dir, "test.txt"), num_class)
+    _, db_labels = parse_list(os.path.join(args.list_dir, "database.txt"), num_class)
+    random_map = random_codes_map(q_labels, db_labels, metrics["bit"], metrics["topk"])
+    k = metrics["topk"]
+    print(f"demo mAP@{k}: HashNet {metrics['map']:.4f} | random codes {random_map:.4f} | "
+          f"gain {metrics['map'] - random_map:+.4f}  ({path})")
+    if args.stage_times:
+        print("\n".join(time_breakdown(read_stage_times(args.stage_times), args.log_dir)))
+
+
+if __name__ == "__main__":
+    run_cli(main, sys.argv[1:])

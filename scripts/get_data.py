@@ -1,0 +1,179 @@
+"""The data step: fetch a dataset and the HashNet authors' split lists, verify
+them, unpack atomically, and write the lists with paths relative to --root.
+
+    python -m scripts.get_data coco --root datasets/coco --with-backbone   # lists, COCO 2014 images (19 GiB), weights
+    python -m scripts.get_data nuswide_81_m     # the authors' lists; images by hand (see the note it prints)
+    python -m scripts.get_data imagenet         # the same for ImageNet-100
+    python -m scripts.get_data cifar10          # paddle.vision's Cifar10 download
+
+Afterwards train with ``--data-path ROOT --list-dir LIST_DIR`` (the defaults,
+datasets/<dataset> and data/<dataset>, match those of main_single_gpu.py for
+COCO). Nothing is fetched twice: verified files and unpacked folders are kept,
+an interrupted download resumes. Offline, one error line names every URL and
+the path to put that file at by hand. Where the recorded sizes and checksums
+come from:
+
+* lists: the authors' repository github.com/thuml/HashNet at commit
+  AUTHORS_COMMIT, ``pytorch/data/<dataset>/{train,test,database}.txt``; the
+  checksum is git's blob id from that commit's tree (``git ls-tree -l``), which
+  also gives the sizes of train/test (database.txt sizes are not recorded);
+* COCO 2014 zips: images.cocodataset.org; md5s as published alongside these
+  URLs in dataset loaders (e.g. salesforce/LAVIS's COCO builders), sizes the
+  Content-Length the server reports (13,510,573,713 and 6,645,013,297 bytes);
+* CIFAR-10 and the AlexNet weights: the URL and md5 paddle.vision records
+  (``paddle.vision.datasets.cifar``, ``paddle.vision.models.alexnet``).
+"""
+import argparse
+import dataclasses
+import functools
+import os
+import sys
+
+from utils.config import DATASET_PRESETS
+from utils.base.download import Remote, fetch, run_downloads, through_paddle, unpack_zip
+from utils.base.errors import UserError, run_cli
+from utils.base.io import atomic_write
+
+AUTHORS_COMMIT = "85387b814fcf95daff887bd325cbaa0e8def7323"
+AUTHORS_DATA = f"https://raw.githubusercontent.com/thuml/HashNet/{AUTHORS_COMMIT}/pytorch/data"
+COCO_ZIPS = "http://images.cocodataset.org/zips"
+SPLITS = ("train", "test", "database")
+
+
+@dataclasses.dataclass(frozen=True)
+class ListedDataset:
+    """The authors' lists of one dataset and the archives of its images.
+
+    ``prefix``: the authors' machine-specific start of every list path, cut
+    so that the paths become relative to --root. ``lists``: split ->
+    (git blob sha1, size or None). ``archives``: (Remote, top-level folder).
+    ``by_hand``: how to get images that cannot be fetched (Google Drive)."""
+    authors_folder: str
+    prefix: str
+    lists: dict
+    archives: tuple = ()
+    by_hand: str = ""
+
+    def list_remote(self, split):
+        blob, size = self.lists[split]
+        return Remote(f"{AUTHORS_DATA}/{self.authors_folder}/{split}.txt",
+                      f"git-blob-sha1:{blob}", size)
+
+
+AUTHORS_DRIVE = "https://drive.google.com/drive/folders/0B7IzDz-4yH_HOXdoaDU4dk40RFE"
+DATASETS = {
+    "coco": ListedDataset(
+        "coco", "/home/caozhangjie/run-czj/dataset/coco/",
+        {"train": ("523489ab654d08dc306f93cc4e18bec036135349", 2397064),
+         "test": ("f3c1b618677d27ad00c03a889d3eba5100eb2d57", 1198572),
+         "database": ("6cbdb1eca6031560ce3cfa841ae6653cc5055954", None)},
+        archives=(
+            (Remote(f"{COCO_ZIPS}/train2014.zip", "md5:0da8c0bd3d6becc4dcb32757491aca88",
+                    13510573713), "train2014"),
+            (Remote(f"{COCO_ZIPS}/val2014.zip", "md5:a3d79f5ed8d289b7a7554ce06a5782b3",
+                    6645013297), "val2014"))),
+    "nuswide_81_m": ListedDataset(
+        "nuswide_81", "./data/nuswide_81/",
+        {"train": ("698ff02443c6df5d4b6e3ad6a4bb84d54fa7a4f0", 2209340),
+         "test": ("f2020b82316771824fbc10e2f1b782bcfeff60bf", 1104604),
+         "database": ("ffdbe7b9459b247f9081546aa73e1cf314b01e83", None)},
+        by_hand=f"get nus_wide.tar.gz from the authors' {AUTHORS_DRIVE} and extract it so that "
+                "{root}/images/<name>.jpg exist"),
+    "imagenet": ListedDataset(
+        "imagenet", "/home/caozhangjie/run-czj/dataset/imagenet/",
+        {"train": ("cd8975c4bd8aece5303e230db26e28904b268c13", 3500785),
+         "test": ("8a1b80d81c2f3ffb0d9982fe6180a34a9965548e", 1410000),
+         "database": ("49e9fae9d86fb853ceec4593661b13469362c572", None)},
+        by_hand=f"get imagenet.tar.gz from the authors' {AUTHORS_DRIVE} and extract it so that "
+                "{root}/image/ and {root}/val_image/ exist"),
+}
+
+
+def rewrite_list(src, dst, prefix, num_class):
+    """The authors' list ``src`` -> ``dst`` with ``prefix`` cut from every path."""
+    lines = []
+    with open(src) as f:
+        for number, line in enumerate(f, 1):
+            path, *labels = line.split()
+            if not path.startswith(prefix):
+                raise UserError(f"{src}:{number}: path {path} does not start with {prefix}: "
+                                "not the authors' list (delete it and run again)")
+            if len(labels) != num_class:
+                raise UserError(f"{src}:{number}: {len(labels)} labels, expected {num_class}")
+            lines.append(" ".join([path[len(prefix):], *labels]) + "\n")
+
+    def write(tmp):
+        with open(tmp, "w") as out:
+            out.writelines(lines)
+    atomic_write(dst, write)
+    return len(lines)
+
+
+def get_listed(name, root, list_dir, extra_jobs):
+    """Lists (and images, where they can be fetched) of one ListedDataset."""
+    dataset = DATASETS[name]
+    raw = {split: os.path.join(root, "hashnet_lists", f"{split}.txt") for split in SPLITS}
+    jobs = [functools.partial(fetch, dataset.list_remote(split), raw[split]) for split in SPLITS]
+    pending = [(remote, folder) for remote, folder in dataset.archives
+               if not os.path.isdir(os.path.join(root, folder))]
+    zips = {folder: os.path.join(root, os.path.basename(remote.url)) for remote, folder in pending}
+    jobs += [functools.partial(fetch, remote, zips[folder]) for remote, folder in pending]
+    run_downloads(jobs + extra_jobs)
+    for _, folder in pending:
+        print(f"unpacking {zips[folder]} -> {os.path.join(root, folder)}")
+        unpack_zip(zips[folder], root, folder)
+        os.remove(zips[folder])  # verified and unpacked: the folder is the data now
+    num_class = DATASET_PRESETS[name][0]
+    for split in SPLITS:
+        count = rewrite_list(raw[split], os.path.join(list_dir, f"{split}.txt"),
+                             dataset.prefix, num_class)
+        print(f"{os.path.join(list_dir, split + '.txt')}: {count} images")
+    if dataset.by_hand:
+        print(f"images: {dataset.by_hand.format(root=root)}")
+    print(f"{name} ready: --data-path {root} --list-dir {list_dir}")
+
+
+def cifar10_job():
+    """paddle.vision's Cifar10 download (its URL and md5, Paddle's dataset cache)."""
+    from paddle.dataset import common
+    from paddle.vision.datasets import cifar
+    remote = Remote(cifar.CIFAR10_URL, f"md5:{cifar.CIFAR10_MD5}")
+    cached = os.path.join(common.DATA_HOME, "cifar", os.path.basename(remote.url))
+
+    def job():
+        path = through_paddle(lambda url, md5: common.download(url, "cifar", md5), remote, cached)
+        print(f"cifar10 ready: --data-path {path}")
+    return job
+
+
+def backbone_job():
+    from models.imagenet_backbone import imagenet_backbone
+
+    def job():
+        print(f"ImageNet AlexNet backbone ready: {imagenet_backbone()} (--backbone imagenet)")
+    return job
+
+
+def main(argv):
+    p = argparse.ArgumentParser(prog="python -m scripts.get_data", description=__doc__.splitlines()[0])
+    p.add_argument("dataset", choices=sorted(DATASETS) + ["cifar10"])
+    p.add_argument("--root", default=None,
+                   help="where images go; list paths are relative to it (default datasets/<dataset>)")
+    p.add_argument("--list-dir", "--list_dir", dest="list_dir", default=None,
+                   help="where the rewritten lists go (default data/<dataset>)")
+    p.add_argument("--with-backbone", action="store_true",
+                   help="also fetch and convert the ImageNet AlexNet weights (--backbone imagenet)")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    args = p.parse_args(argv)
+    extra = [backbone_job()] if args.with_backbone else []
+    if args.dataset == "cifar10":
+        run_downloads([cifar10_job()] + extra)
+        return 0
+    root = args.root or os.path.join("datasets", args.dataset)
+    os.makedirs(root, exist_ok=True)
+    get_listed(args.dataset, root, args.list_dir or os.path.join("data", args.dataset), extra)
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main, sys.argv[1:])

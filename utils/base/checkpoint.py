@@ -1,0 +1,168 @@
+"""Checkpoints in the reference's two-file layout, written atomically.
+
+``<prefix>.pdparams`` holds the model state dict only, with the reference's
+keys, so released ``weights_{bit}.pdparams`` and our files are
+interchangeable. ``<prefix>.pdopt`` holds {"optimizer": …, "training": …}:
+the optimizer state plus what a resume needs (epoch, best mAP, the loss's
+memory bank, RNG states, config, history). A plain optimizer state dict, as
+the reference wrote, is accepted too.
+
+The pair is one unit through ``<prefix>.manifest.json``, written last: it
+names both files with their size and sha256. A crash (or kill) between the
+two renames leaves a file that does not match the manifest, and ``--resume``
+/ ``--pretrained`` say so instead of loading a mismatched pair. A
+checkpoint without a manifest (the reference's released weights, older
+files) loads unverified, as before.
+"""
+import glob
+import json
+import os
+
+import paddle
+
+from utils.base.errors import UserError
+from utils.base.fingerprint import sha256_file
+from utils.base.io import atomic_save, atomic_write_json
+
+
+def rename_accumulators(optimizer_state, names):
+    """Rename the optimizer's per-parameter entries ("<param>_velocity_0" …)
+    by ``names`` {old param name: new}; other entries pass through."""
+    longest_first = sorted(names, key=len, reverse=True)
+    out = {}
+    for key, value in optimizer_state.items():
+        old = next((n for n in longest_first if key.startswith(n + "_")), None)
+        out[key if old is None else names[old] + key[len(old):]] = value
+    return out
+
+
+def portable_optimizer_state(optimizer, model):
+    """Optimizer state keyed by state-dict names (features.0.weight_velocity_0)
+    rather than Paddle's parameter names (conv2d_0.w_0_velocity_0), which
+    depend on how many layers the process had built before: a checkpoint must
+    resume in any process."""
+    names = {p.name: k for k, p in model.named_parameters()}
+    return rename_accumulators(optimizer.state_dict(), names)
+
+
+MANIFEST_FORMAT = "hashnet-checkpoint-manifest/1"
+
+
+def save_checkpoint(prefix, model, optimizer, training):
+    # .pdopt first, the manifest last: until the manifest names both new
+    # files, a load finds a file that does not match it.
+    atomic_save({"optimizer": portable_optimizer_state(optimizer, model),
+                 "optimizer_keys": "state_dict_names", "training": training}, prefix + ".pdopt")
+    atomic_save(model.state_dict(), prefix + ".pdparams")
+    write_manifest(prefix, (".pdparams", ".pdopt"))
+
+
+def size_and_sha256(path):
+    """(size in bytes, sha256 hex) of a file."""
+    return os.path.getsize(path), sha256_file(path)
+
+
+def manifest_path(prefix):
+    return prefix + ".manifest.json"
+
+
+def write_manifest(prefix, suffixes):
+    files = {}
+    for suffix in suffixes:
+        size, sha = size_and_sha256(prefix + suffix)
+        files[os.path.basename(prefix + suffix)] = {"bytes": size, "sha256": sha}
+    atomic_write_json({"format": MANIFEST_FORMAT, "files": files}, manifest_path(prefix))
+
+
+def verify_against_manifest(path):
+    """Refuse ``path`` (a .pdparams or .pdopt) if its checkpoint's manifest
+    says it is not the file that was saved with the other half; no manifest:
+    nothing to check (the reference's files, older checkpoints)."""
+    prefix, suffix = os.path.splitext(path)
+    manifest = manifest_path(prefix)
+    if not os.path.isfile(manifest):
+        return
+    try:
+        with open(manifest) as f:
+            entry = json.load(f)["files"][os.path.basename(path)]
+        want = (int(entry["bytes"]), entry["sha256"])
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise UserError(f"checkpoint manifest {manifest} is unreadable or does not list "
+                        f"{os.path.basename(path)} ({type(err).__name__}: {err}): delete it to "
+                        "load the checkpoint unverified")
+    size, sha = size_and_sha256(path)
+    if (size, sha) != want:
+        what = f"{size} bytes, manifest says {want[0]}" if size != want[0] else "sha256 differs"
+        raise UserError(f"{path} does not match {manifest} ({what}): the save was interrupted "
+                        "between its files, or the file was changed; use another checkpoint "
+                        "(e.g. model_best_* or an older copy)")
+
+
+def load_state_file(path, what, hint=""):
+    """``paddle.load(path)`` of a state file, or a one-line UserError naming
+    ``what`` it is, the path and ``hint`` (how to get a good one)."""
+    hint = f" ({hint})" if hint else ""
+    if not os.path.isfile(path):
+        raise UserError(f"{what} {path} not found{hint}")
+    verify_against_manifest(path)
+    try:
+        state = paddle.load(path)
+    except Exception as err:  # a file paddle cannot read is bad input
+        raise UserError(f"{what} {path} is unreadable ({type(err).__name__}: {err}){hint}")
+    if not isinstance(state, dict):
+        raise UserError(f"{what} {path} is not a state dict{hint}")
+    return state
+
+
+def strip_params_suffix(prefix):
+    """Checkpoint flags take the path without ``.pdparams``; accept it with, too."""
+    return prefix[: -len(".pdparams")] if prefix.endswith(".pdparams") else prefix
+
+
+def read_params(prefix):
+    """``(path, state)`` of ``<prefix>.pdparams``."""
+    path = strip_params_suffix(prefix) + ".pdparams"
+    return path, load_state_file(path, "checkpoint", "--pretrained/--resume take the path "
+                                                     "without .pdparams")
+
+
+def load_weights(model, prefix):
+    """Load HashNet weights, refusing a file of another bit length or another model."""
+    path, state = read_params(prefix)
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    if missing:
+        raise UserError(f"{path} is not a HashNet checkpoint (no {missing[0]})")
+    hash_key = "classifier_plus.6.weight"
+    bit = list(state[hash_key].shape)[-1]
+    if bit != own[hash_key].shape[-1]:
+        raise UserError(f"{path} holds {bit}-bit weights but --bit is {own[hash_key].shape[-1]}")
+    for key, value in own.items():
+        if list(state[key].shape) != list(value.shape):
+            raise UserError(f"{path}: {key} has shape {list(state[key].shape)}, expected {list(value.shape)}")
+    model.set_state_dict({k: state[k] for k in own})
+
+
+def load_training_state(prefix, model, optimizer):
+    """Restore the optimizer from ``<prefix>.pdopt``; return the training
+    state dict saved with it ({} for a reference-format file, whose optimizer
+    keys are the reference process's parameter names)."""
+    saved = load_state_file(prefix + ".pdopt", "optimizer state",
+                            "--resume needs both .pdparams and .pdopt")
+    if isinstance(saved, dict) and "optimizer" in saved and "training" in saved:
+        state = saved["optimizer"]
+        if saved.get("optimizer_keys") == "state_dict_names":
+            state = rename_accumulators(state, {k: p.name for k, p in model.named_parameters()})
+        optimizer.set_state_dict(state)
+        return saved["training"]
+    optimizer.set_state_dict(saved)
+    return {}
+
+
+def newest_checkpoint(output_dir, bit):
+    """The most recently written ``{last,model_best}_{bit}`` prefix in output_dir."""
+    found = glob.glob(os.path.join(output_dir, f"*_{bit}.pdparams"))
+    if not found:
+        raise UserError(f"--resume: no *_{bit}.pdparams checkpoint in {output_dir} "
+                        "(pass --resume PATH or set --output-dir)")
+    return max(found, key=os.path.getmtime)[: -len(".pdparams")]

@@ -1,0 +1,175 @@
+"""Durable atomic writes, and one message for a full disk.
+
+Every file the project writes (checkpoints, code caches, JSON, plots, the
+exported model, logs) goes through here, so that:
+
+* a crash mid-write never leaves a truncated file in place of a good one:
+  the data goes to a temp file beside the target, which is fsync'ed, renamed
+  over the target, and then the folder is fsync'ed, so that after a power
+  cut the name points at the complete new file or the complete old one;
+* the file gets the user's normal permissions (0666 minus the umask), not
+  the 0600 that ``tempfile.mkstemp`` gives;
+* a full disk, a quota or a file-size limit (ENOSPC, EDQUOT, EFBIG) is a
+  one-line UserError naming the path and the free space (exit 2), with the
+  previous file intact and no temp file left behind.
+"""
+import contextlib
+import errno
+import json
+import os
+import shutil
+import tempfile
+
+from utils.base.errors import UserError
+
+DISK_FULL = {errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC)}
+
+
+def human_bytes(n):
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+
+
+def free_space(path):
+    """Free bytes on the file system holding ``path`` (or its nearest existing parent)."""
+    path = os.path.abspath(path)
+    while not os.path.exists(path) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+    try:
+        return human_bytes(shutil.disk_usage(path).free)
+    except OSError:
+        return "unknown"
+
+
+def disk_full_code(err):
+    """The errno when ``err`` is a full disk / quota / file-size limit, else
+    None; also for a library's wrapper around it (Paddle re-raises some
+    OSErrors as other exceptions carrying the C message)."""
+    if isinstance(err, UserError):
+        return None
+    if isinstance(err, OSError):
+        return err.errno if err.errno in DISK_FULL else None
+    return next((code for code in DISK_FULL if os.strerror(code) in str(err)), None)
+
+
+class DiskFullError(UserError):
+    """The one-line error of a full disk, quota or file-size limit; ``strerror``
+    as an OSError has it, so a caller may reword it for its own flag."""
+
+    def __init__(self, path, code):
+        self.path, self.strerror = path, os.strerror(code)
+        super().__init__(f"cannot write {path}: {self.strerror} ({free_space(path)} free "
+                         "there): free some space, raise the quota or file-size limit, or "
+                         "write elsewhere")
+
+
+def disk_full_error(path, code):
+    return DiskFullError(path, code)
+
+
+@contextlib.contextmanager
+def disk_full_is_user_error(path):
+    """Inside: a full disk while writing ``path`` becomes the one-line UserError."""
+    try:
+        yield
+    except Exception as err:
+        code = disk_full_code(err)
+        if code is None:
+            raise
+        raise disk_full_error(path, code) from err
+
+
+def check_not_cut_short(path, min_bytes, shown_path=None):
+    """For writers that ignore a failed write (Paddle's C++ ``jit.save``
+    leaves a file cut at the size limit and raises nothing): a file shorter
+    than the ``min_bytes`` its payload needs is the disk-full UserError."""
+    size = os.path.getsize(path) if os.path.exists(path) else 0
+    if size < min_bytes:
+        shown = shown_path or path
+        raise UserError(f"cannot write {shown}: only {human_bytes(size)} of at least "
+                        f"{human_bytes(min_bytes)} were written (disk full, quota or file-size "
+                        f"limit; {free_space(shown)} free there): free some space, raise the "
+                        "quota or file-size limit, or write elsewhere")
+
+
+def fsync_dir(directory):
+    """Make a rename in ``directory`` durable (no-op where folders cannot be opened)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def fsync_file(path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def new_temp_file(directory, name):
+    """A new empty file beside the target, created with mode 0666 so the
+    umask applies (mkstemp would make it 0600)."""
+    for _ in range(100):
+        tmp = os.path.join(directory, f".{name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            return tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temp file name beside {name} in {directory}")
+
+
+def atomic_write(path, write):
+    """Call ``write(tmp_path)`` for a temp file beside ``path``, then fsync it,
+    rename it into place and fsync the folder (see the module docstring)."""
+    directory = os.path.dirname(os.path.abspath(path))
+    with disk_full_is_user_error(path):
+        os.makedirs(directory, exist_ok=True)
+        tmp = new_temp_file(directory, os.path.basename(path))
+        try:
+            write(tmp)
+            fsync_file(tmp)
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+            raise
+        fsync_dir(directory)
+
+
+def atomic_save(obj, path):
+    """paddle.save to a temp file in the same directory, then rename."""
+    import paddle
+    atomic_write(path, lambda tmp: paddle.save(obj, tmp))
+
+
+def atomic_write_json(obj, path):
+    def write(tmp):
+        with open(tmp, "w") as f:
+            json.dump(obj, f, indent=2, sort_keys=True)
+            f.write("\n")
+    atomic_write(path, write)
+
+
+def ensure_writable_dir(path, flag):
+    """Create ``path`` if needed and prove it takes files, before any work is
+    done; otherwise a UserError naming the flag that chose it."""
+    try:
+        os.makedirs(path, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as err:
+        if disk_full_code(err):
+            raise disk_full_error(path, err.errno)
+        raise UserError(f"{flag} {path} is not writable ({err.strerror}): "
+                        f"fix its permissions or pass another {flag}")

@@ -1,0 +1,131 @@
+"""An exported HashNet (export_model.py) on Paddle Inference.
+
+``paddle.jit.save`` writes ``inference_{bit}.json`` (Paddle 3.x, PIR
+program) or ``inference_{bit}.pdmodel`` (Paddle 2.x) next to
+``inference_{bit}.pdiparams``; ``inference.Config(model_file, params_file)``
+takes either. Used by deploy/inference_python/infer.py, by
+export_model.py's post-export check, and by the encoder (utils/inference/encoder.py)
+on an export of the current weights.
+"""
+import json
+import os
+
+import numpy as np
+
+from models.hashnet import sign_codes
+from utils.base.errors import UserError
+
+MODEL_SUFFIXES = (".json", ".pdmodel")   # Paddle 3.x first, then 2.x
+
+
+def model_files(model_dir, bit):
+    """(program file, params file) of ``<model_dir>/inference_{bit}``; a
+    missing directory or file is a UserError naming what is there."""
+    if not os.path.isdir(model_dir):
+        raise UserError(f"model dir {model_dir} not found (export one with "
+                        f"`python export_model.py --bit {bit} --save-inference-dir {model_dir}`)")
+    prefix = os.path.join(model_dir, f"inference_{bit}")
+    programs = [prefix + s for s in MODEL_SUFFIXES if os.path.isfile(prefix + s)]
+    params = prefix + ".pdiparams"
+    if not programs or not os.path.isfile(params):
+        present = sorted(f for f in os.listdir(model_dir) if f.startswith("inference_"))
+        raise UserError(f"{model_dir} has no complete {bit}-bit inference model (needs "
+                        f"inference_{bit}.json or .pdmodel, and inference_{bit}.pdiparams; found: "
+                        f"{', '.join(present) or 'nothing'}; --bit must match export_model.py --bit)")
+    return programs[0], params
+
+
+def export_info_path(model_dir, bit):
+    """export_model.py's sidecar: the input size the model was exported at."""
+    return os.path.join(model_dir, f"inference_{bit}.export.json")
+
+
+def exported_image_size(model_dir, bit, program_file):
+    """The side S of the model's [N, 3, S, S] input: from export_model.py's
+    sidecar, else from the data op of a PIR (.json) program; None if neither
+    says (a Paddle 2.x .pdmodel from elsewhere)."""
+    info = export_info_path(model_dir, bit)
+    if os.path.isfile(info):
+        try:
+            with open(info) as f:
+                return int(json.load(f)["img_size"])
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise UserError(f"{info} is unreadable ({type(err).__name__}: {err}): export the "
+                            "model again with export_model.py")
+    return pir_input_side(program_file) if program_file.endswith(".json") else None
+
+
+def pir_input_side(program_file):
+    """S of the ``data`` op's [-1, 3, S, S] shape in a PIR program, or None."""
+    try:
+        with open(program_file) as f:
+            ops = json.load(f)["program"]["regions"][0]["blocks"][0]["ops"]
+        for op in ops:
+            if str(op.get("#", "")).endswith(".data"):
+                shape = next(a["AT"]["D"] for a in op["A"] if a.get("N") == "shape")
+                if len(shape) == 4 and shape[2] == shape[3] and shape[2] > 0:
+                    return int(shape[2])
+    except (OSError, ValueError, KeyError, TypeError, IndexError, StopIteration):
+        pass
+    return None
+
+
+def resolve_use_gpu(use_gpu):
+    """``None`` = GPU when Paddle has CUDA and a device; True without them is
+    a UserError."""
+    import paddle
+    has_gpu = paddle.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0
+    if use_gpu and not paddle.is_compiled_with_cuda():
+        raise UserError("--use-gpu True but this Paddle is built without CUDA "
+                        "(install paddlepaddle-gpu, or pass --use-gpu False)")
+    if use_gpu and not has_gpu:
+        raise UserError("--use-gpu True but no CUDA device is visible (pass --use-gpu False)")
+    return has_gpu if use_gpu is None else bool(use_gpu)
+
+
+class InferenceModel:
+    """A Paddle Inference predictor for ``<model_dir>/inference_{bit}``:
+    ``run(x [N,3,S,S] float32)`` -> z [N, bit]; ``codes(x)`` -> int8 ±1."""
+
+    def __init__(self, model_dir, bit, use_gpu=False, num_threads=1, gpu_mem_mb=500):
+        from paddle import inference
+        self.bit = bit
+        self.files = model_files(model_dir, bit)
+        self.image_size = exported_image_size(model_dir, bit, self.files[0])
+        self.use_gpu = bool(use_gpu)
+        config = inference.Config(*self.files)
+        if self.use_gpu:
+            config.enable_use_gpu(gpu_mem_mb, 0)
+        else:
+            config.disable_gpu()
+            config.set_cpu_math_library_num_threads(max(1, num_threads))
+            # oneDNN kernels: ~4-6x Paddle's plain CPU kernels for AlexNet
+            # (benchmarks/bench_encode.py), outputs equal to float rounding.
+            config.enable_mkldnn()
+        # No enable_memory_optim(): with a PIR (.json) program Paddle 3.3 then
+        # fails in create_predictor ("Not find predictor_id 0 and pass_name
+        # memory_optimize_pass"); the model is small enough without it.
+        config.disable_glog_info()
+        config.switch_ir_optim(True)
+        self.config = config
+        try:
+            self.predictor = inference.create_predictor(config)
+        except Exception as err:  # a corrupt or foreign model file is bad input
+            raise UserError(f"cannot load the inference model {self.files[0]} "
+                            f"({type(err).__name__}: {str(err).strip().splitlines()[-1][:200]})")
+        self.input = self.predictor.get_input_handle(self.predictor.get_input_names()[0])
+        self.output = self.predictor.get_output_handle(self.predictor.get_output_names()[0])
+
+    def run(self, x):
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        self.input.reshape(list(x.shape))
+        self.input.copy_from_cpu(x)
+        self.predictor.run()
+        z = self.output.copy_to_cpu()
+        if z.ndim != 2 or z.shape[1] != self.bit:
+            raise UserError(f"{self.files[0]} outputs shape {list(z.shape)}, not [N, {self.bit}]: "
+                            f"not a {self.bit}-bit HashNet (check --bit)")
+        return z
+
+    def codes(self, x):
+        return sign_codes(self.run(x))

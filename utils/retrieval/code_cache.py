@@ -1,0 +1,166 @@
+"""The database code cache of predict.py and deploy/inference_python/infer.py.
+
+Encoding a retrieval database (112,218 COCO images) takes far longer than
+answering a query, so its binary codes are cached on disk. The reference
+reused any ``database_code_{bit}.npy`` it found, even after the weights or
+the list had changed. Here a cache is an ``.npz`` file holding
+
+  * ``packed``      uint8 [n, ceil(bit/8)]: the codes, ``utils.retrieval.hamming.pack_codes``
+  * ``labels``      uint8 [n, C]: the multi-hot labels of the list
+  * ``fingerprint`` a JSON string: what produced the codes (``make_fingerprint``:
+                    sha256 of the weights / inference model files, sha256 of
+                    the list file, data root, crop and resize sizes, bit, and
+                    the Paddle version and device that encoded: kernels differ
+                    between them, and a code whose z is near 0 can flip)
+
+and it is used only when its fingerprint equals the current one; otherwise
+the codes are rebuilt (a stale cache is never reused) and a line says why.
+A cache that cannot be read is rebuilt with a warning. Files are written
+atomically (``utils.base.io.atomic_write``) and read with ``allow_pickle=False``.
+
+The reference's ``database_code_{bit}.npy`` (a ±1 float array [n, bit], no
+labels, no fingerprint) is still read, but only when no fingerprinted cache
+exists, and only if its shape fits the list; the output then says the codes
+are unverified.
+"""
+import json
+import os
+import time
+import zipfile
+
+import numpy as np
+
+from utils.retrieval.hamming import pack_codes
+from utils.base.fingerprint import (CacheError, StaleCache, check_fingerprint,  # noqa: F401
+                                    sha256_file, sha256_files)
+from utils.base.io import atomic_write
+
+FORMAT = 1
+# fingerprint key -> what a difference means, for the "rebuilding" line
+CHANGES = {
+    "format": "the cache format changed",
+    "model_sha256": "the weights changed",
+    "list_sha256": "the database list changed",
+    "data_path": "--data_path changed",
+    "crop_size": "--crop_size changed",
+    "resize_size": "--resize_size changed",
+    "bit": "--bit changed",
+    "paddle": "the Paddle version changed",
+    "device": "the device changed (CPU/GPU)",
+}
+
+
+def make_fingerprint(model_files, list_file, data_path, bit, crop_size, resize_size,
+                     device=None):
+    """What determines a database's codes. ``model_files``: the weights
+    (``.pdparams``) or the inference model (program + ``.pdiparams``);
+    ``device``: "cpu" or "gpu", what encodes (default: Paddle's current one)."""
+    import paddle
+    device = device or paddle.get_device().split(":")[0]  # "gpu:1" and "gpu:0" encode alike
+    return {"format": FORMAT, "bit": int(bit), "crop_size": int(crop_size),
+            "resize_size": int(resize_size), "model_sha256": sha256_files(model_files),
+            "list_sha256": sha256_file(list_file),
+            "data_path": os.path.realpath(data_path),
+            "paddle": paddle.__version__, "device": device}
+
+
+class DatabaseCodeCache:
+    """Packed database codes, reused only while the fingerprint matches.
+
+    ``path``: the ``.npz`` cache; ``fingerprint``: ``make_fingerprint(...)``;
+    ``legacy_path``: a reference-format ±1 ``.npy`` read when ``path`` does
+    not exist; ``log``: prints one line per decision.
+    """
+
+    def __init__(self, path, fingerprint, legacy_path=None, log=print):
+        self.path, self.fingerprint, self.legacy_path, self.log = path, fingerprint, legacy_path, log
+        self.bit = fingerprint["bit"]
+        self.nbytes = (self.bit + 7) // 8
+
+    # -------------------------------------------------------------- reading
+    def read(self):
+        """(packed, labels) from ``path``; CacheError if unreadable,
+        StaleCache if made by something else."""
+        try:
+            with np.load(self.path, allow_pickle=False) as data:
+                packed, labels = data["packed"], data["labels"]
+                saved = json.loads(str(data["fingerprint"][()]))
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
+            raise CacheError(f"{type(err).__name__}: {err}")
+        check_fingerprint(saved, self.fingerprint, CHANGES)
+        if (packed.dtype != np.uint8 or packed.ndim != 2 or packed.shape[1] != self.nbytes
+                or labels.ndim != 2 or len(labels) != len(packed)):
+            raise CacheError(f"arrays of unexpected shape/type (packed {packed.dtype} "
+                             f"{packed.shape}, labels {labels.dtype} {labels.shape})")
+        return packed, labels.astype(np.float32)
+
+    def read_legacy(self, count):
+        """Packed codes from the reference's ±1 ``.npy``, or CacheError."""
+        try:
+            codes = np.load(self.legacy_path, allow_pickle=False)
+        except (OSError, ValueError, EOFError) as err:
+            raise CacheError(f"{type(err).__name__}: {err}")
+        if codes.ndim != 2 or codes.shape != (count, self.bit):
+            raise CacheError(f"shape {codes.shape}, expected ({count}, {self.bit}) for this "
+                             "list and --bit")
+        if not np.issubdtype(codes.dtype, np.number) or not np.all(np.isin(codes, (-1, 0, 1))):
+            raise CacheError("values other than -1/+1")
+        return pack_codes(codes)   # sign() gave 0 for z == 0: counted as +1, like sign_codes
+
+    # -------------------------------------------------------------- writing
+    def write(self, packed, labels):
+        def save(tmp):
+            with open(tmp, "wb") as f:  # a file object: np.savez would add ".npz" to a name
+                np.savez(f, packed=packed, labels=np.asarray(labels > 0, dtype=np.uint8),
+                         fingerprint=np.array(json.dumps(self.fingerprint, sort_keys=True)))
+        atomic_write(self.path, save)
+
+    # -------------------------------------------------------------- the policy
+    def get(self, build, count, rebuild=False):
+        """Return (packed uint8 [n, nbytes], labels float32 [n, C] or None, source).
+
+        ``build()`` -> (codes ±1 [n, bit], labels [n, C]) encodes the database;
+        ``count``: the number of images in the list (a legacy cache must match);
+        ``rebuild``: ignore any cache. ``source`` is "cache", "legacy" (labels
+        None: take them from the list) or "built".
+        """
+        if rebuild:
+            self.log(f"database codes: --rebuild_cache: encoding {count:,} images")
+        elif os.path.isfile(self.path):
+            try:
+                packed, labels = self.read()
+                if len(packed) != count:
+                    raise CacheError(f"{len(packed)} codes for a list of {count} images")
+                self.log(f"database codes: loaded {len(packed):,} codes from cache {self.path} "
+                         "(fingerprint matches: same weights, list and sizes)")
+                return packed, labels, "cache"
+            except StaleCache as err:
+                self.log(f"database codes: cache {self.path} is stale ({err}); "
+                         f"re-encoding {count:,} images")
+            except CacheError as err:
+                self.log(f"warning: database code cache {self.path} is unreadable or corrupt "
+                         f"({err}); rebuilding it")
+        elif self.legacy_path and os.path.isfile(self.legacy_path):
+            try:
+                packed = self.read_legacy(count)
+                self.log(f"database codes: loaded {len(packed):,} codes from the LEGACY cache "
+                         f"{self.legacy_path} (reference format, no fingerprint: UNVERIFIED against "
+                         "these weights, list and sizes; delete it or pass --rebuild_cache to rebuild)")
+                return packed, None, "legacy"
+            except CacheError as err:
+                self.log(f"warning: legacy database code cache {self.legacy_path} does not fit "
+                         f"({err}); ignoring it and encoding {count:,} images")
+        else:
+            self.log(f"database codes: no cache at {self.path}; encoding {count:,} images")
+        start = time.time()
+        codes, labels = build()
+        packed = pack_codes(codes)
+        took = time.time() - start
+        try:
+            self.write(packed, labels)
+            saved = f"saved to {self.path}"
+        except OSError as err:
+            saved = f"NOT saved ({err})"
+        self.log(f"database codes: encoded {len(packed):,} images in {took:.1f}s "
+                 f"({len(packed) / max(took, 1e-9):.1f} images/s); {saved}")
+        return packed, np.asarray(labels, dtype=np.float32), "built"
