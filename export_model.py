@@ -3,39 +3,29 @@
     python export_model.py --bit 64 --pretrained output/model_best_64 \\
         --img_size 224 --save-inference-dir output/inference
 
-``paddle.jit.save`` with input spec [None, 3, S, S] writes
-``<save-inference-dir>/inference_{bit}.json`` + ``.pdiparams`` on Paddle 3.x
-(``.pdmodel`` + ``.pdiparams`` on Paddle 2.x). The files are written to a
-temporary folder first, loaded back with Paddle Inference and compared with
-the dygraph model on a batch; only if the largest absolute difference of the
-hash-layer outputs is <= 1e-4 are they moved into place. Otherwise nothing is
-installed and the exit code is 1.
+``utils/inference/export.py`` does the work: ``paddle.jit.save`` with input
+spec [None, 3, S, S] writes ``<save-inference-dir>/inference_{bit}.json`` +
+``.pdiparams`` on Paddle 3.x (``.pdmodel`` + ``.pdiparams`` on Paddle 2.x)
+into a temporary folder; they are loaded back with Paddle Inference and
+compared with the dygraph model on a batch, and only if the largest absolute
+difference of the hash-layer outputs is <= 1e-4 are they moved into place.
+Otherwise nothing is installed and the exit code is 1.
 
 --pretrained defaults to output/model_best_<bit>, else output/weights_<bit>.
 """
 import argparse
 import os
-import shutil
 import sys
-import tempfile
 
-import numpy as np
 import utils  # noqa: F401  (first: silences Paddle's import-time ccache warning)
 import paddle
-from paddle.static import InputSpec
 
 from deploy.cli import THREADS, SIDE, Range, add, check_ranges, check_sizes
-from utils.inference.predictor import MODEL_SUFFIXES, InferenceModel, export_info_path
-from models.hashnet import load_hashnet, sign_codes
-from utils.config import BITS
-from utils.datasets import normalize
+from models.hashnet import load_hashnet
 from utils.base.errors import run_cli
-from utils.base.io import (atomic_write_json, check_not_cut_short, disk_full_is_user_error,
-                      fsync_dir, fsync_file)
 from utils.base.runtime import available_cores, set_num_threads
-
-TOLERANCE = 1e-4
-
+from utils.config import BITS
+from utils.inference.export import TOLERANCE, ExportMismatch, export_checked
 
 def build_parser():
     p = argparse.ArgumentParser(description="export HashNet to a Paddle Inference model")
@@ -59,41 +49,6 @@ def build_parser():
     return p
 
 
-def check_batch(n, size, seed=0):
-    """Random images in pixel range, normalised like the test transform."""
-    return normalize(np.random.default_rng(seed).random((n, size, size, 3), dtype=np.float32))
-
-
-def parameter_bytes(model):
-    """The weights' payload: a complete .pdiparams holds at least this much."""
-    return sum(int(np.prod(p.shape)) * p.element_size() for p in model.state_dict().values())
-
-
-def compare(x, z_dygraph, exported_dir, bit, num_threads):
-    """The saved model vs the dygraph outputs ``z_dygraph`` of batch ``x``:
-    (max abs diff, number of differing code bits)."""
-    z_saved = InferenceModel(exported_dir, bit, use_gpu=False, num_threads=num_threads).run(x)
-    diff = float(np.abs(z_dygraph - z_saved).max())
-    flips = int((sign_codes(z_dygraph) != sign_codes(z_saved)).sum())
-    return diff, flips
-
-
-def install(tmp_dir, out_dir, bit):
-    """Move the checked files into place; drop the other format's program
-    file of the same name, so program and parameters always match."""
-    os.makedirs(out_dir, exist_ok=True)
-    written = sorted(os.listdir(tmp_dir))
-    for suffix in MODEL_SUFFIXES:
-        stale = os.path.join(out_dir, f"inference_{bit}{suffix}")
-        if f"inference_{bit}{suffix}" not in written and os.path.isfile(stale):
-            os.remove(stale)
-    for name in written:
-        fsync_file(os.path.join(tmp_dir, name))
-        os.replace(os.path.join(tmp_dir, name), os.path.join(out_dir, name))
-    fsync_dir(out_dir)
-    return [os.path.join(out_dir, name) for name in written]
-
-
 def main(argv):
     parser = build_parser()
     args = check_ranges(parser, parser.parse_args(argv))
@@ -102,33 +57,20 @@ def main(argv):
     model, weights = load_hashnet(args.bit, args.pretrained)
     print(f"loaded {weights} ({args.bit} bits)")
     out_dir = args.save_inference_dir
-    os.makedirs(out_dir, exist_ok=True)
-    tmp_dir = tempfile.mkdtemp(dir=out_dir, prefix=".export-")
-    x = check_batch(args.check_batch, args.img_size)
-    with paddle.no_grad():   # the dygraph reference, before jit.save touches the model
-        z_dygraph = model(paddle.to_tensor(x)).numpy()
+    info = {"weights": weights, "paddle": paddle.__version__}
     try:
-        spec = [InputSpec(shape=[None, 3, args.img_size, args.img_size], dtype="float32", name="x")]
-        params = f"inference_{args.bit}.pdiparams"
-        with disk_full_is_user_error(os.path.join(out_dir, params)):
-            paddle.jit.save(model, os.path.join(tmp_dir, f"inference_{args.bit}"), input_spec=spec)
-        check_not_cut_short(os.path.join(tmp_dir, params), parameter_bytes(model),
-                            os.path.join(out_dir, params))
-        atomic_write_json({"bit": args.bit, "img_size": args.img_size, "weights": weights,
-                           "paddle": paddle.__version__},
-                          export_info_path(tmp_dir, args.bit))
-        diff, flips = compare(x, z_dygraph, tmp_dir, args.bit, args.num_threads)
-        verdict = "OK" if diff <= TOLERANCE else "FAILED"
-        print(f"export check {verdict}: Paddle Inference vs dygraph on a batch of "
-              f"{args.check_batch} {args.img_size}px images: max abs diff {diff:.3g} "
-              f"(tolerance {TOLERANCE:g}), {flips} of {args.check_batch * args.bit} code bits differ")
-        if verdict != "OK":
-            print("error: the exported model does not reproduce the dygraph model; "
-                  "nothing was installed", file=sys.stderr)
-            sys.exit(1)
-        files = install(tmp_dir, out_dir, args.bit)
-    finally:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
+        diff, flips, files = export_checked(model, out_dir, args.img_size, info, args.check_batch,
+                                            args.num_threads, tolerance=TOLERANCE)
+    except ExportMismatch as mismatch:
+        diff, flips = mismatch.args
+    verdict = "OK" if diff <= TOLERANCE else "FAILED"
+    print(f"export check {verdict}: Paddle Inference vs dygraph on a batch of "
+          f"{args.check_batch} {args.img_size}px images: max abs diff {diff:.3g} "
+          f"(tolerance {TOLERANCE:g}), {flips} of {args.check_batch * args.bit} code bits differ")
+    if verdict != "OK":
+        print("error: the exported model does not reproduce the dygraph model; "
+              "nothing was installed", file=sys.stderr)
+        sys.exit(1)
     print(f"inference model saved with prefix {os.path.join(out_dir, f'inference_{args.bit}')} "
           f"(Paddle {paddle.__version__}):")
     for f in files:

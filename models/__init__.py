@@ -1,5 +1,9 @@
-"""AlexNet backbone and the HashNet model."""
-import utils  # noqa: F401  (silences Paddle's import-time ccache warning)
-from models.hashnet import HashNet, load_backbone
+"""The networks, found by ``--arch`` name through the registry (models/registry.py).
 
-__all__ = ["HashNet", "load_backbone"]
+Importing this package registers every backbone: one import line per file.
+"""
+import utils  # noqa: F401  (silences Paddle's import-time ccache warning)
+from models import hashnet  # noqa: F401  registers "alexnet"
+from models.registry import ARCHS, build, model_class, register, unregister
+
+__all__ = ["ARCHS", "build", "model_class", "register", "unregister"]

@@ -1,4 +1,5 @@
-"""HashNet (Cao et al., ICCV 2017): AlexNet features, fc6/fc7, a hash layer.
+"""HashNet (Cao et al., ICCV 2017): AlexNet features, fc6/fc7, a hash layer;
+registered as ``--arch alexnet`` (models/registry.py).
 
 forward(x) returns the real-valued hash-layer output z [N, bit]. Training
 squashes it as u = tanh(β·z) inside the loss (utils/loss.py) so that β can be
@@ -13,6 +14,7 @@ import paddle.nn as nn
 
 from models.alexnet import FEATURE_DIM, alexnet_features, fc67
 from models.imagenet_backbone import IMAGENET, imagenet_backbone
+from models.registry import build, register
 from utils.base.checkpoint import load_state_file, load_weights, strip_params_suffix
 from utils.base.errors import UserError
 
@@ -25,7 +27,14 @@ BACKBONE_HELP = (
     "or pass --backbone random for random init")
 
 
+@register("alexnet")
 class HashNet(nn.Layer):
+    """AlexNet (paddle.vision's layout: dropout before fc6 and fc7, none
+    before the hash layer) + the hash layer, with the reference's state-dict
+    keys: the hash layer is ``classifier_plus.6``."""
+    min_crop = 63        # three stride-2 max-pools after a stride-4 conv need 63 px
+    label = "AlexNet"
+
     def __init__(self, bit):
         super().__init__()
         self.bit = bit
@@ -39,6 +48,13 @@ class HashNet(nn.Layer):
                                      initializer=nn.initializer.Constant(0.0))
         self.classifier_plus = nn.Sequential(
             *fc67(), nn.Linear(4096, bit, weight_attr=hash_weight, bias_attr=hash_bias))
+
+    @property
+    def hash_layer(self):
+        return self.classifier_plus[6]
+
+    def load_backbone(self, path):
+        load_backbone(self, path)
 
     def forward(self, x):                           # x: [N, 3, S, S]
         x = self.avgpool(self.features(x))          # [N, 256, 6, 6]
@@ -108,12 +124,12 @@ def default_checkpoint(bit):
                     + ": pass --pretrained PATH (without .pdparams)")
 
 
-def load_hashnet(bit, pretrained=None):
-    """HashNet in eval mode with a checkpoint's weights (default:
+def load_hashnet(bit, pretrained=None, arch="alexnet"):
+    """An ``arch`` model in eval mode with a checkpoint's weights (default:
     ``default_checkpoint``); also returns the .pdparams path (caches
     fingerprint it)."""
     prefix = strip_params_suffix(pretrained or default_checkpoint(bit))
-    model = HashNet(bit)
+    model = build(arch, bit)
     load_weights(model, prefix)
     model.eval()
     return model, prefix + ".pdparams"

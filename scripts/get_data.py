@@ -30,6 +30,7 @@ import os
 import sys
 
 from utils.config import DATASET_PRESETS
+from utils.datasets import SPLITS
 from utils.base.download import Remote, fetch, run_downloads, through_paddle, unpack_zip
 from utils.base.errors import UserError, run_cli
 from utils.base.io import atomic_write
@@ -37,7 +38,6 @@ from utils.base.io import atomic_write
 AUTHORS_COMMIT = "85387b814fcf95daff887bd325cbaa0e8def7323"
 AUTHORS_DATA = f"https://raw.githubusercontent.com/thuml/HashNet/{AUTHORS_COMMIT}/pytorch/data"
 COCO_ZIPS = "http://images.cocodataset.org/zips"
-SPLITS = ("train", "test", "database")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -30,6 +30,7 @@ import tempfile
 
 import numpy as np
 
+from utils import distributed as dist
 from utils.base.errors import UserError, run_cli
 from utils.base.flags import AT_LEAST_0, add, check_ranges
 
@@ -51,7 +52,7 @@ def run_argv(data, out, batch):
     image_dir, list_dir = data
     return ["--dataset", "demo", "--data-path", image_dir, "--list-dir", list_dir,
             "--bit", str(BIT), "--crop_size", "64", "--resize_size", str(IMAGE_SIZE),
-            "--backbone", "random", "--seed", "0", "-bs", str(batch), "-lr", "0.1", "-wd", "0",
+            "--arch", CHECK_ARCH, "--backbone", "random", "--seed", "0", "-bs", str(batch), "-lr", "0.1", "-wd", "0",
             "-e", str(EPOCHS), "-ee", str(EPOCHS), "--num_threads", "2",
             "--output-dir", os.path.join(out, "output"), "--log_path", os.path.join(out, "logs")]
 
@@ -59,11 +60,11 @@ def run_argv(data, out, batch):
 def initial_state(seed=0):
     """The initial weights every run starts from, built on the CPU."""
     import paddle
-    from models.hashnet import HashNet
+    import models
     device = paddle.get_device()
     paddle.set_device("cpu")
     paddle.seed(seed)
-    state = {k: v.numpy() for k, v in HashNet(BIT).state_dict().items()}
+    state = {k: v.numpy() for k, v in models.build("alexnet", BIT).state_dict().items()}
     paddle.set_device(device)
     # At the usual init (std 0.01) z is ~0, so the loss sits at its value for
     # u = 0 and would not tell a wrong step from a right one; std 1 puts
@@ -72,23 +73,28 @@ def initial_state(seed=0):
     return state
 
 
-def without_dropout_model():
-    """engine.HashNet stand-in: dropout off, CPU-built initial weights."""
+CHECK_ARCH = "alexnet-gpu-check"
+
+
+def register_check_model():
+    """Register the check's model, ``--arch alexnet-gpu-check``: AlexNet
+    HashNet with dropout off and the CPU-built initial weights."""
+    import models
     from models.alexnet import disable_dropout
     from models.hashnet import HashNet
 
+    @models.register(CHECK_ARCH)
     class HashNetForCheck(HashNet):
         def __init__(self, bit):
             super().__init__(bit)
             disable_dropout(self)
             self.set_state_dict(initial_state())
-    return HashNetForCheck
 
 
 def train_worker(args):
     """engine.run with the check's model, in each process."""
     from utils.training import engine
-    engine.HashNet = without_dropout_model()
+    register_check_model()
     engine.run(args)
 
 
@@ -147,31 +153,18 @@ def compare(measured, reference):
 
 
 def check_inference(prefix, out, use_gpu):
-    """Export ``prefix`` and compare Paddle Inference with the dygraph model."""
-    import paddle
-    from utils.inference.predictor import InferenceModel
-    import export_model
-    from models.hashnet import HashNet
+    """Export ``prefix`` (checked on the CPU, as export_model.py does) and
+    compare Paddle Inference on ``use_gpu`` with the dygraph model."""
+    from models.hashnet import load_hashnet
+    from utils.inference.export import compare_with_dygraph, dygraph_outputs, export_checked
     export_dir = os.path.join(out, "inference")
-    export_model.main(["--bit", str(BIT), "--img_size", "64", "--pretrained", prefix,
-                       "--save-inference-dir", export_dir, "--num_threads", "2"])
+    model, weights = load_hashnet(BIT, prefix)
+    export_checked(model, export_dir, 64, {"weights": weights}, num_threads=2)
     x = np.random.default_rng(0).standard_normal((4, 3, 64, 64)).astype(np.float32)
-    model = HashNet(BIT)
-    model.set_state_dict(paddle.load(prefix + ".pdparams"))
-    model.eval()
-    expected = model(paddle.to_tensor(x)).numpy()
-    got = InferenceModel(export_dir, BIT, use_gpu=use_gpu, num_threads=2).run(x)
-    err = float(np.abs(got - expected).max())
+    err, _ = compare_with_dygraph(export_dir, BIT, x, dygraph_outputs(model, x), use_gpu, 2)
     where = "GPU" if use_gpu else "CPU"
     return err <= INFERENCE_ATOL, (f"export + Paddle Inference on {where}: largest difference "
                                    f"{err:.2e} (tolerance {INFERENCE_ATOL:g})")
-
-
-def gpu_count():
-    import paddle
-    if not paddle.is_compiled_with_cuda():
-        return 0
-    return paddle.device.cuda.device_count()
 
 
 def plan(gpus):
@@ -228,9 +221,9 @@ def main(argv):
         if not os.path.isfile(args.reference):
             raise UserError(f"{args.reference} not found: record it with "
                             "python -m scripts.gpu_check --record")
-        gpus = gpu_count() if args.gpus is None else args.gpus
-        if gpus > gpu_count():
-            raise UserError(f"--gpus {gpus}: only {gpu_count()} GPU(s) visible")
+        gpus = dist.gpu_count() if args.gpus is None else args.gpus
+        if gpus > dist.gpu_count():
+            raise UserError(f"--gpus {gpus}: only {dist.gpu_count()} GPU(s) visible")
         return 0 if run_checks(args.reference, work, gpus) else 1
 
 

@@ -25,11 +25,12 @@ import pytest
 
 from conftest import REPO, assert_same, demo_argv, state_numpy, user_error
 from models.hashnet import HashNet
-from test_distributed import HashNetWithoutDropout, ok, worker  # 2 gloo processes
+from test_distributed import NODROPOUT, HashNetWithoutDropout, ok, worker  # 2 gloo processes
 from test_docs import demo_sh_settings, read
 from utils.training import engine
-from utils.training.caffe_recipe import (StreamBatches, TwoStreams, build_caffe_optimizer, caffe_beta,
-                                caffe_lr)
+from utils.lr_scheduler import build_caffe_optimizer, caffe_beta, caffe_lr
+from utils.training import caffe
+from utils.training.caffe import StreamBatches, TwoStreams
 from utils.config import parse_args
 from utils.loss import CaffePairwiseLoss
 from utils.tools import mean_average_precision_reference, retrieval_metrics
@@ -300,8 +301,7 @@ def test_two_by_b_equals_one_by_two_b(demo, make_args, tmp_path, monkeypatch):
     flags = [*CAFFE, "--max_iter", "5", "--seed", "3"]
     ok(worker("nodropout", tmp_path / "multi",
               demo_argv(demo, tmp_path / "multi", *flags, "-bs", "12")))
-    monkeypatch.setattr(engine, "HashNet", HashNetWithoutDropout)
-    engine.run(make_args(*flags, "-bs", "24", out=tmp_path / "single"))
+    engine.run(make_args(*flags, "-bs", "24", "--arch", NODROPOUT, out=tmp_path / "single"))
     got, ref = (paddle.load(str(tmp_path / run / "output" / "last_16.pdparams"))
                 for run in ("multi", "single"))
     paddle.seed(3)
@@ -331,13 +331,13 @@ def test_stopped_then_resumed_equals_uninterrupted(make_args, tmp_path, monkeypa
         if len(calls) == 2:
             engine.STOP.signum = signal.SIGTERM
         return step(*a)
-    monkeypatch.setattr(engine, "train_step", stopped_at_two)
+    monkeypatch.setattr(caffe, "train_step", stopped_at_two)
     parted = tmp_path / "parted"
     with pytest.raises(SystemExit) as stop:
         engine.run(make_args(*flags, out=parted))
     assert stop.value.code == 128 + signal.SIGTERM
     assert paddle.load(str(parted / "output" / "last_16.pdopt"))["training"]["iter"] == 2
-    monkeypatch.setattr(engine, "train_step", step)
+    monkeypatch.setattr(caffe, "train_step", step)
     state = engine.run(make_args(*flags, "--resume", out=parted))
     assert state["iter"] == 4 and [h["iter"] for h in state["history"]] == [4]
     for name in ("pdparams", "pdopt"):

@@ -27,6 +27,7 @@ import pytest
 
 from conftest import assert_cli_error, demo_argv, log_lines, run_python, state_numpy
 from models.alexnet import disable_dropout
+import models
 from models.hashnet import HashNet
 from utils import distributed as dist
 from utils.training import engine
@@ -141,8 +142,7 @@ def test_two_by_b_equals_one_by_two_b(demo, make_args, tmp_path, monkeypatch):
     flags = ["--list-dir", sub_lists(demo, tmp_path / "lists", train=40), "-bs", "8",
              "-lr", "5", "-wd", "0", "--seed", "3", "-e", "1"]
     ok(worker("nodropout", tmp_path / "multi", demo_argv(demo, tmp_path / "multi", *flags)))
-    monkeypatch.setattr(engine, "HashNet", HashNetWithoutDropout)
-    engine.run(make_args(*flags, "-bs", "16", out=tmp_path / "single"))
+    engine.run(make_args(*flags, "-bs", "16", "--arch", NODROPOUT, out=tmp_path / "single"))
     got, ref = (paddle.load(str(tmp_path / run / "output" / "last_16.pdparams"))
                 for run in ("multi", "single"))
     paddle.seed(3)
@@ -224,6 +224,10 @@ def test_signal_to_one_process_stops_all_at_the_same_step(demo, tmp_path):
 
 
 # ---------------------------------------------------------------- worker side
+NODROPOUT = "alexnet-without-dropout"
+
+
+@models.register(NODROPOUT)
 class HashNetWithoutDropout(HashNet):
     def __init__(self, bit):
         super().__init__(bit)
@@ -231,7 +235,7 @@ class HashNetWithoutDropout(HashNet):
 
 
 def nodropout_worker(args, out):
-    engine.HashNet = HashNetWithoutDropout
+    args.arch = NODROPOUT
     engine.run(args)
 
 

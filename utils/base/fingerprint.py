@@ -5,7 +5,6 @@ while the fingerprint it was written with equals the current one; a
 checkpoint's manifest and a download's checksum are digests of its files.
 """
 import hashlib
-import os
 
 CHUNK = 1 << 22
 

@@ -16,7 +16,7 @@ from utils.base.errors import UserError
 
 # AlexNet's five stride/pool stages leave nothing of a crop under 63 px
 # (Paddle Inference then dies with SIGFPE instead of an error).
-MIN_CROP = 63
+MIN_CROP = 63             # AlexNet's (models/hashnet.py HashNet.min_crop), the default arch
 MAX_SIDE = 4096          # a crop/resize side beyond this is a typo, not a setting
 
 
@@ -124,10 +124,12 @@ def check_ranges(parser, args):
     return args
 
 
-def check_sizes(crop, resize=None, flag="--crop_size"):
-    """What AlexNet and the transforms need of a crop and a resize side."""
-    if crop < MIN_CROP:
-        raise UserError(f"{flag} {crop} is too small: AlexNet needs at least {MIN_CROP} px")
+def check_sizes(crop, resize=None, flag="--crop_size", min_crop=MIN_CROP, label="AlexNet"):
+    """What the network (``min_crop``, named ``label`` in the message: a
+    registered model's attributes) and the transforms need of a crop and a
+    resize side."""
+    if crop < min_crop:
+        raise UserError(f"{flag} {crop} is too small: {label} needs at least {min_crop} px")
     if resize is not None:
         check_resize(crop, resize)
 

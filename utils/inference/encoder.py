@@ -14,17 +14,17 @@ export fails, the model runs in dygraph (the latter says so in one log line).
 Training itself always stays dygraph.
 """
 import logging
-import os
 import sys
 import tempfile
 
 import numpy as np
 import paddle
-from paddle.static import InputSpec
 from tqdm import tqdm
 
 from models.hashnet import sign_codes
 from utils.base.runtime import num_threads
+from utils.inference.export import save_inference_model
+from utils.inference.predictor import InferenceModel
 
 log = logging.getLogger("hashnet")
 
@@ -43,12 +43,9 @@ def inference_forward(model):
     """The same function on Paddle Inference with oneDNN, from an export of
     the model's current weights (any batch size and image size); it raises
     whatever the export or the predictor raises."""
-    from utils.inference.predictor import InferenceModel
-    model.eval()   # the export traces eval mode: no dropout
     with tempfile.TemporaryDirectory(prefix="hashnet-encoder-") as tmp:
         # The predictor reads both files when it is created, so the folder can go.
-        paddle.jit.save(model, os.path.join(tmp, f"inference_{model.bit}"),
-                        input_spec=[InputSpec([None, 3, None, None], "float32", "x")])
+        save_inference_model(model, tmp)
         return InferenceModel(tmp, model.bit, use_gpu=False, num_threads=num_threads()).run
 
 

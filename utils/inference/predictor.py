@@ -1,4 +1,4 @@
-"""An exported HashNet (export_model.py) on Paddle Inference.
+"""An exported HashNet (utils/inference/export.py) on Paddle Inference.
 
 ``paddle.jit.save`` writes ``inference_{bit}.json`` (Paddle 3.x, PIR
 program) or ``inference_{bit}.pdmodel`` (Paddle 2.x) next to
@@ -13,6 +13,7 @@ import os
 import numpy as np
 
 from models.hashnet import sign_codes
+from utils.distributed import gpu_count
 from utils.base.errors import UserError
 
 MODEL_SUFFIXES = (".json", ".pdmodel")   # Paddle 3.x first, then 2.x
@@ -74,7 +75,7 @@ def resolve_use_gpu(use_gpu):
     """``None`` = GPU when Paddle has CUDA and a device; True without them is
     a UserError."""
     import paddle
-    has_gpu = paddle.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0
+    has_gpu = gpu_count() > 0
     if use_gpu and not paddle.is_compiled_with_cuda():
         raise UserError("--use-gpu True but this Paddle is built without CUDA "
                         "(install paddlepaddle-gpu, or pass --use-gpu False)")

@@ -1,8 +1,14 @@
-"""The one training and evaluation engine behind main_single_gpu.py and
-main_multi_gpu.py. Multi-process specifics live in utils/distributed.py."""
+"""The run skeleton behind main_single_gpu.py and main_multi_gpu.py, written
+once for every recipe: setup, the training step, the stop signal, evaluation
+and its record, keep-best, checkpoints and resume.
+
+A recipe (utils/training/recipes.py: the reference's epochs, the authors'
+Caffe iterations) supplies only what differs: its loss, optimizer, schedules,
+the periods it trains in and its log lines. The model comes from the model
+registry (``models.build(--arch, --bit)``). Multi-process specifics live in
+utils/distributed.py."""
 import contextlib
 import dataclasses
-import itertools
 import json
 import logging
 import math
@@ -16,24 +22,22 @@ import time
 import numpy as np
 import paddle
 
-from models.hashnet import HashNet, load_backbone
-from utils.training import caffe_recipe
+import models
 from utils import distributed as dist
 from utils.base.checkpoint import (load_training_state, load_weights, newest_checkpoint,
                               save_checkpoint)
-from utils.datasets import build_datasets, build_loader, set_epoch
+from utils.datasets import SPLITS, build_datasets, build_loader
 from utils.inference.encoder import encode_batches, fastest_forward
 from utils.base.errors import UserError
 from utils.base.flags import check_sizes
 from utils.data.images import set_max_pixels
 from utils.base.io import atomic_write_json, ensure_writable_dir
-from utils.loss import HashNetLoss
-from utils.lr_scheduler import base_lr, build_optimizer, continuation_beta, step_lr
 from utils.training.plots import save_evaluation_plots, save_training_plot
 from utils.base.run_lock import output_dir_lock
 from utils.base.runtime import (new_run_dir, set_deterministic, set_num_threads, set_seed,
                            setup_logger, threads_per_process)
 from utils.tools import retrieval_metrics
+from utils.training import recipes
 
 # With several processes, the check "did a stop signal reach any process?" is
 # a collective (every process waits for all); it runs every STOP_CHECK_STEPS
@@ -58,10 +62,6 @@ def seed_epoch(seed, epoch):
     """Reseed paddle (dropout) from (seed, epoch, rank): an epoch's random
     draws are then the same whether or not the run was resumed before it."""
     paddle.seed(int(np.random.SeedSequence([seed, epoch, dist.rank()]).generate_state(1)[0]))
-
-
-def epoch_lr(args, epoch):
-    return step_lr(epoch, base_lr(args.learning_rate, args.batch_size, dist.world_size()), args.de_step)
 
 
 def train_step(model, criterion, optimizer, x, y, ind, wanted=None):
@@ -89,6 +89,7 @@ class StopFlag:
 
     def __init__(self):
         self.signum = None
+        self.agreed = False   # set by stop_agreed: every process stops at this step
 
     def __call__(self, signum, frame):
         self.signum = signum
@@ -96,7 +97,7 @@ class StopFlag:
     @contextlib.contextmanager
     def installed(self):
         """Catch SIGINT/SIGTERM while training; the old handlers come back after."""
-        self.signum = None
+        self.signum, self.agreed = None, False
         if threading.current_thread() is not threading.main_thread():
             yield
             return
@@ -111,44 +112,6 @@ class StopFlag:
 STOP = StopFlag()
 
 
-@dataclasses.dataclass
-class EpochProgress:
-    """How far an epoch got: steps done and their summed loss."""
-    epoch: int
-    step: int = 0
-    loss_sum: float = 0.0
-
-
-def train_one_epoch(model, criterion, optimizer, loader, args, log, epoch_progress):
-    """Train one epoch from ``epoch_progress.step`` on (0, or where an interrupted
-    run stopped); returns ``epoch_progress``, short of the last step if a stop
-    signal came."""
-    epoch = epoch_progress.epoch
-    model.train()
-    set_epoch(loader, epoch, skip=epoch_progress.step)
-    if epoch_progress.step == 0:
-        seed_epoch(args.seed, epoch)  # mid-epoch resumes restore the RNG instead
-    criterion.beta = continuation_beta(epoch, args.step_continuation)
-    optimizer.set_lr(epoch_lr(args, epoch))
-    steps = len(loader)
-    wanted = (loader.batch_sampler.global_batches() if args.skip_bad_images
-              else itertools.repeat(None))
-    for (x, y, ind), global_batch in zip(loader, wanted):
-        value = train_step(model, criterion, optimizer, x, y, ind, global_batch)
-        epoch_progress.step += 1
-        if not math.isfinite(value):
-            raise UserError(f"non-finite loss {value} at epoch {epoch}, step "
-                            f"{epoch_progress.step}: lower --learning_rate; the last "
-                            "checkpoint is intact")
-        epoch_progress.loss_sum += value
-        if epoch_progress.step % args.debug_steps == 0 or epoch_progress.step == steps:
-            log.info(f"Epoch[{epoch:03d}/{args.epoch:03d}], "
-                     f"Step[{epoch_progress.step:04d}/{steps:04d}], Loss: {value:.4f}")
-        if stop_agreed((epoch - 1) * steps + epoch_progress.step):
-            break
-    return epoch_progress
-
-
 def stop_agreed(global_step):
     """True when every process is to stop after this step: a stop signal
     reached one of them. One process checks every step; several, every
@@ -157,6 +120,7 @@ def stop_agreed(global_step):
         return False
     if dist.any_process(STOP.signum is not None):
         STOP.signum = STOP.signum or signal.SIGTERM
+        STOP.agreed = True
         return True
     return False
 
@@ -240,7 +204,7 @@ def run_eval(args):
     if not args.pretrained:
         raise UserError("--eval needs --pretrained PATH (a checkpoint without .pdparams)")
     log, log_dir = start_log(args, "eval")
-    model = HashNet(args.bit)
+    model = models.build(args.arch, args.bit)
     load_weights(model, args.pretrained)
     loaders = make_loaders(args, ("test", "database"))
     metrics = evaluate(model, loaders["test"], loaders["database"], args)
@@ -253,85 +217,93 @@ def run_eval(args):
 
 
 def build_model(args):
-    """HashNet with --pretrained weights, else the --backbone and a fresh hash layer."""
-    model = HashNet(args.bit)
+    """The --arch model with --pretrained weights, else the --backbone and a fresh hash layer."""
+    model = models.build(args.arch, args.bit)
     if args.pretrained:
         load_weights(model, args.pretrained)
     else:
-        load_backbone(model, args.backbone)
+        model.load_backbone(args.backbone)
     return model
 
 
 def run_train(args):
+    """Train with ``args.recipe``: period by period (see recipes.py), each
+    followed by its history record, an evaluation when due (a new best is
+    saved as model_best) and ``last`` when due. A stop signal saves ``last``
+    where the run stands and exits 128+signum; --resume continues there."""
+    recipe = recipes.build(args)
     ensure_writable_dir(args.output_dir, "--output-dir")
     log, log_dir = start_log(args, "train")
-    loaders = make_loaders(args, ("train", "test", "database"))
+    loaders = make_loaders(args, SPLITS)
     model = build_model(args)
     train_model = dist.wrap_model(model)
-    criterion = HashNetLoss(len(loaders["train"].dataset), args.bit, args.num_class, args.alpha)
-    optimizer = build_optimizer(args.optimizer, model.parameters(), epoch_lr(args, 1),
-                                args.weight_decay, args.momentum)
-    state = {"epoch": args.last_epoch, "best_map": 0.0, "best_epoch": 0, "history": []}
+    criterion = recipe.criterion(len(loaders["train"].dataset))
+    optimizer = recipe.optimizer(model)
+    state = recipe.initial_state()
     if args.resume:
         resume(args, model, optimizer, criterion, state, log)
-    steps = len(loaders["train"])
-    for epoch in range(state["epoch"] + 1, args.epoch + 1):
-        start = time.time()
-        epoch_progress = state.pop("partial", None) or EpochProgress(epoch)
-        train_one_epoch(train_model, criterion, optimizer, loaders["train"], args, log,
-                        epoch_progress)
-        if epoch_progress.step < steps:  # stopped by a signal
-            state["partial"] = epoch_progress
+    start = time.time()
+    for period in recipe.periods(state):
+        if not recipe.train_period(train_model, criterion, optimizer, loaders["train"], log,
+                                   state, period):   # stopped by a signal mid-period
             save(args, "last", model, optimizer, criterion, state)
-            log.info(f"stopped by signal {STOP.signum} at epoch {epoch}, step "
-                     f"{epoch_progress.step}: saved {args.output_dir}/last_{args.bit}; "
-                     "continue with --resume")
-            raise SystemExit(128 + STOP.signum)
-        loss = epoch_progress.loss_sum / steps
-        log.info(f"HashNet[{epoch:2d}/{args.epoch}] bit:{args.bit}, lr:{epoch_lr(args, epoch):.9f}, "
-                 f"scale:{criterion.beta:.3f}, train loss:{loss:.3f}")
-        record = {"epoch": epoch, "loss": loss, "map": None}
-        state.update(epoch=epoch, history=state["history"] + [record])
-        if epoch % args.eval_epoch == 0 or epoch == args.epoch:
-            metrics = evaluate(model, loaders["test"], loaders["database"], args)
-            record["map"] = metrics["map"]
-            if metrics["map"] > state["best_map"]:
-                state.update(best_map=metrics["map"], best_epoch=epoch)
-                save(args, "model_best", model, optimizer, criterion, state)
-            # These weights stay on disk only if they are the best so far.
-            metrics.update(epoch=epoch, checkpoint=(f"{args.output_dir}/model_best_{args.bit}"
-                                                    if state["best_epoch"] == epoch else None))
-            write_evaluation(metrics, log_dir)
-            log.info(f"HashNet epoch:{epoch}, bit:{args.bit}, dataset:{args.dataset}, "
-                     f"MAP:{metrics['map']:.3f}, Best MAP(e{state['best_epoch']}): {state['best_map']:.3f}")
-        save(args, "last", model, optimizer, criterion, state)
-        if dist.is_main_process():
-            save_training_plot(state["history"], os.path.join(log_dir, "training.png"),
-                               f"HashNet {args.bit} bits on {args.dataset}: training")
-        log.info(f"saved {args.output_dir}/last_{args.bit} (epoch {epoch}, {time.time() - start:.1f}s)")
+            exit_on_signal(args, recipe, state, log)
+        record = recipe.close_period(state, period, criterion, loaders["train"], log)
+        if recipe.evaluation_due(period):
+            evaluate_and_keep_best(args, recipe, model, loaders, (optimizer, criterion), state,
+                                   record, log_dir, log)
+        if recipe.save_due(period) or STOP.agreed:
+            save(args, "last", model, optimizer, criterion, state)
+            if dist.is_main_process():
+                save_training_plot(state["history"], os.path.join(log_dir, "training.png"),
+                                   f"HashNet {args.bit} bits on {args.dataset}: training",
+                                   unit=recipe.unit)
+            log.info(f"saved {args.output_dir}/last_{args.bit} ({recipe.position(state)}, "
+                     f"{time.time() - start:.1f}s)")
+            start = time.time()
+        if STOP.agreed:
+            exit_on_signal(args, recipe, state, log)
     return state
 
 
+def exit_on_signal(args, recipe, state, log):
+    log.info(f"stopped by signal {STOP.signum} at {recipe.position(state)}: saved "
+             f"{args.output_dir}/last_{args.bit}; continue with --resume")
+    raise SystemExit(128 + STOP.signum)
+
+
+def evaluate_and_keep_best(args, recipe, model, loaders, training, state, record, log_dir, log):
+    """mAP now, into the period's history ``record``; a new best is saved as
+    model_best (with ``training``: the optimizer and the loss's bank)."""
+    done = state[recipe.unit]
+    metrics = evaluate(model, loaders["test"], loaders["database"], args)
+    record["map"] = metrics["map"]
+    best = f"best_{recipe.unit}"
+    if metrics["map"] > state["best_map"]:
+        state.update({"best_map": metrics["map"], best: done})
+        save(args, "model_best", model, *training, state)
+    # These weights stay on disk only if they are the best so far.
+    metrics.update({recipe.unit: done, "checkpoint": (f"{args.output_dir}/model_best_{args.bit}"
+                                                      if state[best] == done else None)})
+    write_evaluation(metrics, log_dir)
+    log.info(f"HashNet {recipe.unit}:{done}, bit:{args.bit}, dataset:{args.dataset}, "
+             f"MAP:{metrics['map']:.3f}, Best MAP({recipe.unit[0]}{state[best]}): "
+             f"{state['best_map']:.3f}")
+
+
 def resume(args, model, optimizer, criterion, state, log):
-    """Restore model, optimizer, memory bank and counters from a checkpoint
-    (``--resume`` alone: the newest in --output-dir)."""
+    """Restore model, optimizer, memory bank and the recipe's counters from a
+    checkpoint (``--resume`` alone: the newest in --output-dir)."""
     prefix = newest_checkpoint(args.output_dir, args.bit) if args.resume == "auto" else args.resume
     load_weights(model, prefix)
-    state.update(load_training_state(prefix, model, optimizer))
-    if "iter" in state:
-        raise UserError(f"{prefix} is a --recipe caffe checkpoint: resume it with --recipe caffe")
-    if "bank" in state:
-        load_bank(criterion, state.pop("bank"), prefix)
-    if "partial" in state and state["config"]["batch_size"] != args.batch_size:
-        raise UserError(f"{prefix} stopped mid-epoch at batch size {state['config']['batch_size']}: "
-                        "resume it with the same -bs")
-    if "partial" in state:
-        # Mid-epoch: continue that epoch's RNG streams where they stopped.
-        state["partial"] = EpochProgress(**state["partial"])
-        restore_rng(state["rng"])
-        where = f"epoch {state['partial'].epoch}, step {state['partial'].step}"
-    else:
-        where = f"the end of epoch {state['epoch']}"
+    saved = load_training_state(prefix, model, optimizer)
+    written_by = recipes.checkpoint_recipe(saved)
+    if written_by != args.recipe:
+        raise UserError(f"{prefix} is a --recipe {written_by} checkpoint (not a --recipe "
+                        f"{args.recipe} checkpoint): resume it with --recipe {written_by}")
+    if "bank" in saved:
+        load_bank(criterion, saved.pop("bank"), prefix)
+    where = recipes.build(args).restore(saved, state, prefix)
     log.info(f"resumed from {prefix} at {where}")
 
 
@@ -347,18 +319,22 @@ def load_bank(criterion, bank, prefix):
 
 
 def save(args, name, model, optimizer, criterion, state):
+    """``<output-dir>/<name>_<bit>``: the weights, and the optimizer with the
+    recipe's counters (progress objects as dicts), the loss's buffers (the
+    memory bank), the RNG states and the config."""
     if dist.is_main_process():
-        training = dict(state, bank=criterion.state_dict(), rng=rng_states(), config=vars(args))
-        if "partial" in state:
-            training["partial"] = dataclasses.asdict(state["partial"])
+        training = {k: dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v
+                    for k, v in state.items()}
+        training.update(recipe=args.recipe, bank=criterion.state_dict(), rng=rng_states(),
+                        config=vars(args))
         save_checkpoint(os.path.join(args.output_dir, f"{name}_{args.bit}"), model, optimizer, training)
 
 
 def run(args):
-    check_sizes(args.crop_size)   # AlexNet's minimum (utils/config.py checks the rest)
+    arch = models.model_class(args.arch)
+    check_sizes(args.crop_size, min_crop=arch.min_crop, label=arch.label)  # config checks the rest
     setup_runtime(args)
     if args.eval:
         return run_eval(args)
-    train = caffe_recipe.run_train if args.recipe == "caffe" else run_train
     with STOP.installed(), output_dir_lock(args.output_dir, dist.is_main_process()):
-        return train(args)
+        return run_train(args)

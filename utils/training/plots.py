@@ -110,17 +110,22 @@ def save_evaluation_plots(metrics, out_dir, title=None):
     return paths
 
 
-def save_training_plot(history, path, title=None):
-    """Loss per epoch (left axis) and mAP at the evaluated epochs (right
-    axis). ``history``: [{"epoch": int, "loss": float, "map": float or None}]."""
-    epochs = [h["epoch"] for h in history if h.get("loss") is not None]
+UNIT_WORDS = {"epoch": "epoch", "iter": "iteration"}
+
+
+def save_training_plot(history, path, title=None, unit="epoch"):
+    """Loss per period (left axis) and mAP where evaluated (right axis).
+    ``history``: [{unit: int, "loss": float, "map": float or None}], ``unit``
+    the recipe's counter: "epoch" (reference) or "iter" (Caffe recipe)."""
+    word = UNIT_WORDS[unit]
+    epochs = [h[unit] for h in history if h.get("loss") is not None]
     losses = [h["loss"] for h in history if h.get("loss") is not None]
-    evals = [(h["epoch"], h["map"]) for h in history if h.get("map") is not None]
+    evals = [(h[unit], h["map"]) for h in history if h.get("map") is not None]
     fig = new_figure(7.2, 4.5)
     ax = fig.add_subplot()
     lines = ax.plot(epochs, losses, color="tab:blue", marker="." if len(epochs) < 40 else None,
                     label="train loss")
-    ax.set_xlabel("Epoch")
+    ax.set_xlabel(word.capitalize())
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("Train loss", color="tab:blue")
     ax.grid(True, alpha=0.3)
@@ -128,7 +133,7 @@ def save_training_plot(history, path, title=None):
         ax2 = ax.twinx()
         best_epoch, best = max(evals, key=lambda em: em[1])
         lines += ax2.plot([e for e, _ in evals], [m for _, m in evals], color="tab:red",
-                          marker="o", label=f"mAP (best {best:.4f}, epoch {best_epoch})")
+                          marker="o", label=f"mAP (best {best:.4f}, {word} {best_epoch})")
         ax2.set_ylabel("mAP", color="tab:red")
     ax.legend(lines, [line.get_label() for line in lines], loc="center right")
     ax.set_title(title or "Training")

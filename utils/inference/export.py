@@ -1,0 +1,109 @@
+"""Export and verify: the one place that turns a dygraph model into a Paddle
+Inference model, used by export_model.py, the encoder (an export of the
+current weights into a temporary folder) and the GPU check.
+
+``paddle.jit.save`` with input spec [None, 3, S, S] writes
+``<dir>/inference_{bit}.json`` + ``.pdiparams`` on Paddle 3.x (``.pdmodel`` +
+``.pdiparams`` on Paddle 2.x); S = None exports a model for any image size.
+``export_checked`` writes into a temporary folder beside the destination,
+loads the files back with Paddle Inference, compares them with the dygraph
+model on a batch, and installs them only if the largest difference of the
+hash-layer outputs is within the tolerance.
+"""
+import os
+import shutil
+import tempfile
+
+import numpy as np
+import paddle
+from paddle.static import InputSpec
+
+from models.hashnet import sign_codes
+from utils.base.io import (atomic_write_json, check_not_cut_short, disk_full_is_user_error,
+                           fsync_dir, fsync_file)
+from utils.datasets import normalize
+from utils.inference.predictor import MODEL_SUFFIXES, InferenceModel, export_info_path
+
+TOLERANCE = 1e-4
+
+
+def save_inference_model(model, model_dir, image_size=None):
+    """``paddle.jit.save`` of ``model`` in eval mode (the export traces eval
+    mode: no dropout) as ``<model_dir>/inference_{bit}``; returns the prefix."""
+    model.eval()
+    prefix = os.path.join(model_dir, f"inference_{model.bit}")
+    paddle.jit.save(model, prefix,
+                    input_spec=[InputSpec([None, 3, image_size, image_size], "float32", "x")])
+    return prefix
+
+
+def check_batch(n, size, seed=0):
+    """Random images in pixel range, normalised like the test transform."""
+    return normalize(np.random.default_rng(seed).random((n, size, size, 3), dtype=np.float32))
+
+
+def dygraph_outputs(model, x):
+    model.eval()
+    with paddle.no_grad():
+        return model(paddle.to_tensor(x)).numpy()
+
+
+def compare_with_dygraph(model_dir, bit, x, z_dygraph, use_gpu=False, num_threads=1):
+    """The exported model in ``model_dir`` vs the dygraph outputs
+    ``z_dygraph`` of batch ``x``: (max abs diff, number of differing code bits)."""
+    z_saved = InferenceModel(model_dir, bit, use_gpu=use_gpu, num_threads=num_threads).run(x)
+    diff = float(np.abs(z_dygraph - z_saved).max())
+    flips = int((sign_codes(z_dygraph) != sign_codes(z_saved)).sum())
+    return diff, flips
+
+
+def parameter_bytes(model):
+    """The weights' payload: a complete .pdiparams holds at least this much."""
+    return sum(int(np.prod(p.shape)) * p.element_size() for p in model.state_dict().values())
+
+
+def install(tmp_dir, out_dir, bit):
+    """Move the checked files into place; drop the other format's program
+    file of the same name, so program and parameters always match."""
+    os.makedirs(out_dir, exist_ok=True)
+    written = sorted(os.listdir(tmp_dir))
+    for suffix in MODEL_SUFFIXES:
+        stale = os.path.join(out_dir, f"inference_{bit}{suffix}")
+        if f"inference_{bit}{suffix}" not in written and os.path.isfile(stale):
+            os.remove(stale)
+    for name in written:
+        fsync_file(os.path.join(tmp_dir, name))
+        os.replace(os.path.join(tmp_dir, name), os.path.join(out_dir, name))
+    fsync_dir(out_dir)
+    return [os.path.join(out_dir, name) for name in written]
+
+
+class ExportMismatch(Exception):
+    """The exported model does not reproduce the dygraph model."""
+
+
+def export_checked(model, out_dir, image_size, info, batch=4, num_threads=1,
+                   tolerance=TOLERANCE):
+    """Export ``model`` for [N, 3, image_size, image_size] inputs into
+    ``out_dir`` after checking it: returns (max abs diff, differing code bits,
+    installed files); ExportMismatch (nothing installed) when the difference
+    exceeds ``tolerance``. ``info`` goes into ``inference_{bit}.export.json``
+    with the bit length and image size, which infer.py reads."""
+    bit = model.bit
+    x = check_batch(batch, image_size)
+    z_dygraph = dygraph_outputs(model, x)   # the reference, before jit.save touches the model
+    os.makedirs(out_dir, exist_ok=True)
+    tmp_dir = tempfile.mkdtemp(dir=out_dir, prefix=".export-")
+    try:
+        params = f"inference_{bit}.pdiparams"
+        with disk_full_is_user_error(os.path.join(out_dir, params)):
+            save_inference_model(model, tmp_dir, image_size)
+        check_not_cut_short(os.path.join(tmp_dir, params), parameter_bytes(model),
+                            os.path.join(out_dir, params))
+        atomic_write_json(dict(info, bit=bit, img_size=image_size), export_info_path(tmp_dir, bit))
+        diff, flips = compare_with_dygraph(tmp_dir, bit, x, z_dygraph, num_threads=num_threads)
+        if diff > tolerance:
+            raise ExportMismatch(diff, flips)
+        return diff, flips, install(tmp_dir, out_dir, bit)
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
