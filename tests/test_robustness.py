@@ -156,12 +156,12 @@ def checkpoint(tmp_path_factory):
 
 
 def test_checkpoint_manifest_names_both_files_with_checksums(checkpoint):
-    from utils.base.checkpoint import file_digest
+    from utils.base.checkpoint import size_and_sha256
     with open(checkpoint + ".manifest.json") as f:
         manifest = json.load(f)
     assert sorted(manifest["files"]) == ["last_16.pdopt", "last_16.pdparams"]
     for name, entry in manifest["files"].items():
-        size, sha = file_digest(os.path.join(os.path.dirname(checkpoint), name))
+        size, sha = size_and_sha256(os.path.join(os.path.dirname(checkpoint), name))
         assert entry == {"bytes": size, "sha256": sha}
 
 

@@ -242,6 +242,7 @@ def run_train(args):
     state = recipe.initial_state()
     if args.resume:
         resume(args, model, optimizer, criterion, state, log)
+    STOP.agreed = False   # only this run's stop checks count
     start = time.time()
     for period in recipe.periods(state):
         if not recipe.train_period(train_model, criterion, optimizer, loaders["train"], log,
