@@ -190,16 +190,18 @@ def identical_files(paths, root, problems):
 def check_overlaps(entries, protocol, problems):
     """Counts of shared images per pair of splits; forbidden ones are errors;
     an image with two label rows is an error."""
-    paths = {s: {e[0] for e in entries[s]} for s in SPLITS}
+    paths = {s: {e[0]: e[2] for e in reversed(entries[s])} for s in SPLITS}   # path -> first line
     forbidden = {("train", "test")} | FORBIDDEN.get(protocol.database if protocol else "", set())
     overlaps = {}
     for a, b in PAIRS:
-        shared = paths[a] & paths[b]
+        shared = paths[a].keys() & paths[b].keys()
         overlaps[f"{a}&{b}"] = len(shared)
         if shared and (a, b) in forbidden:
+            first = min(shared)
             problems.add("error", "forbidden overlap",
-                         f"{len(shared):,} images are in both {a} and {b}, e.g. {min(shared)}"
-                         + ("" if (a, b) == ("train", "test") else " (the protocol forbids it)"))
+                         f"{len(shared):,} images are in both {a} and {b}, e.g. {first} "
+                         f"({paths[a][first]}, {paths[b][first]})"
+                         + ("" if (a, b) == ("train", "test") else ": the protocol forbids it"))
     labels_of = collections.defaultdict(set)
     where = {}
     for split in SPLITS:
