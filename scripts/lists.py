@@ -140,8 +140,9 @@ def make(args):
     images = read_source(args, root)
     queries = read_queries(args, root, images.classes)
     made, notes = make_lists(images, protocol, args.split_seed, args.list_dir, queries)
-    print(f"source ({kind}): {len(images.classes)} classes, {len(images.paths):,} images"
-          + (f" + {len(queries.paths):,} queries" if queries else "") + f", paths relative to {root}")
+    extra = f" + {len(queries.paths):,} queries" if queries else ""
+    print(f"source ({kind}): {len(images.classes)} classes, {len(images.paths):,} images{extra}, "
+          f"paths relative to {root}")
     for note in notes:
         print(f"note: {note}")
     print(f"protocol: {protocol.describe()}; split seed {args.split_seed}")

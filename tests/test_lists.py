@@ -422,6 +422,13 @@ def test_make_without_counts_is_one_error_line(tmp_path):
     assert_cli_error(proc, "give --preset, or --train with --test")
 
 
+def test_out_of_range_counts_are_refused_before_any_work(tmp_path):
+    proc = run_python("-m", "scripts.lists", "make", "--folder", str(tmp_path), "--list-dir",
+                      str(tmp_path / "lists"), "--test", "0", "--train", "5")
+    assert_cli_error(proc, "--test must be >= 1, got 0")
+    assert not os.path.exists(tmp_path / "lists")
+
+
 def test_every_numeric_flag_of_both_jobs_has_a_range():
     from scripts.lists import build_parser
     _, jobs = build_parser()

@@ -121,8 +121,8 @@ def draw_split(labels, protocol, seed, fixed_queries=None, class_names=None):
     n_test = 0 if fixed_queries is not None else protocol.test
     if protocol.per_class:
         classes = single_label_classes(labels)
-        test, train, rest = draw_per_class(classes, labels.shape[1], candidates, n_test, protocol.train, rng,
-                                           class_names)
+        test, train, rest = draw_per_class(classes, labels.shape[1], candidates, n_test,
+                                           protocol.train, rng, class_names)
     else:
         test, train, rest = draw_over_all(candidates, n_test, protocol.train, rng)
     if fixed_queries is not None:
