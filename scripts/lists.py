@@ -22,7 +22,7 @@ import sys
 
 from utils.base.errors import UserError, run_cli
 from utils.base.flags import AT_LEAST_1, NUM_CLASS, SEED, Range, add, check_ranges, machine_cores
-from utils.base.io import atomic_write_json
+from utils.base.io import atomic_write_json, ensure_writable_dir
 from utils.data.list_check import (check_lists, first_problems, format_report,
                                    lists_fingerprint, split_fingerprint)
 from utils.data.list_sources import (CLASSES_FILE, SPLITS, default_root, images_from_coco,
@@ -135,6 +135,7 @@ def read_queries(args, root, classes):
 
 def make(args):
     protocol = protocol_of(args)
+    ensure_writable_dir(args.list_dir, "--list-dir")
     kind = "folder" if args.folder else "csv" if args.csv else "coco"
     root = args.root or default_root(kind, getattr(args, kind))
     images = read_source(args, root)
@@ -158,10 +159,14 @@ def make(args):
 
 
 def check(args):
+    for flag, folder in (("--list-dir", args.list_dir), ("--data-path", args.root)):
+        if not os.path.isdir(folder):
+            raise UserError(f"{flag} {folder} not found")
+    json_path = args.json or os.path.join(args.list_dir, "check.json")
+    ensure_writable_dir(os.path.dirname(os.path.abspath(json_path)), "--json")
     report = check_lists(args.list_dir, args.root, args.num_class, args.protocol, args.decode,
                          args.workers)
     print(format_report(report))
-    json_path = args.json or os.path.join(args.list_dir, "check.json")
     atomic_write_json(report, json_path)
     print(f"report: {json_path}")
     if not report["usable"]:

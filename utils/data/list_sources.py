@@ -64,7 +64,7 @@ def relative_to_root(path, root, where):
     rel = os.path.relpath(path, root) if os.path.isabs(path) else path
     rel = posixpath.normpath(rel.replace(os.sep, "/"))
     if rel == ".." or rel.startswith("../") or os.path.isabs(rel):
-        raise UserError(f"{where}: image {path} is outside the root {root} (set --root)")
+        raise UserError(f"{where}: image {path} is outside the root {root} (set --data-path)")
     check_writable_path(rel)
     return rel
 
