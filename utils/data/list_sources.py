@@ -76,7 +76,7 @@ def require_files(paths, root, where_of):
     if missing:
         examples = "; ".join(f"{where_of(i)}: {os.path.join(root, paths[i])}" for i in missing[:3])
         raise UserError(f"{len(missing):,} of {len(paths):,} images not found under {root}, "
-                        f"e.g. {examples} (check --root)")
+                        f"e.g. {examples} (check --data-path)")
 
 
 # ---------------------------------------------------------------- a folder per class
@@ -235,7 +235,7 @@ def coco_labels(data, json_file, column, ignore_crowd):
 
 def images_from_coco(json_files, root, ignore_crowd=False):
     """COCO instances files (e.g. train2014 and val2014 together)."""
-    categories, paths, blocks = None, [], []
+    categories, paths, blocks, wheres = None, [], [], []
     for json_file in json_files:
         folder = coco_image_folder(json_file)
         data = load_coco(json_file)
@@ -248,7 +248,8 @@ def images_from_coco(json_files, root, ignore_crowd=False):
         blocks.append(coco_labels(data, json_file, column, ignore_crowd))
         paths += [relative_to_root(f"{folder}/{img['file_name']}", root, json_file)
                   for img in data["images"]]
-    require_files(paths, root, lambda i: "COCO image")
+        wheres += [f"{json_file}: image id {img['id']}" for img in data["images"]]
+    require_files(paths, root, wheres.__getitem__)
     labels = np.concatenate(blocks)
     crowd = "crowd annotations ignored" if ignore_crowd else "crowd annotations counted"
     return LabelledImages(paths, labels, [name for _, name in categories],
