@@ -270,7 +270,7 @@ def default_root(kind, source):
 
 # ---------------------------------------------------------------- the lists
 def drop_unlabelled(images, mask=None):
-    """(images without all-zero rows, the mask of kept rows), with a note."""
+    """(images without all-zero rows, with a note; ``mask`` kept to their rows)."""
     keep = images.labels.any(axis=1)
     dropped = int((~keep).sum())
     notes = images.notes + ([f"{dropped:,} images without any label dropped"] if dropped else [])
@@ -290,11 +290,14 @@ def with_queries(images, queries):
     return pool, np.r_[np.zeros(len(images.paths), bool), np.ones(len(queries.paths), bool)]
 
 
-def write_classes(path, classes):
+def check_class_names(classes):
+    """classes.txt holds one name a line: refuse what it cannot hold."""
     for name in classes:
         if not name.strip() or len(name.splitlines()) != 1:
             raise UserError(f"class name {name!r} is empty or holds a line break")
 
+
+def write_classes(path, classes):
     def write(tmp):
         with open(tmp, "w", encoding="utf-8") as f:
             f.write("".join(f"{name}\n" for name in classes))
@@ -304,6 +307,7 @@ def write_classes(path, classes):
 def make_lists(images, protocol, seed, out_dir, queries=None):
     """Draw the split and write ``out_dir/{train,test,database}.txt`` and
     ``classes.txt``; returns {split: (paths, labels)} and the notes."""
+    check_class_names(images.classes)
     is_query = None
     if queries is not None:
         images, is_query = with_queries(images, queries)
