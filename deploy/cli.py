@@ -3,7 +3,7 @@ share, and their validation (one place, before any work starts)."""
 import argparse
 import os
 
-from utils.config import BITS, DATASET_PRESETS
+from utils.config import BITS, DATASET_PRESETS, need_num_class
 from utils.base.errors import UserError
 from utils.base.flags import (AT_LEAST_0, AT_LEAST_1, BATCH, MIN_CROP, NUM_CLASS,  # noqa: F401
                          SIDE, THREADS, Range, add, check_ranges, check_sizes)
@@ -81,7 +81,8 @@ def resolve_retrieval_args(args):
     if args.dataset.startswith("cifar10"):
         raise UserError(f"--dataset {args.dataset}: retrieval needs list files "
                         "(data/<dataset>/database.txt); CIFAR-10 splits are built in memory")
-    args.num_class = args.num_class or DATASET_PRESETS[args.dataset][0]
+    args.num_class = (args.num_class or DATASET_PRESETS[args.dataset][0]
+                      or need_num_class(args.dataset))
     args.list_dir = args.list_dir or os.path.join("data", args.dataset)
     args.data_path = args.data_path or os.path.join("datasets", args.dataset)
     if args.crop_size is not None:

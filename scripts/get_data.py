@@ -33,7 +33,7 @@ from utils.config import DATASET_PRESETS
 from utils.datasets import SPLITS
 from utils.base.download import Remote, fetch, run_downloads, through_paddle, unpack_zip
 from utils.base.errors import UserError, run_cli
-from utils.base.io import atomic_write
+from utils.data.list_format import numbered_lines, split_line, write_list
 
 AUTHORS_COMMIT = "85387b814fcf95daff887bd325cbaa0e8def7323"
 AUTHORS_DATA = f"https://raw.githubusercontent.com/thuml/HashNet/{AUTHORS_COMMIT}/pytorch/data"
@@ -91,22 +91,16 @@ DATASETS = {
 
 def rewrite_list(src, dst, prefix, num_class):
     """The authors' list ``src`` -> ``dst`` with ``prefix`` cut from every path."""
-    lines = []
-    with open(src) as f:
-        for number, line in enumerate(f, 1):
-            path, *labels = line.split()
-            if not path.startswith(prefix):
-                raise UserError(f"{src}:{number}: path {path} does not start with {prefix}: "
-                                "not the authors' list (delete it and run again)")
-            if len(labels) != num_class:
-                raise UserError(f"{src}:{number}: {len(labels)} labels, expected {num_class}")
-            lines.append(" ".join([path[len(prefix):], *labels]) + "\n")
-
-    def write(tmp):
-        with open(tmp, "w") as out:
-            out.writelines(lines)
-    atomic_write(dst, write)
-    return len(lines)
+    paths, labels = [], []
+    for number, line in numbered_lines(src):
+        path, row = split_line(line, num_class, f"{src}:{number}")
+        if not path.startswith(prefix):
+            raise UserError(f"{src}:{number}: path {path} does not start with {prefix}: "
+                            "not the authors' list (delete it and run again)")
+        paths.append(path[len(prefix):])
+        labels.append(row)
+    write_list(dst, paths, labels)
+    return len(paths)
 
 
 def get_listed(name, root, list_dir, extra_jobs):

@@ -47,7 +47,9 @@ else
 fi
 
 if [[ ! -f $infer_img ]]; then
-    query=$(head -n 1 "$list_dir/test.txt" | cut -d ' ' -f 1)
+    # the list rule (utils/data/list_format.py): the path is all but the last C fields
+    query=$($python -c 'import sys; from utils.data.list_format import list_num_class, parse_list
+print(parse_list(sys.argv[1], list_num_class(sys.argv[1]))[0][0])' "$list_dir/test.txt")
     [[ -f $data_path/$query ]] || missing "first query $data_path/$query not found"
     mkdir -p "$(dirname "$infer_img")"
     cp "$data_path/$query" "$infer_img"

@@ -116,7 +116,14 @@ def python_target(words):
     return words[1][:-3].replace("/", "."), words[2:]
 
 
-def known_flags(parser):
+def known_flags(parser, argv=()):
+    """Flags of ``parser``; for a parser with sub-commands (``python -m
+    scripts.lists make …``), those of the sub-command named first in argv."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            assert argv and argv[0] in action.choices, \
+                f"{parser.prog}: no sub-command {argv[:1]} (choices {sorted(action.choices)})"
+            return known_flags(action.choices[argv[0]], argv[1:])
     return set(parser._option_string_actions)
 
 
@@ -136,7 +143,7 @@ def check_command(command, monkeypatch):
         module, argv = python_target(words)
         if not os.path.isfile(os.path.join(REPO, module.replace(".", "/") + ".py")):
             return   # pytest, paddle's launcher: not ours
-        flags = known_flags(capture_parser(module, monkeypatch))
+        flags = known_flags(capture_parser(module, monkeypatch), argv)
         for word in argv:
             if word.startswith("-") and not re.match(r"^-\d", word):
                 assert word.split("=")[0] in flags, f"{command}: {module} has no flag {word}"
@@ -157,6 +164,10 @@ def test_command_check_can_fail(monkeypatch):
         check_command("python predict.py --bit 64 --no_such_flag 1", monkeypatch)
     with pytest.raises(AssertionError, match="does not exist"):
         check_command("python no_such_script.py --bit 64", monkeypatch)
+    with pytest.raises(AssertionError, match="has no flag --preset"):
+        check_command("python -m scripts.lists check --list-dir d --preset coco", monkeypatch)
+    with pytest.raises(AssertionError, match="no sub-command"):
+        check_command("python -m scripts.lists mend --list-dir d", monkeypatch)
 
 
 # ---------------------------------------------------------------- layout table

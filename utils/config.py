@@ -27,6 +27,7 @@ DATASET_PRESETS = {
     "cifar10": (10, -1), "cifar10-1": (10, -1), "cifar10-2": (10, -1),
     "mirflickr": (38, -1), "voc2012": (20, -1),
     "demo": (10, 100),  # the generated demo set (scripts/demo/data.py)
+    "custom": (None, -1),  # your own lists (python -m scripts.lists make): --num_class needed
 }
 BITS = (16, 32, 48, 64)
 # --recipe caffe: dataset -> (class_num, base_lr) of the authors' prototxts
@@ -152,12 +153,17 @@ def parse_args(argv=None, batch_size=128):
     check_resize(args.crop_size, args.resize_size)  # the --arch minimum: engine.run
     num_class, topk = DATASET_PRESETS[args.dataset]
     if args.num_class is None:
-        args.num_class = num_class
+        args.num_class = num_class or need_num_class(args.dataset)
     if args.topK is None:
         args.topK = topk
     if args.list_dir is None:
         args.list_dir = os.path.join("data", args.dataset)
     return args
+
+
+def need_num_class(dataset):
+    raise UserError(f"--dataset {dataset} has no class count: pass --num_class (the line count "
+                    "of classes.txt beside your lists)")
 
 
 def resolve_caffe(args):

@@ -1,8 +1,10 @@
 """Image lists, transforms, CIFAR-10 splits and the data loaders (spec §4).
 
 A list file has one image per line: ``<relative/path.jpg> <c_1> … <c_C>``
-with c_i in {0, 1}. Each sample is (image [3, S, S] float32, multi-hot label
-[C] float32, dataset index int64); the index addresses the loss's memory bank.
+with c_i in {0, 1}; the labels are the last C fields, so a path may hold
+spaces (utils/data/list_format.py). Each sample is (image [3, S, S] float32,
+multi-hot label [C] float32, dataset index int64); the index addresses the
+loss's memory bank.
 
 Augmentation draws from an RNG seeded by (seed, epoch, index), so a sample's
 crop and flip do not depend on worker count, process count or on whether the
@@ -21,38 +23,18 @@ from PIL import Image
 from utils.base.errors import UserError
 from utils.data.hashing_dataset import HashingDataset
 from utils.data.image_cache import cached_image_list
+from utils.data.list_format import parse_list
+from utils.data.splits import PROTOCOLS, draw_split
 from utils.data.transforms import (IMAGENET_MEAN, IMAGENET_STD, crop, crop_origin,  # noqa: F401
                                    load_query_image, load_rgb, normalize, resize_short,
                                    short_side_size, test_transform, to_normalized_array,
                                    train_transform)
-from utils.base.text_files import read_lines
 
 SPLITS = ("train", "test", "database")
 
 
 # ---------------------------------------------------------------- list files
-def parse_list(path, num_class):
-    """Read a list file -> (relative paths, labels [n, C] float32).
-
-    Any malformed line is a UserError naming the file and line number."""
-    if not os.path.isfile(path):
-        raise UserError(f"list file {path} not found (see README: Data)")
-    paths, labels = [], []
-    for lineno, line in enumerate(read_lines(path), 1):  # BOM, CRLF, UTF-16: utils/base/text_files.py
-        fields = line.split()
-        if not fields:
-            continue
-        where = f"{path}:{lineno}"
-        if len(fields) - 1 != num_class:
-            raise UserError(f"{where}: {len(fields) - 1} labels, expected {num_class} "
-                            "(check --num_class / --dataset)")
-        if any(v not in ("0", "1") for v in fields[1:]):
-            raise UserError(f"{where}: labels must be 0 or 1, got {' '.join(fields[1:])}")
-        paths.append(fields[0])
-        labels.append([int(v) for v in fields[1:]])
-    if not paths:
-        raise UserError(f"list file {path} is empty")
-    return paths, np.asarray(labels, dtype=np.float32).reshape(len(paths), num_class)
+# parse_list and the line rule (a path may hold spaces): utils/data/list_format.py
 
 
 class ImageList(HashingDataset):
@@ -92,13 +74,6 @@ class ArrayImages(HashingDataset):
 
 
 # ---------------------------------------------------------------- CIFAR-10
-CIFAR_SPLITS = {  # name -> (query per class, train per class, database)
-    "cifar10": (100, 500, "rest"),
-    "cifar10-1": (100, 500, "rest+train"),
-    "cifar10-2": (1000, 5000, "train"),
-}
-
-
 def read_cifar10(path):
     """All 60,000 CIFAR-10 images (uint8 [n, 32, 32, 3]) and class ids, from a
     local ``cifar-10-python.tar.gz`` or its extracted ``cifar-10-batches-py``."""
@@ -129,18 +104,10 @@ def read_cifar10(path):
 
 def cifar10_split(classes, name, seed):
     """Indices of (train, test, database) per spec §4, drawn per class with a
-    seeded permutation (the reference's split was unseeded)."""
-    n_query, n_train, database = CIFAR_SPLITS[name]
-    rng = np.random.default_rng(seed)
-    train, test, rest = [], [], []
-    for c in range(10):
-        idx = rng.permutation(np.flatnonzero(classes == c))
-        test.append(idx[:n_query])
-        train.append(idx[n_query:n_query + n_train])
-        rest.append(idx[n_query + n_train:])
-    train, test, rest = (np.sort(np.concatenate(x)) for x in (train, test, rest))
-    db = {"rest": rest, "rest+train": np.sort(np.concatenate([rest, train])), "train": train}[database]
-    return train, test, db
+    seeded permutation (the reference's split was unseeded): the ``name``
+    protocol of utils/data/splits.py, as list files made with it get."""
+    parts = draw_split(np.eye(10, dtype=np.int64)[classes], PROTOCOLS[name], seed)
+    return parts["train"], parts["test"], parts["database"]
 
 
 # ---------------------------------------------------------------- builders

@@ -22,6 +22,7 @@ from PIL import Image, ImageDraw
 from utils.base.errors import run_cli
 from utils.base.flags import AT_LEAST_0, AT_LEAST_1, MAX_SIDE, SEED, Range, add, check_ranges
 from utils.base.io import atomic_write
+from utils.data.list_format import write_list
 
 SHAPES = ("disc", "square", "triangle")
 # Ten hues 36 degrees apart: a class is a colour, so a model must tell close
@@ -67,8 +68,6 @@ def make_image(rng, size):
     return img, sorted(int(c) for c in classes)
 
 
-def list_lines(names, labels):
-    return "".join(f"{n} {' '.join(str(v) for v in lab)}\n" for n, lab in zip(names, labels))
 
 
 def generate(image_dir, list_dir, n_train, n_test, n_extra, size, seed=0):
@@ -87,9 +86,7 @@ def generate(image_dir, list_dir, n_train, n_test, n_extra, size, seed=0):
     database = slice(n_train, total)  # every non-training image, queries included
     # Lists last, so an interrupted run leaves no list pointing at missing images.
     for split, part in (("train", train), ("test", test), ("database", database)):
-        text = list_lines(names[part], labels[part])
-        atomic_write(os.path.join(list_dir, f"{split}.txt"),
-                     lambda tmp, text=text: open(tmp, "w").write(text))
+        write_list(os.path.join(list_dir, f"{split}.txt"), names[part], labels[part])
     return {"train": n_train, "test": n_test, "database": total - n_train}
 
 

@@ -13,7 +13,7 @@ import sys
 
 import numpy as np
 
-from utils.datasets import parse_list
+from utils.data.list_format import list_num_class, parse_list
 from utils.base.errors import UserError, run_cli
 from utils.tools import mean_average_precision
 
@@ -96,8 +96,7 @@ def main(argv):
     p.add_argument("--debug", action="store_true")
     args = p.parse_args(argv)
     path, metrics = latest_eval_metrics(args.log_dir)
-    with open(os.path.join(args.list_dir, "test.txt")) as f:
-        num_class = len(f.readline().split()) - 1
+    num_class = list_num_class(os.path.join(args.list_dir, "test.txt"))
     _, q_labels = parse_list(os.path.join(args.list_dir, "test.txt"), num_class)
     _, db_labels = parse_list(os.path.join(args.list_dir, "database.txt"), num_class)
     random_map = random_codes_map(q_labels, db_labels, metrics["bit"], metrics["topk"])
