@@ -110,9 +110,9 @@ def train(device, data, out, gpus=1):
 def summarize(prefix):
     """A few numbers per run: epoch losses; per parameter the update's norm
     and its projection on a fixed random unit vector."""
-    import paddle
-    history = paddle.load(prefix + ".pdopt")["training"]["history"]
-    final = paddle.load(prefix + ".pdparams")
+    from utils.base.checkpoint import load_state_file
+    history = load_state_file(prefix + ".pdopt", "training state")["training"]["history"]
+    final = load_state_file(prefix + ".pdparams", "checkpoint")
     init = initial_state()
     updates = {}
     for key in sorted(init):
@@ -152,12 +152,13 @@ def check_inference(prefix, out, use_gpu):
     from utils.inference.predictor import InferenceModel
     import export_model
     from models.hashnet import HashNet
+    from utils.base.checkpoint import load_state_file
     export_dir = os.path.join(out, "inference")
     export_model.main(["--bit", str(BIT), "--img_size", "64", "--pretrained", prefix,
                        "--save-inference-dir", export_dir, "--num_threads", "2"])
     x = np.random.default_rng(0).standard_normal((4, 3, 64, 64)).astype(np.float32)
     model = HashNet(BIT)
-    model.set_state_dict(paddle.load(prefix + ".pdparams"))
+    model.set_state_dict(load_state_file(prefix + ".pdparams", "checkpoint"))
     model.eval()
     expected = model(paddle.to_tensor(x)).numpy()
     got = InferenceModel(export_dir, BIT, use_gpu=use_gpu, num_threads=2).run(x)

@@ -166,6 +166,31 @@ MUTANTS = [
            "\"resize_size\": int(resize_size), ",
            "",
            ("tests/test_code_cache.py::test_stale_cache_is_rebuilt",)),
+    # issue 25, rule 1: no code runs from a weights or data file
+    Mutant("checkpoint_read_by_paddle_load", "weights are read with paddle.load (a crafted "
+           ".pdparams runs its code)",
+           "utils/base/checkpoint.py",
+           "        state = load_paddle_file(path)\n",
+           "        state = paddle.load(path)\n",
+           ("tests/test_safe_pickle.py::test_crafted_checkpoint_is_refused_without_running",)),
+    Mutant("unpickler_falls_back_to_any_name", "the restricted unpickler resolves a name outside "
+           "its list the ordinary way",
+           "utils/base/safe_pickle.py",
+           "            return allowed()[(module, name)]\n",
+           "            return allowed().get((module, name)) or super().find_class(module, name)\n",
+           ("tests/test_safe_pickle.py::test_any_other_callable_is_refused",
+            "tests/test_safe_pickle.py::test_crafted_checkpoint_is_refused_without_running")),
+    Mutant("cifar_read_by_pickle_load", "CIFAR-10 batches are read with pickle.load",
+           "utils/datasets.py",
+           "        return restricted_load(file, encoding=\"bytes\")\n",
+           "        import pickle\n        return pickle.load(file, encoding=\"bytes\")\n",
+           ("tests/test_safe_pickle.py::test_crafted_cifar_batch_is_refused",)),
+    # issue 25, rule 5: weights checked on load
+    Mutant("non_finite_weights_loaded", "weights with NaN/inf are loaded without a word",
+           "utils/base/checkpoint.py",
+           "    if not finite.all():\n",
+           "    if False:\n",
+           ("tests/test_safe_pickle.py::test_nan_weights_are_refused",)),
 ]
 
 

@@ -11,7 +11,6 @@ run was resumed.
 import logging
 import math
 import os
-import pickle
 import tarfile
 
 import numpy as np
@@ -19,6 +18,7 @@ import paddle
 from PIL import Image
 
 from utils.base.errors import UserError
+from utils.base.safe_pickle import RefusedPickle, restricted_load
 from utils.data.hashing_dataset import HashingDataset
 from utils.data.image_cache import cached_image_list
 from utils.data.transforms import (IMAGENET_MEAN, IMAGENET_STD, crop, crop_origin,  # noqa: F401
@@ -99,6 +99,18 @@ CIFAR_SPLITS = {  # name -> (query per class, train per class, database)
 }
 
 
+def cifar_batch(file, shown):
+    """One CIFAR-10 python batch (a pickle: read without running code from it)."""
+    try:
+        return restricted_load(file, encoding="bytes")
+    except RefusedPickle as refused:
+        raise UserError(f"{shown} refused: {refused}: download cifar-10-python.tar.gz again "
+                        "from its site") from None
+    except Exception as err:  # truncated or not a pickle
+        raise UserError(f"{shown} is unreadable ({type(err).__name__}: {err}): download "
+                        "cifar-10-python.tar.gz again from its site") from None
+
+
 def read_cifar10(path):
     """All 60,000 CIFAR-10 images (uint8 [n, 32, 32, 3]) and class ids, from a
     local ``cifar-10-python.tar.gz`` or its extracted ``cifar-10-batches-py``."""
@@ -111,14 +123,14 @@ def read_cifar10(path):
                 raise UserError(f"{file} not found: --data-path must be cifar-10-batches-py "
                                 "or cifar-10-python.tar.gz (CIFAR python version)")
             with open(file, "rb") as f:
-                batches.append(pickle.load(f, encoding="bytes"))
+                batches.append(cifar_batch(f, file))
     elif os.path.isfile(path) and tarfile.is_tarfile(path):
         with tarfile.open(path) as tar:
             members = {os.path.basename(m.name): m for m in tar.getmembers()}
             for name in names:
                 if name not in members:
                     raise UserError(f"{path} has no {name}: not the CIFAR-10 python archive")
-                batches.append(pickle.load(tar.extractfile(members[name]), encoding="bytes"))
+                batches.append(cifar_batch(tar.extractfile(members[name]), f"{path}:{name}"))
     else:
         raise UserError(f"CIFAR-10 not found at {path}: download cifar-10-python.tar.gz "
                         "yourself and pass it (or its extracted folder) as --data-path")
