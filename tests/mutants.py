@@ -185,6 +185,21 @@ MUTANTS = [
            "        return restricted_load(file, encoding=\"bytes\")\n",
            "        import pickle\n        return pickle.load(file, encoding=\"bytes\")\n",
            ("tests/test_safe_pickle.py::test_crafted_cifar_batch_is_refused",)),
+    # issue 25, rule 2: never follow a link we did not make
+    Mutant("lock_opened_through_links", "the training lock file is opened the ordinary way "
+           "(a symlinked .train.lock empties its target)",
+           "utils/base/run_lock.py",
+           "    fd = open_own_file(path, os.O_RDWR | os.O_CREAT, \"--output-dir's lock file\")\n",
+           "    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)\n",
+           ("tests/test_no_follow.py::test_lock_refuses_a_dangling_link",
+            "tests/test_no_follow.py::test_symlinked_train_lock_leaves_the_victim_untouched")),
+    Mutant("own_files_follow_links", "files the program writes in user folders are opened "
+           "without O_NOFOLLOW",
+           "utils/base/io.py",
+           "        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o666)\n",
+           "        fd = os.open(path, flags | os.O_NONBLOCK | os.O_CLOEXEC, 0o666)\n",
+           ("tests/test_no_follow.py::test_symlinked_log_file_is_refused",
+            "tests/test_no_follow.py::test_symlinked_train_lock_leaves_the_victim_untouched")),
     # issue 25, rule 5: weights checked on load
     Mutant("non_finite_weights_loaded", "weights with NaN/inf are loaded without a word",
            "utils/base/checkpoint.py",

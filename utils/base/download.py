@@ -32,6 +32,7 @@ from tqdm import tqdm
 
 from utils.base.errors import UserError
 from utils.base.fingerprint import file_digest
+from utils.base.io import open_own_file
 
 BASE_ENV = "HASHNET_DOWNLOAD_BASE"
 CHECKSUMS_ENV = "HASHNET_CHECKSUMS"
@@ -105,7 +106,8 @@ def _transfer(url, part, size):
             have = 0
         length = response.headers.get("Content-Length")
         expected = have + int(length) if length is not None else size
-        with open(part, "ab" if have else "wb") as f, \
+        mode = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if have else os.O_TRUNC)
+        with open(open_own_file(part, mode, "partial download"), "ab") as f, \
                 tqdm(total=expected, initial=have, unit="B", unit_scale=True,
                      desc=os.path.basename(part[:-len(".part")]), leave=False) as bar:
             while True:

@@ -18,6 +18,7 @@ import errno
 import json
 import os
 import shutil
+import stat
 import tempfile
 
 from utils.base.errors import UserError
@@ -116,13 +117,37 @@ def fsync_file(path):
         os.close(fd)
 
 
+def open_own_file(path, flags, what):
+    """``os.open(path, flags)`` of a file this program writes in a user's
+    folder (a lock, a log, a partial download), never through a link it did
+    not make: a symlink placed at ``path`` (in a shared folder, say) would
+    make the run write to, or empty, the file it points to. A symlink, a
+    folder, a FIFO or a device at ``path`` is a one-line UserError naming
+    ``what`` it is. (O_NONBLOCK: opening a FIFO must not hang.)"""
+    try:
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o666)
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise UserError(f"{what} {path} is a symbolic link: refusing to write through it "
+                            "(it could make this run overwrite the file it points to); remove "
+                            "the link") from None
+        if err.errno in (errno.EISDIR, errno.ENXIO):
+            raise UserError(f"{what} {path} is not a regular file: remove it") from None
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise UserError(f"{what} {path} is not a regular file: remove it")
+    return fd
+
+
 def new_temp_file(directory, name):
     """A new empty file beside the target, created with mode 0666 so the
     umask applies (mkstemp would make it 0600)."""
     for _ in range(100):
         tmp = os.path.join(directory, f".{name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
         try:
-            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            # O_EXCL: never an existing name, and (with O_NOFOLLOW) never through a link
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666))
             return tmp
         except FileExistsError:
             continue
