@@ -31,7 +31,7 @@ from utils.config import BITS
 from utils.datasets import normalize
 from utils.base.errors import run_cli
 from utils.base.io import (atomic_write_json, check_not_cut_short, disk_full_is_user_error,
-                      fsync_dir, fsync_file)
+                      ensure_writable_dir, fsync_dir, fsync_file)
 from utils.base.runtime import available_cores, set_num_threads
 
 TOLERANCE = 1e-4
@@ -99,6 +99,7 @@ def main(argv):
     args = check_ranges(parser, parser.parse_args(argv))
     check_sizes(args.img_size, flag="--img_size")
     set_num_threads(args.num_threads)
+    ensure_writable_dir(args.save_inference_dir, "--save-inference-dir")  # before any work
     model, weights = load_hashnet(args.bit, args.pretrained)
     print(f"loaded {weights} ({args.bit} bits)")
     out_dir = args.save_inference_dir

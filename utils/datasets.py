@@ -45,14 +45,49 @@ def parse_list(path, num_class):
         where = f"{path}:{lineno}"
         if len(fields) - 1 != num_class:
             raise UserError(f"{where}: {len(fields) - 1} labels, expected {num_class} "
-                            "(check --num_class / --dataset)")
+                            f"(check --num_class / --dataset){space_hint(fields, num_class)}")
         if any(v not in ("0", "1") for v in fields[1:]):
             raise UserError(f"{where}: labels must be 0 or 1, got {' '.join(fields[1:])}")
         paths.append(fields[0])
         labels.append([int(v) for v in fields[1:]])
     if not paths:
         raise UserError(f"list file {path} is empty")
-    return paths, np.asarray(labels, dtype=np.float32).reshape(len(paths), num_class)
+    labels = np.asarray(labels, dtype=np.float32).reshape(len(paths), num_class)
+    warn_unlabelled(path, paths, labels)
+    return paths, labels
+
+
+def space_hint(fields, num_class):
+    """For a line with too many fields whose extra ones are not labels: the
+    image path probably contains a space, say so (and which path)."""
+    extra = fields[1:len(fields) - num_class]
+    if len(fields) - 1 <= num_class or all(v in ("0", "1") for v in extra):
+        return ""
+    return (f", or the image path contains a space: "
+            f"{' '.join(fields[:len(fields) - num_class])!r}")
+
+
+def unlabelled_rows(labels):
+    """Indices of all-zero label rows: images similar to no other image."""
+    return np.flatnonzero(labels.sum(axis=1) == 0)
+
+
+def warn_unlabelled(path, paths, labels):
+    """Count all-zero label rows and say so (the first one named)."""
+    empty = unlabelled_rows(labels)
+    if len(empty):
+        logging.getLogger("hashnet").warning(
+            f"warning: {path}: {len(empty)} of {len(labels)} lines have all-zero labels (first: "
+            f"{paths[empty[0]]}): those images are similar to no other image")
+
+
+def refuse_all_unlabelled(path, labels):
+    """A training or evaluation list whose every row is all-zero has no
+    similar pair: the loss and mAP would mean nothing."""
+    if len(unlabelled_rows(labels)) == len(labels):
+        raise UserError(f"{path}: every line's labels are all 0: no two images are similar, so "
+                        "this split cannot be trained or measured (check the label columns and "
+                        "--num_class)")
 
 
 class ImageList(HashingDataset):
@@ -77,7 +112,7 @@ class ImageList(HashingDataset):
                 logging.getLogger("hashnet").warning(message + ": it will be skipped")
 
     def image(self, index):
-        return load_rgb(os.path.join(self.root, self.paths[index]))
+        return load_rgb(os.path.join(self.root, self.paths[index]), self.resize_size)
 
 
 class ArrayImages(HashingDataset):
@@ -171,6 +206,7 @@ def build_datasets(args, splits=SPLITS):
     for s in splits:
         ds = ImageList(os.path.join(args.list_dir, f"{s}.txt"), args.data_path, args.num_class,
                        train=(s == "train"), **sizes)
+        refuse_all_unlabelled(ds.list_file, ds.labels)
         ds.check_files()
         out[s] = ds
     if getattr(args, "image_cache", None):

@@ -189,6 +189,8 @@ def atomic_write_json(obj, path):
 def ensure_writable_dir(path, flag):
     """Create ``path`` if needed and prove it takes files, before any work is
     done; otherwise a UserError naming the flag that chose it."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise UserError(f"{flag} {path} is a file, not a folder: pass a folder")
     try:
         os.makedirs(path, exist_ok=True)
         with tempfile.TemporaryFile(dir=path):

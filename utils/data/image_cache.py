@@ -56,6 +56,7 @@ from tqdm import tqdm
 from utils import distributed as dist
 from utils.base.fingerprint import CacheError, StaleCache, check_fingerprint, sha256_file
 from utils.data.hashing_dataset import HashingDataset
+from utils.data.images import check_pixels
 from utils.data.transforms import (crop, crop_origin, load_rgb, resize_short, short_side_size,
                                    to_normalized_array)
 from utils.base.errors import UserError
@@ -95,8 +96,9 @@ class ResizedShortSide:
         0 for a file that cannot be opened (it is skipped or refused later)."""
         try:
             with Image.open(path) as img:
+                check_pixels(path, *img.size, self.resize_size)
                 w, h = short_side_size(*img.size, self.resize_size)
-        except OSError:
+        except (OSError, UserError):  # refused (or skipped) when it is decoded
             return 0
         return w * h * 3
 
@@ -219,7 +221,7 @@ def decode(step, path):
     one-line message) if it is missing or unreadable. Other errors (e.g. an
     image smaller than the crop) are raised: they stop the run today too."""
     try:
-        img = load_rgb(path)
+        img = load_rgb(path, step.resize_size)
     except UserError as err:
         return None, str(err)
     return np.ascontiguousarray(step(img), dtype=np.uint8), None
