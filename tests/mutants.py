@@ -171,7 +171,7 @@ MUTANTS = [
            ".pdparams runs its code)",
            "utils/base/checkpoint.py",
            "        state = load_paddle_file(path)\n",
-           "        state = paddle.load(path)\n",
+           "        import paddle\n        state = paddle.load(path)\n",
            ("tests/test_safe_pickle.py::test_crafted_checkpoint_is_refused_without_running",)),
     Mutant("unpickler_falls_back_to_any_name", "the restricted unpickler resolves a name outside "
            "its list the ordinary way",

@@ -19,7 +19,6 @@ import json
 import os
 
 import numpy as np
-import paddle
 
 from utils.base.errors import UserError
 from utils.base.fingerprint import sha256_file
