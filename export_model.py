@@ -17,7 +17,6 @@ import argparse
 import os
 import shutil
 import sys
-import tempfile
 
 import numpy as np
 import utils  # noqa: F401  (first: silences Paddle's import-time ccache warning)
@@ -25,13 +24,15 @@ import paddle
 from paddle.static import InputSpec
 
 from deploy.cli import THREADS, SIDE, Range, add, check_ranges, check_sizes
-from utils.inference.predictor import MODEL_SUFFIXES, InferenceModel, export_info_path
+from utils.inference.predictor import (MODEL_SUFFIXES, InferenceModel, export_info_path,
+                                      write_export_manifest)
 from models.hashnet import load_hashnet, sign_codes
 from utils.config import BITS
 from utils.datasets import normalize
 from utils.base.errors import run_cli
 from utils.base.io import (atomic_write_json, check_not_cut_short, disk_full_is_user_error,
-                      ensure_writable_dir, fsync_dir, fsync_file)
+                      ensure_writable_dir, fsync_dir, fsync_file, make_temp_dir,
+                      remove_leftovers)
 from utils.base.runtime import available_cores, set_num_threads
 
 TOLERANCE = 1e-4
@@ -82,7 +83,8 @@ def install(tmp_dir, out_dir, bit):
     """Move the checked files into place; drop the other format's program
     file of the same name, so program and parameters always match."""
     os.makedirs(out_dir, exist_ok=True)
-    written = sorted(os.listdir(tmp_dir))
+    manifest = os.path.basename(write_export_manifest(tmp_dir, bit))
+    written = sorted(os.listdir(tmp_dir), key=lambda name: name != manifest)  # manifest first
     for suffix in MODEL_SUFFIXES:
         stale = os.path.join(out_dir, f"inference_{bit}{suffix}")
         if f"inference_{bit}{suffix}" not in written and os.path.isfile(stale):
@@ -104,7 +106,8 @@ def main(argv):
     print(f"loaded {weights} ({args.bit} bits)")
     out_dir = args.save_inference_dir
     os.makedirs(out_dir, exist_ok=True)
-    tmp_dir = tempfile.mkdtemp(dir=out_dir, prefix=".export-")
+    remove_leftovers(out_dir, ".export-")   # temp folders of killed exports
+    tmp_dir = make_temp_dir(out_dir, ".export-")
     x = check_batch(args.check_batch, args.img_size)
     with paddle.no_grad():   # the dygraph reference, before jit.save touches the model
         z_dygraph = model(paddle.to_tensor(x)).numpy()

@@ -200,6 +200,23 @@ MUTANTS = [
            "        fd = os.open(path, flags | os.O_NONBLOCK | os.O_CLOEXEC, 0o666)\n",
            ("tests/test_no_follow.py::test_symlinked_log_file_is_refused",
             "tests/test_no_follow.py::test_symlinked_train_lock_leaves_the_victim_untouched")),
+    # issue 25, rule 4: an export is one unit; leftovers of killed runs go
+    Mutant("export_manifest_not_checked", "infer.py uses a folder mixing two exports",
+           "utils/inference/predictor.py",
+           "    verify_export(prefix, [programs[0], params, export_info_path(model_dir, bit)])\n",
+           "",
+           ("tests/test_export_unit.py::test_a_mix_of_two_exports_is_refused",)),
+    Mutant("leftovers_kept", "temp files and folders of killed runs are never removed",
+           "utils/base/io.py",
+           "    freed = 0\n    try:\n        names = os.listdir(directory)\n",
+           "    freed = 0\n    try:\n        names = []\n",
+           ("tests/test_export_unit.py::test_encoder_removes_temp_folders_of_killed_runs",)),
+    # issue 25, rule 6: an image is refused by its size after the resize
+    Mutant("size_after_resize_unchecked", "only the image's size on disk is checked",
+           "utils/data/images.py",
+           "    if resize_size:\n        rw, rh",
+           "    if False:\n        rw, rh",
+           ("tests/test_bad_input_more.py::test_query_image_is_checked_after_resize",)),
     # issue 25, rule 5: weights checked on load
     Mutant("non_finite_weights_loaded", "weights with NaN/inf are loaded without a word",
            "utils/base/checkpoint.py",

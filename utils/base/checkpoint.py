@@ -75,11 +75,15 @@ def write_manifest(prefix, suffixes):
     atomic_write_json({"format": MANIFEST_FORMAT, "files": files}, manifest_path(prefix))
 
 
-def verify_against_manifest(path):
-    """Refuse ``path`` (a .pdparams or .pdopt) if its checkpoint's manifest
-    says it is not the file that was saved with the other half; no manifest:
-    nothing to check (the reference's files, older checkpoints)."""
-    prefix, suffix = os.path.splitext(path)
+CHECKPOINT_REMEDY = "use another checkpoint (e.g. model_best_* or an older copy)"
+
+
+def verify_against_manifest(path, prefix=None, remedy=CHECKPOINT_REMEDY):
+    """Refuse ``path`` (a .pdparams or .pdopt; or ``prefix``'s file of
+    another unit, e.g. an export) if the unit's manifest says it is not the
+    file that was saved with the others; no manifest: nothing to check (the
+    reference's files, older checkpoints and exports)."""
+    prefix = prefix or os.path.splitext(path)[0]
     manifest = manifest_path(prefix)
     if not os.path.isfile(manifest):
         return
@@ -88,15 +92,14 @@ def verify_against_manifest(path):
             entry = json.load(f)["files"][os.path.basename(path)]
         want = (int(entry["bytes"]), entry["sha256"])
     except (OSError, ValueError, KeyError, TypeError) as err:
-        raise UserError(f"checkpoint manifest {manifest} is unreadable or does not list "
-                        f"{os.path.basename(path)} ({type(err).__name__}: {err}): delete it to "
-                        "load the checkpoint unverified")
+        raise UserError(f"manifest {manifest} is unreadable or does not list "
+                        f"{os.path.basename(path)} ({type(err).__name__}: {err}): {remedy}, or "
+                        "delete the manifest to load the files unverified")
     size, sha = size_and_sha256(path)
     if (size, sha) != want:
         what = f"{size} bytes, manifest says {want[0]}" if size != want[0] else "sha256 differs"
         raise UserError(f"{path} does not match {manifest} ({what}): the save was interrupted "
-                        "between its files, or the file was changed; use another checkpoint "
-                        "(e.g. model_best_* or an older copy)")
+                        f"between its files, or the file was changed; {remedy}")
 
 
 def load_state_file(path, what, hint=""):

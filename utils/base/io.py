@@ -17,7 +17,9 @@ import contextlib
 import errno
 import json
 import os
+import re
 import shutil
+import socket
 import stat
 import tempfile
 
@@ -140,11 +142,79 @@ def open_own_file(path, flags, what):
     return fd
 
 
+# ------------------------------------------------ temp names and leftovers
+# A temp file or folder is named ``<prefix><pid>@<host>.<8 hex><suffix>``, so
+# that the next run can tell a leftover of a killed run (its process, on
+# this host, is gone) from one another run is still writing, and remove it:
+# a killed image-cache build or export leaves gigabytes otherwise.
+HOST = re.sub(r"[^A-Za-z0-9._-]", "_", socket.gethostname()) or "host"
+
+
+def own_temp_name(prefix, suffix=""):
+    return f"{prefix}{os.getpid()}@{HOST}.{os.urandom(4).hex()}{suffix}"
+
+
+def process_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:   # someone else's process: alive
+        return True
+    return True
+
+
+def remove_leftovers(directory, prefix, suffix=""):
+    """Remove the temp files and folders ``own_temp_name(prefix, suffix)``
+    made in ``directory`` by processes of this host that are gone; returns
+    the bytes freed. Links are removed, never followed."""
+    pattern = re.compile(re.escape(prefix) + r"(\d+)@" + re.escape(HOST) + r"\.[0-9a-f]{8}"
+                         + re.escape(suffix) + "$")
+    freed = 0
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return 0
+    for name in names:
+        match = pattern.match(name)
+        if not match or int(match[1]) == os.getpid() or process_alive(int(match[1])):
+            continue
+        path = os.path.join(directory, name)
+        try:
+            if os.path.isdir(path) and not os.path.islink(path):
+                freed += sum(os.path.getsize(os.path.join(root, f))
+                             for root, _, files in os.walk(path) for f in files)
+                shutil.rmtree(path)
+            else:
+                freed += os.lstat(path).st_size
+                os.remove(path)
+        except OSError:   # gone meanwhile, or not ours to remove: leave it
+            continue
+    return freed
+
+
+def make_temp_dir(directory, prefix):
+    """A new private folder ``own_temp_name(prefix)`` in ``directory``."""
+    for _ in range(100):
+        path = os.path.join(directory, own_temp_name(prefix))
+        try:
+            os.mkdir(path, 0o700)
+            return path
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temp folder name {prefix}* in {directory}")
+
+
+def temp_file_prefix(path):
+    """The name prefix of ``atomic_write``'s temp files for ``path``."""
+    return f".{os.path.basename(path)}."
+
+
 def new_temp_file(directory, name):
     """A new empty file beside the target, created with mode 0666 so the
     umask applies (mkstemp would make it 0600)."""
     for _ in range(100):
-        tmp = os.path.join(directory, f".{name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
+        tmp = os.path.join(directory, own_temp_name(f".{name}.", ".tmp"))
         try:
             # O_EXCL: never an existing name, and (with O_NOFOLLOW) never through a link
             os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666))

@@ -15,6 +15,7 @@ Training itself always stays dygraph.
 """
 import logging
 import os
+import shutil
 import sys
 import tempfile
 
@@ -24,9 +25,11 @@ from paddle.static import InputSpec
 from tqdm import tqdm
 
 from models.hashnet import sign_codes
+from utils.base.io import make_temp_dir, remove_leftovers
 from utils.base.runtime import num_threads
 
 log = logging.getLogger("hashnet")
+TEMP_PREFIX = "hashnet-encoder-"
 
 
 def dygraph_forward(model):
@@ -45,11 +48,17 @@ def inference_forward(model):
     whatever the export or the predictor raises."""
     from utils.inference.predictor import InferenceModel
     model.eval()   # the export traces eval mode: no dropout
-    with tempfile.TemporaryDirectory(prefix="hashnet-encoder-") as tmp:
+    # The folders of killed runs (a full model each) go first; ours is named
+    # after this process so that the next run can tell (utils/base/io.py).
+    remove_leftovers(tempfile.gettempdir(), TEMP_PREFIX)
+    tmp = make_temp_dir(tempfile.gettempdir(), TEMP_PREFIX)
+    try:
         # The predictor reads both files when it is created, so the folder can go.
         paddle.jit.save(model, os.path.join(tmp, f"inference_{model.bit}"),
                         input_spec=[InputSpec([None, 3, None, None], "float32", "x")])
         return InferenceModel(tmp, model.bit, use_gpu=False, num_threads=num_threads()).run
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 # The export costs about what dygraph needs for a few hundred 64 px images, so
