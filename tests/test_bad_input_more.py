@@ -55,6 +55,11 @@ def test_get_data_root_or_list_dir_that_is_a_file(tmp_path, a_file, flag):
     assert_cli_error(result, f"{flag} {a_file} is a file, not a folder")
 
 
+def test_training_list_dir_that_is_a_file(make_args, a_file):
+    message = user_error(build_datasets, make_args("--list-dir", a_file))
+    assert message.startswith(f"--list-dir {a_file} is a file, not a folder")
+
+
 @pytest.mark.parametrize("content, fragment", [
     (None, "cannot read it"),
     ("{not json", "is not valid JSON"),

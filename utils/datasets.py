@@ -18,6 +18,7 @@ import paddle
 from PIL import Image
 
 from utils.base.errors import UserError
+from utils.base.io import check_input_dir
 from utils.base.safe_pickle import RefusedPickle, restricted_load
 from utils.data.hashing_dataset import HashingDataset
 from utils.data.image_cache import cached_image_list
@@ -202,6 +203,7 @@ def build_datasets(args, splits=SPLITS):
         parts = dict(zip(SPLITS, cifar10_split(classes, args.dataset, args.split_seed)))
         return {s: ArrayImages(images[parts[s]], onehot[parts[s]], train=(s == "train"), **sizes)
                 for s in splits}
+    check_input_dir(args.list_dir, "--list-dir")
     out = {}
     for s in splits:
         ds = ImageList(os.path.join(args.list_dir, f"{s}.txt"), args.data_path, args.num_class,

@@ -256,6 +256,15 @@ def atomic_write_json(obj, path):
     atomic_write(path, write)
 
 
+def check_input_dir(path, flag):
+    """A folder the command reads from (``--list-dir``, ``--data-path``):
+    a file or a missing path is a UserError naming the flag, at the start."""
+    if os.path.isdir(path):
+        return
+    what = "is a file, not a folder" if os.path.exists(path) else "not found"
+    raise UserError(f"{flag} {path} {what}: pass the folder (see README: Data)")
+
+
 def ensure_writable_dir(path, flag):
     """Create ``path`` if needed and prove it takes files, before any work is
     done; otherwise a UserError naming the flag that chose it."""
