@@ -23,9 +23,11 @@ import paddle
 from deploy.cli import THREADS, SIDE, Range, add, check_ranges, check_sizes
 from models.hashnet import load_hashnet
 from utils.base.errors import run_cli
+from utils.base.io import ensure_writable_dir
 from utils.base.runtime import available_cores, set_num_threads
 from utils.config import BITS
 from utils.inference.export import TOLERANCE, ExportMismatch, export_checked
+
 
 def build_parser():
     p = argparse.ArgumentParser(description="export HashNet to a Paddle Inference model")
@@ -54,6 +56,7 @@ def main(argv):
     args = check_ranges(parser, parser.parse_args(argv))
     check_sizes(args.img_size, flag="--img_size")
     set_num_threads(args.num_threads)
+    ensure_writable_dir(args.save_inference_dir, "--save-inference-dir")  # before any work
     model, weights = load_hashnet(args.bit, args.pretrained)
     print(f"loaded {weights} ({args.bit} bits)")
     out_dir = args.save_inference_dir

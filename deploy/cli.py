@@ -5,6 +5,7 @@ import os
 
 from utils.config import BITS, DATASET_PRESETS, need_num_class
 from utils.base.errors import UserError
+from utils.base.io import check_input_dir, ensure_writable_dir
 from utils.base.flags import (AT_LEAST_0, AT_LEAST_1, BATCH, MIN_CROP, NUM_CLASS,  # noqa: F401
                          SIDE, THREADS, Range, add, check_ranges, check_sizes)
 from utils.data.images import DEFAULT_MAX_PIXELS, set_max_pixels
@@ -91,6 +92,8 @@ def resolve_retrieval_args(args):
         check_sizes(args.crop_size, args.resize_size, "--crop_size")
     if not os.path.exists(args.img):   # a directory or a bad file: the image reader says which
         raise UserError(f"query image {args.img} not found")
+    check_input_dir(args.list_dir, "--list-dir")
+    ensure_writable_dir(args.save_path, "--save_path")   # before the database is encoded
     return args
 
 

@@ -80,7 +80,12 @@ def read_state(path):
             import torch
         except ImportError:
             raise UserError("reading a .pth needs torch: pip install torch (only for this conversion)")
-        state = torch.load(path, map_location="cpu")
+        # weights_only: torch's own restricted unpickler (tensors and containers)
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # a refused or broken file
+            raise UserError(f"{path} is refused or unreadable by torch.load(weights_only=True) "
+                            f"({type(err).__name__}: {str(err).splitlines()[0][:200]})") from None
         return {k: v.numpy() for k, v in state.items()}
     from utils.base.checkpoint import load_state_file
     return {k: np.asarray(v) for k, v in load_state_file(path, "AlexNet weights").items()}

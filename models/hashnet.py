@@ -15,7 +15,7 @@ import paddle.nn as nn
 from models.alexnet import FEATURE_DIM, alexnet_features, fc67
 from models.imagenet_backbone import IMAGENET, imagenet_backbone
 from models.registry import build, register
-from utils.base.checkpoint import load_state_file, load_weights, strip_params_suffix
+from utils.base.checkpoint import checked_weight, load_state_file, load_weights, strip_params_suffix
 from utils.base.errors import UserError
 
 RANDOM_INIT = "random"
@@ -108,7 +108,7 @@ def load_backbone(model, path):
             raise UserError(f"backbone weights {path}: {key} has shape {list(value.shape)}, "
                             f"expected {list(own[key].shape)} (torch Linear weights must be "
                             "transposed: use python -m scripts.convert_alexnet)")
-    own.update(state)  # the hash layer keeps its fresh init
+    own.update({k: checked_weight(path, k, v) for k, v in state.items()})  # the hash layer keeps its fresh init
     model.set_state_dict(own)
 
 

@@ -30,10 +30,12 @@ import os
 import sys
 
 from utils.config import DATASET_PRESETS
-from utils.datasets import SPLITS
-from utils.base.download import Remote, fetch, run_downloads, through_paddle, unpack_zip
+from utils.base.download import (Remote, check_mirror_settings, fetch, run_downloads,
+                                 through_paddle, unpack_zip)
 from utils.base.errors import UserError, run_cli
+from utils.base.io import ensure_writable_dir
 from utils.data.list_format import numbered_lines, split_line, write_list
+from utils.datasets import SPLITS
 
 AUTHORS_COMMIT = "85387b814fcf95daff887bd325cbaa0e8def7323"
 AUTHORS_DATA = f"https://raw.githubusercontent.com/thuml/HashNet/{AUTHORS_COMMIT}/pytorch/data"
@@ -159,13 +161,16 @@ def main(argv):
                    help="also fetch and convert the ImageNet AlexNet weights (--backbone imagenet)")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     args = p.parse_args(argv)
+    check_mirror_settings()   # every destination and setting before any download
     extra = [backbone_job()] if args.with_backbone else []
     if args.dataset == "cifar10":
         run_downloads([cifar10_job()] + extra)
         return 0
     root = args.root or os.path.join("datasets", args.dataset)
-    os.makedirs(root, exist_ok=True)
-    get_listed(args.dataset, root, args.list_dir or os.path.join("data", args.dataset), extra)
+    list_dir = args.list_dir or os.path.join("data", args.dataset)
+    ensure_writable_dir(root, "--root")
+    ensure_writable_dir(list_dir, "--list-dir")
+    get_listed(args.dataset, root, list_dir, extra)
     return 0
 
 

@@ -116,9 +116,9 @@ def train(device, data, out, gpus=1):
 def summarize(prefix):
     """A few numbers per run: epoch losses; per parameter the update's norm
     and its projection on a fixed random unit vector."""
-    import paddle
-    history = paddle.load(prefix + ".pdopt")["training"]["history"]
-    final = paddle.load(prefix + ".pdparams")
+    from utils.base.checkpoint import load_state_file
+    history = load_state_file(prefix + ".pdopt", "training state")["training"]["history"]
+    final = load_state_file(prefix + ".pdparams", "checkpoint")
     init = initial_state()
     updates = {}
     for key in sorted(init):

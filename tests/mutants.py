@@ -181,6 +181,63 @@ MUTANTS = [
            "\"resize_size\": int(resize_size), ",
            "",
            ("tests/test_code_cache.py::test_stale_cache_is_rebuilt",)),
+    # issue 25, rule 1: no code runs from a weights or data file
+    Mutant("checkpoint_read_by_paddle_load", "weights are read with paddle.load (a crafted "
+           ".pdparams runs its code)",
+           "utils/base/checkpoint.py",
+           "        state = load_paddle_file(path)\n",
+           "        import paddle\n        state = paddle.load(path)\n",
+           ("tests/test_safe_pickle.py::test_crafted_checkpoint_is_refused_without_running",)),
+    Mutant("unpickler_falls_back_to_any_name", "the restricted unpickler resolves a name outside "
+           "its list the ordinary way",
+           "utils/base/safe_pickle.py",
+           "            return allowed()[(module, name)]\n",
+           "            return allowed().get((module, name)) or super().find_class(module, name)\n",
+           ("tests/test_safe_pickle.py::test_any_other_callable_is_refused",
+            "tests/test_safe_pickle.py::test_crafted_checkpoint_is_refused_without_running")),
+    Mutant("cifar_read_by_pickle_load", "CIFAR-10 batches are read with pickle.load",
+           "utils/datasets.py",
+           "        return restricted_load(file, encoding=\"bytes\")\n",
+           "        import pickle\n        return pickle.load(file, encoding=\"bytes\")\n",
+           ("tests/test_safe_pickle.py::test_crafted_cifar_batch_is_refused",)),
+    # issue 25, rule 2: never follow a link we did not make
+    Mutant("lock_opened_through_links", "the training lock file is opened the ordinary way "
+           "(a symlinked .train.lock empties its target)",
+           "utils/base/run_lock.py",
+           "    fd = open_own_file(path, os.O_RDWR | os.O_CREAT, \"--output-dir's lock file\")\n",
+           "    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)\n",
+           ("tests/test_no_follow.py::test_lock_refuses_a_dangling_link",
+            "tests/test_no_follow.py::test_symlinked_train_lock_leaves_the_victim_untouched")),
+    Mutant("own_files_follow_links", "files the program writes in user folders are opened "
+           "without O_NOFOLLOW",
+           "utils/base/io.py",
+           "        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o666)\n",
+           "        fd = os.open(path, flags | os.O_NONBLOCK | os.O_CLOEXEC, 0o666)\n",
+           ("tests/test_no_follow.py::test_symlinked_log_file_is_refused",
+            "tests/test_no_follow.py::test_symlinked_train_lock_leaves_the_victim_untouched")),
+    # issue 25, rule 4: an export is one unit; leftovers of killed runs go
+    Mutant("export_manifest_not_checked", "infer.py uses a folder mixing two exports",
+           "utils/inference/predictor.py",
+           "    verify_export(prefix, [programs[0], params, export_info_path(model_dir, bit)])\n",
+           "",
+           ("tests/test_export_unit.py::test_a_mix_of_two_exports_is_refused",)),
+    Mutant("leftovers_kept", "temp files and folders of killed runs are never removed",
+           "utils/base/io.py",
+           "    freed = 0\n    try:\n        names = os.listdir(directory)\n",
+           "    freed = 0\n    try:\n        names = []\n",
+           ("tests/test_export_unit.py::test_encoder_removes_temp_folders_of_killed_runs",)),
+    # issue 25, rule 6: an image is refused by its size after the resize
+    Mutant("size_after_resize_unchecked", "only the image's size on disk is checked",
+           "utils/data/images.py",
+           "    if resize_size:\n        rw, rh",
+           "    if False:\n        rw, rh",
+           ("tests/test_bad_input_more.py::test_query_image_is_checked_after_resize",)),
+    # issue 25, rule 5: weights checked on load
+    Mutant("non_finite_weights_loaded", "weights with NaN/inf are loaded without a word",
+           "utils/base/checkpoint.py",
+           "    if not finite.all():\n",
+           "    if False:\n",
+           ("tests/test_safe_pickle.py::test_nan_weights_are_refused",)),
 ]
 
 

@@ -13,7 +13,6 @@ run was resumed.
 import logging
 import math
 import os
-import pickle
 import tarfile
 
 import numpy as np
@@ -21,9 +20,11 @@ import paddle
 from PIL import Image
 
 from utils.base.errors import UserError
+from utils.base.io import check_input_dir
+from utils.base.safe_pickle import RefusedPickle, restricted_load
 from utils.data.hashing_dataset import HashingDataset
 from utils.data.image_cache import cached_image_list
-from utils.data.list_format import parse_list
+from utils.data.list_format import parse_list, unlabelled_rows
 from utils.data.splits import PROTOCOLS, draw_split
 from utils.data.transforms import (IMAGENET_MEAN, IMAGENET_STD, crop, crop_origin,  # noqa: F401
                                    load_query_image, load_rgb, normalize, resize_short,
@@ -35,6 +36,15 @@ SPLITS = ("train", "test", "database")
 
 # ---------------------------------------------------------------- list files
 # parse_list and the line rule (a path may hold spaces): utils/data/list_format.py
+
+
+def refuse_all_unlabelled(path, labels):
+    """A training or evaluation list whose every row is all-zero has no
+    similar pair: the loss and mAP would mean nothing."""
+    if len(unlabelled_rows(labels)) == len(labels):
+        raise UserError(f"{path}: every line's labels are all 0: no two images are similar, so "
+                        "this split cannot be trained or measured (check the label columns and "
+                        "--num_class)")
 
 
 class ImageList(HashingDataset):
@@ -59,7 +69,7 @@ class ImageList(HashingDataset):
                 logging.getLogger("hashnet").warning(message + ": it will be skipped")
 
     def image(self, index):
-        return load_rgb(os.path.join(self.root, self.paths[index]))
+        return load_rgb(os.path.join(self.root, self.paths[index]), self.resize_size)
 
 
 class ArrayImages(HashingDataset):
@@ -74,6 +84,18 @@ class ArrayImages(HashingDataset):
 
 
 # ---------------------------------------------------------------- CIFAR-10
+def cifar_batch(file, shown):
+    """One CIFAR-10 python batch (a pickle: read without running code from it)."""
+    try:
+        return restricted_load(file, encoding="bytes")
+    except RefusedPickle as refused:
+        raise UserError(f"{shown} refused: {refused}: download cifar-10-python.tar.gz again "
+                        "from its site") from None
+    except Exception as err:  # truncated or not a pickle
+        raise UserError(f"{shown} is unreadable ({type(err).__name__}: {err}): download "
+                        "cifar-10-python.tar.gz again from its site") from None
+
+
 def read_cifar10(path):
     """All 60,000 CIFAR-10 images (uint8 [n, 32, 32, 3]) and class ids, from a
     local ``cifar-10-python.tar.gz`` or its extracted ``cifar-10-batches-py``."""
@@ -86,14 +108,14 @@ def read_cifar10(path):
                 raise UserError(f"{file} not found: --data-path must be cifar-10-batches-py "
                                 "or cifar-10-python.tar.gz (CIFAR python version)")
             with open(file, "rb") as f:
-                batches.append(pickle.load(f, encoding="bytes"))
+                batches.append(cifar_batch(f, file))
     elif os.path.isfile(path) and tarfile.is_tarfile(path):
         with tarfile.open(path) as tar:
             members = {os.path.basename(m.name): m for m in tar.getmembers()}
             for name in names:
                 if name not in members:
                     raise UserError(f"{path} has no {name}: not the CIFAR-10 python archive")
-                batches.append(pickle.load(tar.extractfile(members[name]), encoding="bytes"))
+                batches.append(cifar_batch(tar.extractfile(members[name]), f"{path}:{name}"))
     else:
         raise UserError(f"CIFAR-10 not found at {path}: download cifar-10-python.tar.gz "
                         "yourself and pass it (or its extracted folder) as --data-path")
@@ -122,10 +144,12 @@ def build_datasets(args, splits=SPLITS):
         parts = dict(zip(SPLITS, cifar10_split(classes, args.dataset, args.split_seed)))
         return {s: ArrayImages(images[parts[s]], onehot[parts[s]], train=(s == "train"), **sizes)
                 for s in splits}
+    check_input_dir(args.list_dir, "--list-dir")
     out = {}
     for s in splits:
         ds = ImageList(os.path.join(args.list_dir, f"{s}.txt"), args.data_path, args.num_class,
                        train=(s == "train"), **sizes)
+        refuse_all_unlabelled(ds.list_file, ds.labels)
         ds.check_files()
         out[s] = ds
     if getattr(args, "image_cache", None):

@@ -18,11 +18,12 @@ import glob
 import json
 import os
 
-import paddle
+import numpy as np
 
 from utils.base.errors import UserError
 from utils.base.fingerprint import sha256_file
 from utils.base.io import atomic_save, atomic_write_json
+from utils.base.safe_pickle import RefusedPickle, load_paddle_file
 
 
 def rename_accumulators(optimizer_state, names):
@@ -74,11 +75,15 @@ def write_manifest(prefix, suffixes):
     atomic_write_json({"format": MANIFEST_FORMAT, "files": files}, manifest_path(prefix))
 
 
-def verify_against_manifest(path):
-    """Refuse ``path`` (a .pdparams or .pdopt) if its checkpoint's manifest
-    says it is not the file that was saved with the other half; no manifest:
-    nothing to check (the reference's files, older checkpoints)."""
-    prefix, suffix = os.path.splitext(path)
+CHECKPOINT_REMEDY = "use another checkpoint (e.g. model_best_* or an older copy)"
+
+
+def verify_against_manifest(path, prefix=None, remedy=CHECKPOINT_REMEDY):
+    """Refuse ``path`` (a .pdparams or .pdopt; or ``prefix``'s file of
+    another unit, e.g. an export) if the unit's manifest says it is not the
+    file that was saved with the others; no manifest: nothing to check (the
+    reference's files, older checkpoints and exports)."""
+    prefix = prefix or os.path.splitext(path)[0]
     manifest = manifest_path(prefix)
     if not os.path.isfile(manifest):
         return
@@ -87,31 +92,70 @@ def verify_against_manifest(path):
             entry = json.load(f)["files"][os.path.basename(path)]
         want = (int(entry["bytes"]), entry["sha256"])
     except (OSError, ValueError, KeyError, TypeError) as err:
-        raise UserError(f"checkpoint manifest {manifest} is unreadable or does not list "
-                        f"{os.path.basename(path)} ({type(err).__name__}: {err}): delete it to "
-                        "load the checkpoint unverified")
+        raise UserError(f"manifest {manifest} is unreadable or does not list "
+                        f"{os.path.basename(path)} ({type(err).__name__}: {err}): {remedy}, or "
+                        "delete the manifest to load the files unverified")
     size, sha = size_and_sha256(path)
     if (size, sha) != want:
         what = f"{size} bytes, manifest says {want[0]}" if size != want[0] else "sha256 differs"
         raise UserError(f"{path} does not match {manifest} ({what}): the save was interrupted "
-                        "between its files, or the file was changed; use another checkpoint "
-                        "(e.g. model_best_* or an older copy)")
+                        f"between its files, or the file was changed; {remedy}")
 
 
 def load_state_file(path, what, hint=""):
-    """``paddle.load(path)`` of a state file, or a one-line UserError naming
-    ``what`` it is, the path and ``hint`` (how to get a good one)."""
+    """The state dict in ``path`` (a .pdparams / .pdopt), read as
+    ``paddle.load`` would but without running code from the file
+    (utils/base/safe_pickle.py), or a one-line UserError naming ``what`` it
+    is, the path and ``hint`` (how to get a good one). Every load of weights
+    or training state in the project comes through here."""
     hint = f" ({hint})" if hint else ""
     if not os.path.isfile(path):
         raise UserError(f"{what} {path} not found{hint}")
     verify_against_manifest(path)
     try:
-        state = paddle.load(path)
-    except Exception as err:  # a file paddle cannot read is bad input
+        state = load_paddle_file(path)
+    except RefusedPickle as refused:
+        raise UserError(f"{what} {path} refused: {refused}: use weights saved by paddle.save "
+                        "of a state dict") from None
+    except Exception as err:  # not a pickle, truncated, …: bad input
         raise UserError(f"{what} {path} is unreadable ({type(err).__name__}: {err}){hint}")
     if not isinstance(state, dict):
         raise UserError(f"{what} {path} is not a state dict{hint}")
     return state
+
+
+WEIGHT_DTYPES = ("float32",)   # what the layers hold
+CONVERTED_DTYPES = ("float64",)  # converted to float32 on load (numpy's default float)
+
+
+def checked_weight(path, key, value):
+    """``value`` (a tensor or array) as a float32 array, or a one-line
+    UserError: another dtype than float32/float64, or a NaN/inf (weights
+    of a diverged run would be evaluated and searched without a word)."""
+    array = np.asarray(value.numpy() if hasattr(value, "numpy") else value)
+    dtype = str(array.dtype)
+    if dtype not in WEIGHT_DTYPES + CONVERTED_DTYPES:
+        raise UserError(f"{path}: {key} is {dtype}, expected float32 (float64 is converted): "
+                        "not weights of this model, or convert them to float32")
+    array = array.astype(np.float32, copy=False)
+    finite = np.isfinite(array)
+    if not finite.all():
+        raise UserError(f"{path}: {key} has {array.size - int(finite.sum())} NaN/inf value(s) of "
+                        f"{array.size}: the run that saved it diverged; use another checkpoint "
+                        "(e.g. an earlier model_best_*)")
+    return array
+
+
+def checked_weights(path, state, expected):
+    """{key: float32 array} of ``state``'s entries named in ``expected``
+    {key: shape}, each checked by ``checked_weight`` and for its shape."""
+    out = {}
+    for key, shape in expected.items():
+        got = list(state[key].shape)
+        if got != list(shape):
+            raise UserError(f"{path}: {key} has shape {got}, expected {list(shape)}")
+        out[key] = checked_weight(path, key, state[key])
+    return out
 
 
 def strip_params_suffix(prefix):
@@ -145,10 +189,7 @@ def load_weights(model, prefix):
     bit = list(state[hash_key].shape)[-1]
     if bit != own[hash_key].shape[-1]:
         raise UserError(f"{path} holds {bit}-bit weights but --bit is {own[hash_key].shape[-1]}")
-    for key, value in own.items():
-        if list(state[key].shape) != list(value.shape):
-            raise UserError(f"{path}: {key} has shape {list(state[key].shape)}, expected {list(value.shape)}")
-    model.set_state_dict({k: state[k] for k in own})
+    model.set_state_dict(checked_weights(path, state, {k: v.shape for k, v in own.items()}))
 
 
 def load_training_state(prefix, model, optimizer):

@@ -32,12 +32,14 @@ from tqdm import tqdm
 
 from utils.base.errors import UserError
 from utils.base.fingerprint import file_digest
+from utils.base.io import open_own_file
 
 BASE_ENV = "HASHNET_DOWNLOAD_BASE"
 CHECKSUMS_ENV = "HASHNET_CHECKSUMS"
 TIMEOUT = 30        # seconds without a byte before a transfer counts as cut
 ATTEMPTS = 3        # transfers per file in one run, each resuming the last
 CHUNK = 1 << 20
+CHECKSUM_KINDS = ("md5", "git-blob-sha1")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,16 +59,63 @@ class DownloadFailed(Exception):
         super().__init__(f"{url} ({reason}) -> put it at {os.path.abspath(dest)}")
 
 
+def mirror_base():
+    """``$HASHNET_DOWNLOAD_BASE`` checked (an http(s) URL with a host), or None."""
+    base = os.environ.get(BASE_ENV)
+    if not base:
+        return None
+    parts = urlsplit(base)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise UserError(f"{BASE_ENV}={base!r} is not an http(s) URL with a host (e.g. "
+                        f"http://127.0.0.1:8000/): fix it or unset it")
+    return base
+
+
+def checksum_overrides():
+    """``$HASHNET_CHECKSUMS``: {url: {"checksum": "kind:hex", "size": bytes}}
+    read and checked, or {} when unset; anything else is a one-line
+    UserError naming the variable."""
+    path = os.environ.get(CHECKSUMS_ENV)
+    if not path:
+        return {}
+    where = f"{CHECKSUMS_ENV}={path}"
+    try:
+        with open(path) as f:
+            table = json.load(f)
+    except OSError as err:
+        raise UserError(f"{where}: cannot read it ({err.strerror}): fix the path or unset "
+                        f"{CHECKSUMS_ENV}") from None
+    except ValueError as err:
+        raise UserError(f"{where} is not valid JSON ({err}): fix the file or unset "
+                        f"{CHECKSUMS_ENV}") from None
+    if not isinstance(table, dict):
+        raise UserError(f"{where} must hold a JSON object {{url: {{\"checksum\": "
+                        f"\"md5:<hex>\", \"size\": bytes}}}}, not a {type(table).__name__}")
+    for url, entry in table.items():
+        checksum = entry.get("checksum") if isinstance(entry, dict) else None
+        size = entry.get("size") if isinstance(entry, dict) else None
+        if (not isinstance(checksum, str) or checksum.split(":", 1)[0] not in CHECKSUM_KINDS
+                or ":" not in checksum or not (size is None or type(size) is int and size >= 0)):
+            raise UserError(f"{where}: the entry for {url} must be {{\"checksum\": "
+                            f"\"md5:<hex>\" or \"git-blob-sha1:<hex>\", \"size\": bytes "
+                            f"(optional)}}, got {json.dumps(entry)[:120]}")
+    return table
+
+
+def check_mirror_settings():
+    """Both download variables checked, when a command that may download
+    starts (before any work), not at the first download."""
+    mirror_base()
+    checksum_overrides()
+
+
 def mirrored(remote):
     """``remote`` with the environment's base URL and checksum overrides applied."""
     url, checksum, size = remote.url, remote.checksum, remote.size
-    overrides_file = os.environ.get(CHECKSUMS_ENV)
-    if overrides_file:
-        with open(overrides_file) as f:
-            override = json.load(f).get(url)
-        if override:
-            checksum, size = override["checksum"], override.get("size")
-    base = os.environ.get(BASE_ENV)
+    override = checksum_overrides().get(url)
+    if override:
+        checksum, size = override["checksum"], override.get("size")
+    base = mirror_base()
     if base:
         parts = urlsplit(url)
         url = f"{base.rstrip('/')}/{parts.netloc}{parts.path}"
@@ -105,7 +154,8 @@ def _transfer(url, part, size):
             have = 0
         length = response.headers.get("Content-Length")
         expected = have + int(length) if length is not None else size
-        with open(part, "ab" if have else "wb") as f, \
+        mode = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if have else os.O_TRUNC)
+        with open(open_own_file(part, mode, "partial download"), "ab") as f, \
                 tqdm(total=expected, initial=have, unit="B", unit_scale=True,
                      desc=os.path.basename(part[:-len(".part")]), leave=False) as bar:
             while True:

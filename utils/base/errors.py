@@ -6,8 +6,14 @@ class UserError(Exception):
     """Bad input the user can fix: printed as one line, no traceback."""
 
 
+INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for Ctrl-C
+
+
 def run_cli(main, argv=None):
-    """Run ``main(argv)``; a UserError becomes ``error: <message>`` and exit 2.
+    """Run ``main(argv)``; a UserError becomes ``error: <message>`` and exit 2,
+    Ctrl-C (outside training, which saves and stops on its own) one line and
+    exit 130: every write is a temp file renamed into place when complete
+    (utils/base/io.py), so an interrupt leaves no half-written file.
 
     ``--debug`` in argv re-raises instead, to show the traceback.
     """
@@ -19,3 +25,8 @@ def run_cli(main, argv=None):
             raise
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:
+        if "--debug" in argv:
+            raise
+        print("interrupted (Ctrl-C): stopped; no file was left half-written", file=sys.stderr)
+        sys.exit(INTERRUPTED)

@@ -17,7 +17,10 @@ import contextlib
 import errno
 import json
 import os
+import re
 import shutil
+import socket
+import stat
 import tempfile
 
 from utils.base.errors import UserError
@@ -116,13 +119,105 @@ def fsync_file(path):
         os.close(fd)
 
 
+def open_own_file(path, flags, what):
+    """``os.open(path, flags)`` of a file this program writes in a user's
+    folder (a lock, a log, a partial download), never through a link it did
+    not make: a symlink placed at ``path`` (in a shared folder, say) would
+    make the run write to, or empty, the file it points to. A symlink, a
+    folder, a FIFO or a device at ``path`` is a one-line UserError naming
+    ``what`` it is. (O_NONBLOCK: opening a FIFO must not hang.)"""
+    try:
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o666)
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise UserError(f"{what} {path} is a symbolic link: refusing to write through it "
+                            "(it could make this run overwrite the file it points to); remove "
+                            "the link") from None
+        if err.errno in (errno.EISDIR, errno.ENXIO):
+            raise UserError(f"{what} {path} is not a regular file: remove it") from None
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise UserError(f"{what} {path} is not a regular file: remove it")
+    return fd
+
+
+# ------------------------------------------------ temp names and leftovers
+# A temp file or folder is named ``<prefix><pid>@<host>.<8 hex><suffix>``, so
+# that the next run can tell a leftover of a killed run (its process, on
+# this host, is gone) from one another run is still writing, and remove it:
+# a killed image-cache build or export leaves gigabytes otherwise.
+HOST = re.sub(r"[^A-Za-z0-9._-]", "_", socket.gethostname()) or "host"
+
+
+def own_temp_name(prefix, suffix=""):
+    return f"{prefix}{os.getpid()}@{HOST}.{os.urandom(4).hex()}{suffix}"
+
+
+def process_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:   # someone else's process: alive
+        return True
+    return True
+
+
+def remove_leftovers(directory, prefix, suffix=""):
+    """Remove the temp files and folders ``own_temp_name(prefix, suffix)``
+    made in ``directory`` by processes of this host that are gone; returns
+    the bytes freed. Links are removed, never followed."""
+    pattern = re.compile(re.escape(prefix) + r"(\d+)@" + re.escape(HOST) + r"\.[0-9a-f]{8}"
+                         + re.escape(suffix) + "$")
+    freed = 0
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return 0
+    for name in names:
+        match = pattern.match(name)
+        if not match or int(match[1]) == os.getpid() or process_alive(int(match[1])):
+            continue
+        path = os.path.join(directory, name)
+        try:
+            if os.path.isdir(path) and not os.path.islink(path):
+                freed += sum(os.path.getsize(os.path.join(root, f))
+                             for root, _, files in os.walk(path) for f in files)
+                shutil.rmtree(path)
+            else:
+                freed += os.lstat(path).st_size
+                os.remove(path)
+        except OSError:   # gone meanwhile, or not ours to remove: leave it
+            continue
+    return freed
+
+
+def make_temp_dir(directory, prefix):
+    """A new private folder ``own_temp_name(prefix)`` in ``directory``."""
+    for _ in range(100):
+        path = os.path.join(directory, own_temp_name(prefix))
+        try:
+            os.mkdir(path, 0o700)
+            return path
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temp folder name {prefix}* in {directory}")
+
+
+def temp_file_prefix(path):
+    """The name prefix of ``atomic_write``'s temp files for ``path``."""
+    return f".{os.path.basename(path)}."
+
+
 def new_temp_file(directory, name):
     """A new empty file beside the target, created with mode 0666 so the
     umask applies (mkstemp would make it 0600)."""
     for _ in range(100):
-        tmp = os.path.join(directory, f".{name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
+        tmp = os.path.join(directory, own_temp_name(f".{name}.", ".tmp"))
         try:
-            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            # O_EXCL: never an existing name, and (with O_NOFOLLOW) never through a link
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666))
             return tmp
         except FileExistsError:
             continue
@@ -161,9 +256,20 @@ def atomic_write_json(obj, path):
     atomic_write(path, write)
 
 
+def check_input_dir(path, flag):
+    """A folder the command reads from (``--list-dir``, ``--data-path``):
+    a file or a missing path is a UserError naming the flag, at the start."""
+    if os.path.isdir(path):
+        return
+    what = "is a file, not a folder" if os.path.exists(path) else "not found"
+    raise UserError(f"{flag} {path} {what}: pass the folder (see README: Data)")
+
+
 def ensure_writable_dir(path, flag):
     """Create ``path`` if needed and prove it takes files, before any work is
     done; otherwise a UserError naming the flag that chose it."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise UserError(f"{flag} {path} is a file, not a folder: pass a folder")
     try:
         os.makedirs(path, exist_ok=True)
         with tempfile.TemporaryFile(dir=path):

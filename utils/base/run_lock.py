@@ -5,7 +5,9 @@ Two runs on one output folder would overwrite each other's checkpoints and
 ``<output-dir>/.train.lock`` for its whole length; the file says who holds
 it (pid, start time, host), so a second run can name the holder. The kernel
 drops a flock when its process dies, however it dies: a lock file left by a
-killed run is taken over, with a message naming the dead holder.
+killed run is taken over, with a message naming the dead holder. The lock
+file is opened without following a symlink (utils/base/io.open_own_file):
+a link placed there in a shared folder would make the run empty its target.
 """
 import contextlib
 import fcntl
@@ -16,7 +18,7 @@ import sys
 import time
 
 from utils.base.errors import UserError
-from utils.base.io import ensure_writable_dir
+from utils.base.io import ensure_writable_dir, open_own_file
 
 LOCK_NAME = ".train.lock"
 
@@ -40,7 +42,7 @@ def describe(holder):
 def acquire(directory):
     """The fd holding ``directory``'s lock, or a UserError naming the holder."""
     path = os.path.join(directory, LOCK_NAME)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    fd = open_own_file(path, os.O_RDWR | os.O_CREAT, "--output-dir's lock file")
     for attempt in range(20):
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

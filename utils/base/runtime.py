@@ -102,6 +102,12 @@ class LogFile(logging.FileHandler):
     (logging's default prints a traceback per line and carries on, losing
     the log silently)."""
 
+    def _open(self):
+        # never through a symlink placed where the log goes (utils/base/io.open_own_file)
+        from utils.base.io import open_own_file
+        fd = open_own_file(self.baseFilename, os.O_WRONLY | os.O_CREAT | os.O_APPEND, "log file")
+        return open(fd, self.mode, encoding=self.encoding, errors=self.errors)
+
     def handleError(self, record):
         from utils.base.io import disk_full_code, disk_full_error
         err = sys.exc_info()[1]

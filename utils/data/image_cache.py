@@ -56,11 +56,12 @@ from tqdm import tqdm
 from utils import distributed as dist
 from utils.base.fingerprint import CacheError, StaleCache, check_fingerprint, sha256_file
 from utils.data.hashing_dataset import HashingDataset
+from utils.data.images import check_pixels
 from utils.data.transforms import (crop, crop_origin, load_rgb, resize_short, short_side_size,
                                    to_normalized_array)
 from utils.base.errors import UserError
 from utils.base.io import (DiskFullError, atomic_write, ensure_writable_dir, free_space,
-                           human_bytes)
+                           human_bytes, remove_leftovers, temp_file_prefix)
 from utils.base.runtime import available_cores
 
 FORMAT = 1
@@ -95,8 +96,9 @@ class ResizedShortSide:
         0 for a file that cannot be opened (it is skipped or refused later)."""
         try:
             with Image.open(path) as img:
+                check_pixels(path, *img.size, self.resize_size)
                 w, h = short_side_size(*img.size, self.resize_size)
-        except OSError:
+        except (OSError, UserError):  # refused (or skipped) when it is decoded
             return 0
         return w * h * 3
 
@@ -219,7 +221,7 @@ def decode(step, path):
     one-line message) if it is missing or unreadable. Other errors (e.g. an
     image smaller than the crop) are raised: they stop the run today too."""
     try:
-        img = load_rgb(path)
+        img = load_rgb(path, step.resize_size)
     except UserError as err:
         return None, str(err)
     return np.ascontiguousarray(step(img), dtype=np.uint8), None
@@ -311,6 +313,14 @@ class DecodedImageCache:
                  errors=np.array(json.dumps(errors)))
         return buffer.getvalue() + TRAILER.pack(buffer.tell(), MAGIC)
 
+    def remove_leftovers(self):
+        """The temp file of a killed build (up to the whole cache's size) goes."""
+        freed = remove_leftovers(os.path.dirname(os.path.abspath(self.path)),
+                                 temp_file_prefix(self.path), ".tmp")
+        if freed:
+            self.log(f"image cache: removed {human_bytes(freed)} left by a killed build of "
+                     f"{os.path.basename(self.path)}")
+
     def check_disk(self, need):
         """Refuse, before decoding anything, a build the disk cannot hold."""
         directory = os.path.dirname(os.path.abspath(self.path))
@@ -337,6 +347,7 @@ class DecodedImageCache:
                 self.log(f"warning: image cache {self.path} is unreadable or corrupt ({err}); "
                          "rebuilding it")
         ensure_writable_dir(os.path.dirname(os.path.abspath(self.path)), "--image_cache")
+        self.remove_leftovers()   # before the free-space check: they must not count
         need = sum(step.nbytes(p) for p in paths) + 64 * count + 4096  # pixels + index
         free = self.check_disk(need)
         self.log(f"image cache: decoding {count:,} images into {self.path}: about "

@@ -60,13 +60,15 @@ def set_max_pixels(limit):
     max_pixels = int(limit)
 
 
-def open_rgb(path, upright=False):
+def open_rgb(path, upright=False, resize_size=None):
     """Read ``path`` as an 8-bit RGB PIL image (see the table above); any
-    problem with the file is a one-line UserError naming it."""
+    problem with the file is a one-line UserError naming it. With
+    ``resize_size``, the size it will have after the resize of its short side
+    to that is checked too, before anything is decoded."""
     check_is_file(path)
     try:
         with Image.open(path) as img:
-            check_pixels(path, img)
+            check_pixels(path, *img.size, resize_size)
             img.load()   # decode now: a truncated file fails here, inside the try
             if upright:
                 img = ImageOps.exif_transpose(img)
@@ -87,11 +89,26 @@ def check_is_file(path):
         raise UserError(f"image {path} is empty (0 bytes)")
 
 
-def check_pixels(path, img):
-    w, h = img.size
-    if max_pixels and w * h > max_pixels:
-        raise UserError(f"image {path} is {w}x{h} = {w * h:,} pixels, over the limit of "
-                        f"{max_pixels:,} (pass a larger --max-image-pixels if it is genuine)")
+def short_side_size(w, h, size):
+    """(width, height) of a w x h image resized to `size` on its short side."""
+    if w <= h:  # the long side is truncated, as torchvision and paddle.vision do
+        return size, max(1, int(size * h / w))
+    return max(1, int(size * w / h)), size
+
+
+def check_pixels(path, w, h, resize_size=None):
+    """Refuse a w x h image over the pixel limit, on disk or after the resize
+    of its short side to ``resize_size``: a 1 x 1,000,000 px strip is tiny as
+    a file but 72 x 72,000,000 px once resized (a memory bomb)."""
+    sizes = [(w, h, "")]
+    if resize_size:
+        rw, rh = short_side_size(w, h, resize_size)
+        sizes.append((rw, rh, f"{w}x{h} px, resized to "))
+    for width, height, before in sizes:
+        if max_pixels and width * height > max_pixels:
+            raise UserError(f"image {path} is {before}{width}x{height} = {width * height:,} pixels, "
+                            f"over the limit of {max_pixels:,} (pass a larger "
+                            "--max-image-pixels if it is genuine)")
 
 
 def to_rgb(img, path):

@@ -14,6 +14,7 @@ rule unambiguous: the label count of a line is the length of its run of
 trailing 0/1 fields, so C can be read off any line, and a line with a label
 too many or too few is reported as such, never taken as a path with a space.
 """
+import logging
 import os
 
 import numpy as np
@@ -107,7 +108,23 @@ def parse_list(list_file, num_class):
         labels.append(row)
     if not paths:
         raise UserError(f"list file {list_file} is empty")
-    return paths, np.asarray(labels, dtype=np.float32).reshape(len(paths), num_class)
+    labels = np.asarray(labels, dtype=np.float32).reshape(len(paths), num_class)
+    warn_unlabelled(list_file, paths, labels)
+    return paths, labels
+
+
+def unlabelled_rows(labels):
+    """Indices of all-zero label rows: images similar to no other image."""
+    return np.flatnonzero(labels.sum(axis=1) == 0)
+
+
+def warn_unlabelled(list_file, paths, labels):
+    """Count all-zero label rows and say so (the first one named)."""
+    empty = unlabelled_rows(labels)
+    if len(empty):
+        logging.getLogger("hashnet").warning(
+            f"warning: {list_file}: {len(empty)} of {len(labels)} lines have all-zero labels "
+            f"(first: {paths[empty[0]]}): those images are similar to no other image")
 
 
 def list_num_class(list_file):

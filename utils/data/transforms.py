@@ -8,17 +8,10 @@ import numpy as np
 from PIL import Image
 
 from utils.base.errors import UserError
-from utils.data.images import open_rgb
+from utils.data.images import open_rgb, short_side_size  # noqa: F401  (short_side_size: re-exported)
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
-
-
-def short_side_size(w, h, size):
-    """(width, height) of a w x h image resized to `size` on its short side."""
-    if w <= h:  # the long side is truncated, as torchvision and paddle.vision do
-        return size, max(1, int(size * h / w))
-    return max(1, int(size * w / h)), size
 
 
 def resize_short(img, size):
@@ -68,10 +61,11 @@ def test_transform(img, resize_size, crop_size):
 def load_query_image(path, resize_size, crop_size, upright=True):
     """One image file through the test transform, as a [1, 3, S, S] float32
     batch; ``upright``: turned by its EXIF orientation (a phone photo)."""
-    return test_transform(open_rgb(path, upright), resize_size, crop_size)[None]
+    return test_transform(open_rgb(path, upright, resize_size), resize_size, crop_size)[None]
 
 
-def load_rgb(path):
+def load_rgb(path, resize_size=None):
     """A dataset image as 8-bit RGB, EXIF orientation ignored as the reference
-    does (utils/data/images.py: every mode); a bad file is a UserError."""
-    return open_rgb(path)
+    does (utils/data/images.py: every mode); a bad file, or one too large
+    after the resize to ``resize_size``, is a UserError."""
+    return open_rgb(path, resize_size=resize_size)

@@ -14,6 +14,7 @@ export fails, the model runs in dygraph (the latter says so in one log line).
 Training itself always stays dygraph.
 """
 import logging
+import shutil
 import sys
 import tempfile
 
@@ -22,11 +23,13 @@ import paddle
 from tqdm import tqdm
 
 from models.hashnet import sign_codes
+from utils.base.io import make_temp_dir, remove_leftovers
 from utils.base.runtime import num_threads
 from utils.inference.export import save_inference_model
 from utils.inference.predictor import InferenceModel
 
 log = logging.getLogger("hashnet")
+TEMP_PREFIX = "hashnet-encoder-"
 
 
 def dygraph_forward(model):
@@ -43,10 +46,16 @@ def inference_forward(model):
     """The same function on Paddle Inference with oneDNN, from an export of
     the model's current weights (any batch size and image size); it raises
     whatever the export or the predictor raises."""
-    with tempfile.TemporaryDirectory(prefix="hashnet-encoder-") as tmp:
+    # The folders of killed runs (a full model each) go first; ours is named
+    # after this process so that the next run can tell (utils/base/io.py).
+    remove_leftovers(tempfile.gettempdir(), TEMP_PREFIX)
+    tmp = make_temp_dir(tempfile.gettempdir(), TEMP_PREFIX)
+    try:
         # The predictor reads both files when it is created, so the folder can go.
         save_inference_model(model, tmp)
         return InferenceModel(tmp, model.bit, use_gpu=False, num_threads=num_threads()).run
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 # The export costs about what dygraph needs for a few hundred 64 px images, so

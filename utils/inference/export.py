@@ -12,7 +12,6 @@ hash-layer outputs is within the tolerance.
 """
 import os
 import shutil
-import tempfile
 
 import numpy as np
 import paddle
@@ -20,9 +19,10 @@ from paddle.static import InputSpec
 
 from models.hashnet import sign_codes
 from utils.base.io import (atomic_write_json, check_not_cut_short, disk_full_is_user_error,
-                           fsync_dir, fsync_file)
+                           fsync_dir, fsync_file, make_temp_dir, remove_leftovers)
 from utils.datasets import normalize
-from utils.inference.predictor import MODEL_SUFFIXES, InferenceModel, export_info_path
+from utils.inference.predictor import (MODEL_SUFFIXES, InferenceModel, export_info_path,
+                                       write_export_manifest)
 
 TOLERANCE = 1e-4
 
@@ -63,10 +63,13 @@ def parameter_bytes(model):
 
 
 def install(tmp_dir, out_dir, bit):
-    """Move the checked files into place; drop the other format's program
-    file of the same name, so program and parameters always match."""
+    """Move the checked files into place, the manifest first: a reader
+    (predictor.model_files) then sees the whole old export, the whole new one,
+    or a mismatch it refuses, never a mix. The other format's program file of
+    the same name goes, so program and parameters always match."""
     os.makedirs(out_dir, exist_ok=True)
-    written = sorted(os.listdir(tmp_dir))
+    manifest = os.path.basename(write_export_manifest(tmp_dir, bit))
+    written = sorted(os.listdir(tmp_dir), key=lambda name: name != manifest)  # manifest first
     for suffix in MODEL_SUFFIXES:
         stale = os.path.join(out_dir, f"inference_{bit}{suffix}")
         if f"inference_{bit}{suffix}" not in written and os.path.isfile(stale):
@@ -93,7 +96,8 @@ def export_checked(model, out_dir, image_size, info, batch=4, num_threads=1,
     x = check_batch(batch, image_size)
     z_dygraph = dygraph_outputs(model, x)   # the reference, before jit.save touches the model
     os.makedirs(out_dir, exist_ok=True)
-    tmp_dir = tempfile.mkdtemp(dir=out_dir, prefix=".export-")
+    remove_leftovers(out_dir, ".export-")   # temp folders of killed exports
+    tmp_dir = make_temp_dir(out_dir, ".export-")
     try:
         params = f"inference_{bit}.pdiparams"
         with disk_full_is_user_error(os.path.join(out_dir, params)):

@@ -6,6 +6,14 @@ program) or ``inference_{bit}.pdmodel`` (Paddle 2.x) next to
 takes either. Used by deploy/inference_python/infer.py, by
 export_model.py's post-export check, and by the encoder (utils/inference/encoder.py)
 on an export of the current weights.
+
+An export is one unit through ``inference_{bit}.manifest.json`` (the
+checkpoint manifest's layout, utils/base/checkpoint.py): export_model.py
+writes it for the new files *before* it moves any of them into place, so a
+folder left by a kill at any point holds either the complete old export
+with its manifest, or files that do not all match the manifest; the reader
+(``model_files``) refuses the latter in one line. An export without a
+manifest (older ones) is used unverified, as before.
 """
 import json
 import os
@@ -14,6 +22,7 @@ import numpy as np
 
 from models.hashnet import sign_codes
 from utils.distributed import gpu_count
+from utils.base.checkpoint import verify_against_manifest, write_manifest
 from utils.base.errors import UserError
 
 MODEL_SUFFIXES = (".json", ".pdmodel")   # Paddle 3.x first, then 2.x
@@ -33,7 +42,29 @@ def model_files(model_dir, bit):
         raise UserError(f"{model_dir} has no complete {bit}-bit inference model (needs "
                         f"inference_{bit}.json or .pdmodel, and inference_{bit}.pdiparams; found: "
                         f"{', '.join(present) or 'nothing'}; --bit must match export_model.py --bit)")
+    verify_export(prefix, [programs[0], params, export_info_path(model_dir, bit)])
     return programs[0], params
+
+
+EXPORT_REMEDY = "run export_model.py again"
+
+
+def verify_export(prefix, files):
+    """Refuse a mix of two exports (or a changed file): each of ``files``
+    that exists must match ``<prefix>.manifest.json`` when there is one."""
+    for path in files:
+        if os.path.isfile(path):
+            verify_against_manifest(path, prefix, EXPORT_REMEDY)
+
+
+def write_export_manifest(folder, bit):
+    """The manifest of the export in ``folder`` (all its inference_{bit}.*
+    files), written there; export_model.py installs it first."""
+    prefix = os.path.join(folder, f"inference_{bit}")
+    suffixes = [name[len(f"inference_{bit}"):] for name in sorted(os.listdir(folder))
+                if name.startswith(f"inference_{bit}.") and not name.endswith(".manifest.json")]
+    write_manifest(prefix, suffixes)
+    return prefix + ".manifest.json"
 
 
 def export_info_path(model_dir, bit):

@@ -1,0 +1,169 @@
+"""Issue 25, rule 4: an export is one unit (the reader refuses a mix of two
+exports, after a kill at any point of the install), and the leftovers of
+killed runs (export temp folders, image-cache temp files, encoder temp
+folders) are removed the next time that thing runs."""
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+import paddle
+import pytest
+from PIL import Image
+
+from conftest import CROP, run_python, user_error
+from models.hashnet import HashNet
+from utils.base.io import HOST
+from utils.inference.predictor import InferenceModel, model_files
+
+BIT = 16
+
+
+def dead_pid():
+    """The pid of a process that has exited."""
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def leftover_name(prefix, suffix=""):
+    return f"{prefix}{dead_pid()}@{HOST}.0badf00d{suffix}"
+
+
+def export(prefix, out):
+    result = run_python("export_model.py", "--bit", str(BIT), "--img_size", str(CROP),
+                        "--pretrained", prefix, "--save-inference-dir", str(out),
+                        "--num_threads", "1")
+    assert result.returncode == 0, result.stderr[-2000:]
+    return str(out)
+
+
+@pytest.fixture(scope="module")
+def two_exports(tmp_path_factory):
+    """Exports of two different weights: (old folder, new folder)."""
+    root = tmp_path_factory.mktemp("exports")
+    folders = []
+    for seed in (1, 2):
+        paddle.seed(seed)
+        prefix = str(root / f"w{seed}_{BIT}")
+        paddle.save(HashNet(BIT).state_dict(), prefix + ".pdparams")
+        folders.append(export(prefix, root / f"export{seed}"))
+    return folders
+
+
+def digests(folder):
+    return {name: hashlib.sha256(open(os.path.join(folder, name), "rb").read()).hexdigest()
+            for name in os.listdir(folder) if name.startswith(f"inference_{BIT}.")}
+
+
+def test_export_writes_a_manifest_of_its_files(two_exports):
+    names = sorted(digests(two_exports[0]))
+    assert f"inference_{BIT}.manifest.json" in names
+    assert f"inference_{BIT}.pdiparams" in names and f"inference_{BIT}.export.json" in names
+
+
+def test_a_mix_of_two_exports_is_refused(two_exports, tmp_path):
+    old, new = two_exports
+    mixed = str(tmp_path / "mixed")
+    shutil.copytree(old, mixed)
+    shutil.copy(os.path.join(new, f"inference_{BIT}.pdiparams"), mixed)
+    message = user_error(model_files, mixed, BIT)
+    assert f"inference_{BIT}.pdiparams does not match" in message
+    assert "run export_model.py again" in message
+
+
+@pytest.mark.parametrize("moves_before_kill", range(5))
+def test_killed_install_leaves_old_or_new_never_a_mix(two_exports, tmp_path, monkeypatch,
+                                                     moves_before_kill):
+    """export_model.install stopped after each number of its renames (what a
+    kill -9 between them leaves): the reader gets the whole old export, the
+    whole new one, or a one-line refusal."""
+    import export_model
+    old, new = two_exports
+    out, staged = str(tmp_path / "out"), str(tmp_path / "staged")
+    shutil.copytree(old, out)
+    shutil.copytree(new, staged)
+    os.remove(os.path.join(staged, f"inference_{BIT}.manifest.json"))  # as jit.save left it
+    real_replace, moves = os.replace, []
+
+    def replace_then_die(src, dst):
+        if len(moves) == moves_before_kill:
+            raise SystemExit("killed")
+        moves.append(dst)
+        real_replace(src, dst)
+    monkeypatch.setattr(os, "replace", replace_then_die)
+    with pytest.raises(SystemExit):
+        export_model.install(staged, out, BIT)
+    monkeypatch.setattr(os, "replace", real_replace)
+    seen = digests(out)
+    try:
+        model_files(out, BIT)
+    except Exception as err:
+        assert "does not match" in str(err) and "\n" not in str(err)
+        assert seen != digests(old) and seen != digests(new)
+        return
+    assert seen in (digests(old), digests(new))
+
+
+def test_export_without_a_manifest_still_loads(two_exports, tmp_path):
+    """Exports made before the manifest existed are used as before."""
+    legacy = str(tmp_path / "legacy")
+    shutil.copytree(two_exports[0], legacy)
+    os.remove(os.path.join(legacy, f"inference_{BIT}.manifest.json"))
+    InferenceModel(legacy, BIT)
+
+
+# ---------------------------------------------------------------- leftovers
+def test_export_removes_temp_folders_of_killed_exports(two_exports, tmp_path):
+    out = str(tmp_path / "out")
+    shutil.copytree(two_exports[0], out)
+    dead = os.path.join(out, leftover_name(".export-"))
+    os.mkdir(dead)
+    with open(os.path.join(dead, f"inference_{BIT}.pdiparams"), "wb") as f:
+        f.write(os.urandom(1000))
+    alive = os.path.join(out, f".export-{os.getppid()}@{HOST}.0badf00d")   # a running export
+    os.mkdir(alive)
+    prefix = os.path.join(os.path.dirname(two_exports[0]), f"w1_{BIT}")
+    export(prefix, out)
+    assert not os.path.exists(dead) and os.path.isdir(alive)
+
+
+def test_image_cache_removes_a_killed_builds_temp_file_before_the_space_check(tmp_path,
+                                                                             monkeypatch):
+    from utils.data import image_cache
+    from utils.data.image_cache import CentreCrop, DecodedImageCache
+    paths = []
+    for i in range(3):
+        paths.append(str(tmp_path / f"{i}.png"))
+        Image.new("RGB", (80, 80), (i, 2 * i, 3 * i)).save(paths[-1])
+    cache_dir = tmp_path / "cache"
+    cache_dir.mkdir()
+    path = str(cache_dir / "database-crop.u8")
+    leftover = cache_dir / leftover_name(".database-crop.u8.", ".tmp")
+    leftover.write_bytes(os.urandom(200_000))
+    seen_at_check = []
+    real_check = image_cache.DecodedImageCache.check_disk
+
+    def check_disk(self, need):
+        seen_at_check.append(leftover.exists())
+        return real_check(self, need)
+    monkeypatch.setattr(image_cache.DecodedImageCache, "check_disk", check_disk)
+    messages = []
+    cache = DecodedImageCache(path, {"count": len(paths)}, messages.append)
+    cache.get(paths, CentreCrop(72, 64))
+    assert seen_at_check == [False] and not leftover.exists()
+    assert any("removed" in m and "killed build" in m for m in messages), messages
+    assert sorted(os.listdir(cache_dir)) == ["database-crop.u8"]
+
+
+def test_encoder_removes_temp_folders_of_killed_runs(tmp_path, monkeypatch):
+    from utils.inference import encoder
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    dead = tmp_path / leftover_name(encoder.TEMP_PREFIX)
+    dead.mkdir()
+    (dead / "inference_16.pdiparams").write_bytes(b"x" * 1000)
+    forward = encoder.inference_forward(HashNet(BIT))
+    assert forward is not None
+    assert os.listdir(tmp_path) == []   # the leftover and our own folder are gone
