@@ -77,10 +77,10 @@ def test_a_mix_of_two_exports_is_refused(two_exports, tmp_path):
 @pytest.mark.parametrize("moves_before_kill", range(5))
 def test_killed_install_leaves_old_or_new_never_a_mix(two_exports, tmp_path, monkeypatch,
                                                      moves_before_kill):
-    """export_model.install stopped after each number of its renames (what a
+    """utils.inference.export.install stopped after each number of its renames (what a
     kill -9 between them leaves): the reader gets the whole old export, the
     whole new one, or a one-line refusal."""
-    import export_model
+    from utils.inference import export
     old, new = two_exports
     out, staged = str(tmp_path / "out"), str(tmp_path / "staged")
     shutil.copytree(old, out)
@@ -95,7 +95,7 @@ def test_killed_install_leaves_old_or_new_never_a_mix(two_exports, tmp_path, mon
         real_replace(src, dst)
     monkeypatch.setattr(os, "replace", replace_then_die)
     with pytest.raises(SystemExit):
-        export_model.install(staged, out, BIT)
+        export.install(staged, out, BIT)
     monkeypatch.setattr(os, "replace", real_replace)
     seen = digests(out)
     try:
