@@ -14,6 +14,7 @@ import numpy as np
 
 from models.hashnet import sign_codes
 from utils.base.errors import UserError
+from utils.base.runtime import restoring_num_threads
 
 MODEL_SUFFIXES = (".json", ".pdmodel")   # Paddle 3.x first, then 2.x
 
@@ -85,7 +86,9 @@ def resolve_use_gpu(use_gpu):
 
 class InferenceModel:
     """A Paddle Inference predictor for ``<model_dir>/inference_{bit}``:
-    ``run(x [N,3,S,S] float32)`` -> z [N, bit]; ``codes(x)`` -> int8 ±1."""
+    ``run(x [N,3,S,S] float32)`` -> z [N, bit]; ``codes(x)`` -> int8 ±1.
+    It runs on ``num_threads`` CPU threads and leaves the process's own
+    thread count (utils/base/runtime.py) as it found it."""
 
     def __init__(self, model_dir, bit, use_gpu=False, num_threads=1, gpu_mem_mb=500):
         from paddle import inference
@@ -109,7 +112,8 @@ class InferenceModel:
         config.switch_ir_optim(True)
         self.config = config
         try:
-            self.predictor = inference.create_predictor(config)
+            with restoring_num_threads():   # the predictor sets them process-wide
+                self.predictor = inference.create_predictor(config)
         except Exception as err:  # a corrupt or foreign model file is bad input
             raise UserError(f"cannot load the inference model {self.files[0]} "
                             f"({type(err).__name__}: {str(err).strip().splitlines()[-1][:200]})")
@@ -120,7 +124,8 @@ class InferenceModel:
         x = np.ascontiguousarray(x, dtype=np.float32)
         self.input.reshape(list(x.shape))
         self.input.copy_from_cpu(x)
-        self.predictor.run()
+        with restoring_num_threads():   # the run leaves them at 1, process-wide
+            self.predictor.run()
         z = self.output.copy_to_cpu()
         if z.ndim != 2 or z.shape[1] != self.bit:
             raise UserError(f"{self.files[0]} outputs shape {list(z.shape)}, not [N, {self.bit}]: "
