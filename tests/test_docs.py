@@ -82,6 +82,15 @@ def code_block_commands(text):
     return commands
 
 
+def test_ci_runs_the_readme_test_command():
+    """README's command 2 is what .ci/run runs, and it lists the slowest
+    tests (``--durations``), so a slow newcomer shows in every CI log."""
+    readme = [c for c in code_block_commands(read("README.md")) if c.startswith("python -m pytest")]
+    ci = [line.strip() for line in read(".ci/run").splitlines() if "pytest" in line]
+    assert readme and ci == readme[:1], f"README runs {readme[:1]}, .ci/run runs {ci}"
+    assert "--durations=" in ci[0]
+
+
 class _Captured(Exception):
     def __init__(self, parser):
         self.parser = parser
