@@ -58,9 +58,10 @@ def restoring_num_threads():
     ``num_threads()``. A Paddle Inference predictor sets MKL's thread count,
     process-wide, to its own when it is created and to 1 after every run
     (Paddle 3.3, AnalysisPredictor::ZeroCopyRun). Dygraph's matmuls and
-    convolutions run on MKL, whose float sums on some CPUs (AVX-512 Xeons)
-    depend on that count: without this, an evaluation changes the bits of
-    the training after it (and leaves it one MKL thread)."""
+    convolutions run on MKL, whose float sums can depend on that count (on a
+    2-core AMD EPYC: conv1's weight gradient; on an AVX-512 Xeon the forward
+    too): without this, an evaluation changes the bits of the training after
+    it (and leaves it one MKL thread)."""
     try:
         yield
     finally:
