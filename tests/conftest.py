@@ -95,9 +95,10 @@ def backend_params():
         missing, reason="numba is not installed (pip install -r requirements-dev.txt)"))]
 
 
-def run_python(*argv, cwd=REPO, timeout=300):
-    """Run ``python *argv`` in the repo; returns the CompletedProcess."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([REPO, GUARD_DIR]))
+def run_python(*argv, cwd=REPO, timeout=300, extra_env=None):
+    """Run ``python *argv`` in the repo (``extra_env``: variables to add);
+    returns the CompletedProcess."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([REPO, GUARD_DIR]), **(extra_env or {}))
     return subprocess.run([sys.executable, *argv], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=timeout)
 

@@ -238,6 +238,14 @@ MUTANTS = [
            "    if not finite.all():\n",
            "    if False:\n",
            ("tests/test_safe_pickle.py::test_nan_weights_are_refused",)),
+    Mutant("predictor_leaves_one_thread", "an evaluation leaves MKL on the predictor's 1 thread "
+           "(later training's bits differ on some CPUs)",
+           "utils/inference/predictor.py",
+           "        with restoring_num_threads():   # the run leaves them at 1, process-wide\n"
+           "            self.predictor.run()\n",
+           "        self.predictor.run()\n",
+           ("tests/test_encoder.py::test_a_predictor_leaves_the_math_library_threads_as_they_were",
+            "tests/test_encoder.py::test_an_evaluation_leaves_dygraph_bits_with_thread_sensitive_kernels")),
 ]
 
 

@@ -1,6 +1,7 @@
 """Docs that cannot drift from the code.
 
-* Every setting README quotes for the demo equals what scripts/demo.sh sets.
+* Every setting README quotes for the demo (and its mAP floor) equals what
+  scripts/demo.sh sets.
 * Every command in the code blocks of README.md (and the deploy/TIPC READMEs)
   names a file that exists and, for Python entry points, only flags its
   argparse parser knows (parsers are captured, nothing is executed).
@@ -45,11 +46,12 @@ def readme_demo_settings(text):
                       section)
     step3 = re.search(r"(\d+) px crops of (\d+) px images, batch (\d+), lr ([0-9.e-]+), "
                       r"(\d+) epochs,\s+β raised every (\d+ )?epochs?", section)
-    assert step2 and step3, "README's demo section no longer states the demo settings"
+    floor = re.search(r"must\s+end\s+at\s+mAP@100\s+≥\s+([0-9.]+)", section)
+    assert step2 and step3 and floor, "README's demo section no longer states the demo settings"
     return {"BACKBONE_EPOCHS": step2.group(1), "BACKBONE_LR": step2.group(2),
             "CROP": step3.group(1), "RESIZE": step3.group(2), "BATCH": step3.group(3),
             "LR": step3.group(4), "EPOCHS": step3.group(5),
-            "STEP_CONTINUATION": (step3.group(6) or "1").strip()}
+            "STEP_CONTINUATION": (step3.group(6) or "1").strip(), "FLOOR": floor.group(1)}
 
 
 def test_readme_demo_settings_are_the_scripts():
@@ -80,6 +82,15 @@ def code_block_commands(text):
             line = re.sub(r"(^|\s)#.*$", "", line).strip()
             commands += [part.strip() for part in line.split("&&") if part.strip()]
     return commands
+
+
+def test_ci_runs_the_readme_test_command():
+    """README's command 2 is what .ci/run runs, and it lists the slowest
+    tests (``--durations``), so a slow newcomer shows in every CI log."""
+    readme = [c for c in code_block_commands(read("README.md")) if c.startswith("python -m pytest")]
+    ci = [line.strip() for line in read(".ci/run").splitlines() if "pytest" in line]
+    assert readme and ci == readme[:1], f"README runs {readme[:1]}, .ci/run runs {ci}"
+    assert "--durations=" in ci[0]
 
 
 class _Captured(Exception):

@@ -5,6 +5,8 @@ The model is the random HashNet of test_predict, its hash-layer bias centred
 on the database, and its hash layer scaled so that z has unit spread like a
 trained model's (a random AlexNet's z are all within ~1e-3 of each other).
 """
+import ctypes
+import json
 import logging
 import os
 
@@ -12,11 +14,12 @@ import numpy as np
 import paddle
 import pytest
 
-from conftest import CROP, RESIZE
+from conftest import CROP, RESIZE, run_python
 from utils.inference.predictor import InferenceModel
 from test_predict import database_batch, make_checkpoint
 from utils.inference import encoder
 from utils.datasets import ImageList, build_loader
+from utils.base.runtime import set_num_threads
 
 
 @pytest.fixture(scope="module")
@@ -58,6 +61,86 @@ def test_export_leaves_the_dygraph_model_as_it_was(demo, centred):
     encoder.inference_forward(centred)
     assert all(np.array_equal(v.numpy(), before[k]) for k, v in centred.state_dict().items())
     np.testing.assert_array_equal(encoder.dygraph_forward(centred)(x), z_before)
+
+
+def mkl_threads():
+    """MKL's process-wide thread count, read from the MKL this Paddle loaded
+    (Paddle can set it, ``core.set_num_threads``, but has no getter); None
+    for a Paddle without MKL (an OpenBLAS build)."""
+    path = os.path.join(os.path.dirname(paddle.__file__), "libs", "libmklml_intel.so")
+    return ctypes.CDLL(path).MKL_Get_Max_Threads() if os.path.isfile(path) else None
+
+
+@pytest.mark.parametrize("predictor_threads", [2, 1])
+def test_a_predictor_leaves_the_math_library_threads_as_they_were(demo, centred, monkeypatch,
+                                                                   predictor_threads):
+    """Paddle Inference sets MKL's thread count, process-wide, to the
+    predictor's own when it is created and to 1 after every run. Dygraph's
+    matmuls and convolutions run on MKL, whose sums on some CPUs (AVX-512
+    Xeons) depend on the thread count: an evaluation changed the bits of the
+    training after it (issue 20). Forced here: a predictor at the process's
+    2 threads, and one at 1 (a count other than dygraph's)."""
+    if mkl_threads() is None:
+        pytest.skip("this Paddle has no MKL (libmklml_intel.so): no thread count to read")
+    set_num_threads(2)   # conftest's setting, whatever an earlier test left
+    monkeypatch.setattr(encoder, "num_threads", lambda: predictor_threads)
+    forward = encoder.inference_forward(centred)
+    assert mkl_threads() == 2, "creating the predictor changed the process's threads"
+    forward(database_batch(demo)[:4])
+    assert mkl_threads() == 2, "running the predictor changed the process's threads"
+
+
+# Child of the test below: dygraph z and gradients of one model before and
+# after an evaluation's export + predictor run, and at 1 thread for comparison.
+FORCED_KERNELS_CHILD = """
+import json
+import numpy as np
+import paddle
+from models.hashnet import HashNet
+from utils.base.runtime import set_num_threads
+from utils.inference import encoder
+
+set_num_threads(2)
+paddle.seed(0)
+model = HashNet(16)
+model.eval()   # no dropout: every forward is the same function
+x = paddle.to_tensor(np.random.default_rng(0).normal(0, 1, (4, 3, 64, 64)).astype("float32"))
+
+
+def z_and_gradients():
+    model.clear_gradients()
+    z = model(x)
+    (z * z).sum().backward()
+    grads = [p.grad.numpy().ravel() for p in model.parameters() if p.grad is not None]
+    return np.concatenate([z.numpy().ravel()] + grads)
+
+
+before = z_and_gradients()
+set_num_threads(1)
+one_thread = z_and_gradients()
+set_num_threads(2)
+encoder.inference_forward(model)(x.numpy())
+after = z_and_gradients()
+print(json.dumps({"thread_sensitive": bool((one_thread != before).any()),
+                  "changed": int((after != before).sum()), "of": int(before.size),
+                  "max_abs": float(np.abs(after - before).max())}))
+"""
+
+
+def test_an_evaluation_leaves_dygraph_bits_with_thread_sensitive_kernels():
+    """The failure of the AVX-512 Xeon forced on any x86 CPU: MKL_DEBUG_CPU_TYPE=5
+    makes MKL 2019 (Paddle's) take its AVX2 kernels, whose sums (forward and
+    backward) depend on the thread count. After an evaluation's export +
+    predictor run, dygraph z and gradients (training) must keep every bit.
+    Before the fix: 23.9M of 57M values changed (2-core AMD EPYC); with MKL's
+    default kernels there, 427 (conv1's weight gradient)."""
+    proc = run_python("-c", FORCED_KERNELS_CHILD, extra_env={"MKL_DEBUG_CPU_TYPE": "5"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    if not result["thread_sensitive"]:
+        pytest.skip("MKL's kernels give the same bits at 1 and 2 threads here even with "
+                    "MKL_DEBUG_CPU_TYPE=5 (no MKL, or an MKL that ignores it): nothing to force")
+    assert result["changed"] == 0, result
 
 
 def test_small_sets_stay_in_dygraph(centred):

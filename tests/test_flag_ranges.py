@@ -20,8 +20,7 @@ ENTRY_POINTS = {   # module -> arguments it requires
     "scripts.gpu_check": [], "scripts.get_data": ["coco"],
     "scripts.compare_runs": ["run", "--out", "o"], "scripts.convert_alexnet": ["a", "b"],
 }
-NO_NUMERIC_FLAGS = ("scripts.demo.report", "scripts.get_data", "scripts.compare_runs",
-                    "scripts.convert_alexnet")
+NO_NUMERIC_FLAGS = ("scripts.get_data", "scripts.compare_runs", "scripts.convert_alexnet")
 sys.path.insert(0, os.path.join(REPO, "deploy", "inference_python"))
 
 

@@ -2,7 +2,10 @@
 and where the demo's time went.
 
 Random ±1 codes rank the database arbitrarily, so their mAP is the floor a
-hashing model must beat on the same queries, database and K.
+hashing model must beat on the same queries, database and K. ``--min-map``
+is the demo's own floor (README "The demo"): the digits vary with the CPU's
+float kernels, but a result below it is a broken demo, and the report exits
+with status 1.
 """
 import argparse
 import glob
@@ -15,6 +18,7 @@ import numpy as np
 
 from utils.data.list_format import list_num_class, parse_list
 from utils.base.errors import UserError, run_cli
+from utils.base.flags import Range, add, check_ranges
 from utils.tools import mean_average_precision
 
 
@@ -93,8 +97,10 @@ def main(argv):
     p.add_argument("--log-dir", required=True, help="the demo's --log_path")
     p.add_argument("--list-dir", required=True, help="the demo's list folder")
     p.add_argument("--stage-times", help="scripts/demo.sh's stage times file: print the breakdown")
+    add(p, "--min-map", type=float, default=0.0, valid=Range(low=0.0, high=1.0),
+        help="exit with status 1 if HashNet's mAP is below this (0: no floor)")
     p.add_argument("--debug", action="store_true")
-    args = p.parse_args(argv)
+    args = check_ranges(p, p.parse_args(argv))
     path, metrics = latest_eval_metrics(args.log_dir)
     num_class = list_num_class(os.path.join(args.list_dir, "test.txt"))
     _, q_labels = parse_list(os.path.join(args.list_dir, "test.txt"), num_class)
@@ -105,6 +111,11 @@ def main(argv):
           f"gain {metrics['map'] - random_map:+.4f}  ({path})")
     if args.stage_times:
         print("\n".join(time_breakdown(read_stage_times(args.stage_times), args.log_dir)))
+    if metrics["map"] < args.min_map:
+        print(f"FAILED: HashNet's mAP@{k} {metrics['map']:.4f} is below the demo's floor "
+              f"{args.min_map:g} (--min-map): the run is broken, not merely on another CPU",
+              file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

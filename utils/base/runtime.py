@@ -3,6 +3,7 @@
 Every entry point (training, prediction, export, the demo) sets these up
 through this module, so "how many threads" and "which seed" have one answer.
 """
+import contextlib
 import itertools
 import logging
 import os
@@ -49,6 +50,23 @@ def num_threads():
     """The CPU thread count set by ``set_num_threads`` (1 before): a Paddle
     Inference predictor takes its own and should use the same."""
     return _num_threads
+
+
+@contextlib.contextmanager
+def restoring_num_threads():
+    """Run a block, then set Paddle's math-library threads back to
+    ``num_threads()``. A Paddle Inference predictor sets MKL's thread count,
+    process-wide, to its own when it is created and to 1 after every run
+    (Paddle 3.3, AnalysisPredictor::ZeroCopyRun). Dygraph's matmuls and
+    convolutions run on MKL, whose float sums can depend on that count (on a
+    2-core AMD EPYC: conv1's weight gradient; on an AVX-512 Xeon the forward
+    too): without this, an evaluation changes the bits of the training after
+    it (and leaves it one MKL thread)."""
+    try:
+        yield
+    finally:
+        import paddle
+        paddle.base.core.set_num_threads(_num_threads)
 
 
 # Paddle flags for deterministic GPU kernels: cuDNN picks deterministic

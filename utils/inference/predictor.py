@@ -24,6 +24,7 @@ from models.hashnet import sign_codes
 from utils.distributed import gpu_count
 from utils.base.checkpoint import verify_against_manifest, write_manifest
 from utils.base.errors import UserError
+from utils.base.runtime import restoring_num_threads
 
 MODEL_SUFFIXES = (".json", ".pdmodel")   # Paddle 3.x first, then 2.x
 
@@ -117,7 +118,9 @@ def resolve_use_gpu(use_gpu):
 
 class InferenceModel:
     """A Paddle Inference predictor for ``<model_dir>/inference_{bit}``:
-    ``run(x [N,3,S,S] float32)`` -> z [N, bit]; ``codes(x)`` -> int8 ±1."""
+    ``run(x [N,3,S,S] float32)`` -> z [N, bit]; ``codes(x)`` -> int8 ±1.
+    It runs on ``num_threads`` CPU threads and leaves the process's own
+    thread count (utils/base/runtime.py) as it found it."""
 
     def __init__(self, model_dir, bit, use_gpu=False, num_threads=1, gpu_mem_mb=500):
         from paddle import inference
@@ -141,7 +144,8 @@ class InferenceModel:
         config.switch_ir_optim(True)
         self.config = config
         try:
-            self.predictor = inference.create_predictor(config)
+            with restoring_num_threads():   # the predictor sets them process-wide
+                self.predictor = inference.create_predictor(config)
         except Exception as err:  # a corrupt or foreign model file is bad input
             raise UserError(f"cannot load the inference model {self.files[0]} "
                             f"({type(err).__name__}: {str(err).strip().splitlines()[-1][:200]})")
@@ -152,7 +156,8 @@ class InferenceModel:
         x = np.ascontiguousarray(x, dtype=np.float32)
         self.input.reshape(list(x.shape))
         self.input.copy_from_cpu(x)
-        self.predictor.run()
+        with restoring_num_threads():   # the run leaves them at 1, process-wide
+            self.predictor.run()
         z = self.output.copy_to_cpu()
         if z.ndim != 2 or z.shape[1] != self.bit:
             raise UserError(f"{self.files[0]} outputs shape {list(z.shape)}, not [N, {self.bit}]: "
