@@ -178,7 +178,7 @@ MUTANTS = [
            "utils/retrieval/index/milvus.py",
            "        for row, t in zip(rows, kth):\n",
            "        for row, t in []:\n",
-           ("tests/test_index.py::test_milvus_completes_a_tie_larger_than_its_top_k_bound",)),
+           ("tests/test_index.py::test_milvus_tie_past_its_bound_is_completed_in_id_order",)),
     Mutant("saved_index_ignores_fingerprint", "a saved index built for other weights is reused",
            "utils/retrieval/index/saved.py",
            "    check_fingerprint(without_list(meta[\"fingerprint\"]), without_list(fingerprint), CHANGES)\n",

@@ -10,6 +10,7 @@ closed port on 127.0.0.1.
 import importlib.util
 import os
 import shutil
+import re
 import socket
 import sys
 
@@ -20,10 +21,12 @@ from conftest import user_error
 from test_predict import (BIT, database_batch, codes_of, make_checkpoint, predict_argv,
                           query_path, run_predict_inprocess)
 from utils.retrieval.code_cache import make_fingerprint
-from utils.retrieval.hamming import hamming_topk, unpack_codes
+from utils.retrieval.hamming import hamming_distances, hamming_topk, unpack_codes
 from utils.retrieval.index import (MISSING, build_index, create_index, load_index,
                                    open_saved_index, parse_spec, save_index)
-from utils.retrieval.index.base import rank_candidates
+from utils.retrieval.index import milvus as milvus_backend
+from utils.retrieval.index.base import CodeIndex, rank_candidates
+from utils.retrieval.index.milvus import MilvusIndex
 
 HAVE_FAISS = importlib.util.find_spec("faiss") is not None
 HAVE_MILVUS = (importlib.util.find_spec("pymilvus") is not None
@@ -93,6 +96,38 @@ def test_milvus_completes_a_tie_larger_than_its_top_k_bound(tmp_path):
     finally:
         index.close()
     expected_ids, expected_dist = hamming_topk(queries, db, 30)
+    np.testing.assert_array_equal(ids, expected_ids)
+    np.testing.assert_array_equal(dist, expected_dist)
+
+
+class ReversedTiesMilvus(MilvusIndex):
+    """The Milvus backend's own search logic over a stand-in server that
+    breaks ties against the id order (highest id first) and honours the id
+    filter and the 16,384-result bound like Milvus: no server needed."""
+
+    def __init__(self, db):
+        CodeIndex.__init__(self, 64, kind="bin_flat", uri="", collection="codes")
+        self.db, self.count = db, len(db)
+
+    def raw_search(self, queries, limit, where=""):
+        assert limit <= milvus_backend.MAX_LIMIT
+        bounds = [int(v) for v in re.findall(r"\d+", where)] or [0, self.count]
+        ids = np.arange(bounds[0], min(bounds[1], self.count))
+        dist = hamming_distances(queries, self.db[ids]).astype(np.int64)
+        out_ids = np.full((len(queries), limit), MISSING, np.int64)
+        out_d = np.full((len(queries), limit), 65, np.int64)
+        for row in range(len(queries)):
+            order = np.lexsort((-ids, dist[row]))[:limit]
+            out_ids[row, :len(order)], out_d[row, :len(order)] = ids[order], dist[row][order]
+        return out_ids, out_d
+
+
+def test_milvus_tie_past_its_bound_is_completed_in_id_order():
+    db = clustered_codes(20000, flip=0.2)
+    db[300:19000] = db[0]          # 18,701 codes at distance 0 from db[0]: past the bound
+    queries = np.stack([db[0], db[0] ^ np.uint8(1), db[19500]])
+    ids, dist = ReversedTiesMilvus(db).search(queries, 40)
+    expected_ids, expected_dist = hamming_topk(queries, db, 40)
     np.testing.assert_array_equal(ids, expected_ids)
     np.testing.assert_array_equal(dist, expected_dist)
 
