@@ -58,8 +58,8 @@ def main(argv):
     print(f"weights: {weights}")
 
     def build(start=0):   # the forward a full rebuild uses, also for appended images
-        codes, labels, _ = encode_batches(fastest_forward(model, len(db)),
-                                          database_loader(database_tail(db, start), args.batch_size),
+        loader = database_loader(database_tail(db, start), args.batch_size)
+        codes, labels, _ = encode_batches(fastest_forward(model, len(db)), loader,
                                           "encoding database")
         return codes, labels
 

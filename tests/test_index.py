@@ -39,7 +39,8 @@ needs_milvus = pytest.mark.skipif(not HAVE_MILVUS, reason="pymilvus / milvus-lit
 EXACT_SPECS = ["exact", pytest.param("faiss:flat", marks=needs_faiss),
                pytest.param("milvus:bin_flat", marks=needs_milvus)]
 APPROXIMATE_SPECS = [pytest.param(s, marks=needs_faiss) for s in
-                     ("faiss:ivf,nlist=32,nprobe=8", "faiss:multihash,tables=4,hash_bits=16,nflip=2",
+                     ("faiss:ivf,nlist=32,nprobe=8",
+                      "faiss:multihash,tables=4,hash_bits=16,nflip=2",
                       "faiss:hnsw,m=16,ef_search=256")]
 
 
@@ -139,7 +140,8 @@ def test_approximate_backends_rank_by_distance_then_id_with_high_recall(data, sp
     ids, dist = build_index(spec, db, 64).search(queries, k)
     found = ids != MISSING
     # the distances are the true ones, and each row is ordered by (distance, id)
-    np.testing.assert_array_equal(dist[found], true_distances(db, queries, np.where(found, ids, 0))[found])
+    truth = true_distances(db, queries, np.where(found, ids, 0))
+    np.testing.assert_array_equal(dist[found], truth[found])
     for row_ids, row_d in zip(ids, dist):
         keys = list(zip(row_d[row_ids != MISSING], row_ids[row_ids != MISSING]))
         assert keys == sorted(keys)
@@ -307,7 +309,8 @@ def test_predict_grown_list_encodes_only_new_images_and_equals_a_rebuild(demo, w
     img = query_path(demo, 3)
 
     def run(save, *extra):
-        argv = predict_argv(demo, prefix, img, save, "--index", "faiss:flat", "--topk", "20", *extra)
+        argv = predict_argv(demo, prefix, img, save, "--index", "faiss:flat", "--topk", "20",
+                            *extra)
         argv[argv.index("--list-dir") + 1] = str(lists)
         return run_predict_inprocess(capsys, argv)
 

@@ -68,8 +68,8 @@ class MilvusIndex(CodeIndex):
 
     def connect(self):
         try:
-            return self.pymilvus.MilvusClient(uri=self.where, token=os.environ.get("MILVUS_TOKEN", ""),
-                                              timeout=CONNECT_TIMEOUT)
+            return self.pymilvus.MilvusClient(uri=self.where, timeout=CONNECT_TIMEOUT,
+                                              token=os.environ.get("MILVUS_TOKEN", ""))
         except Exception as err:   # pymilvus raises its own types, and OSError for lite files
             raise UserError(f"--index milvus: cannot reach Milvus at {self.where} "
                             f"({first_line(err)}): start the server or fix uri=, or drop uri= "
@@ -95,7 +95,8 @@ class MilvusIndex(CodeIndex):
         schema.add_field("id", DataType.INT64, is_primary=True)
         schema.add_field("code", DataType.BINARY_VECTOR, dim=self.bit)
         index_params = self.client.prepare_index_params()
-        extra = {"nlist": int(self.params["nlist"])} if self.params["kind"] == "bin_ivf_flat" else {}
+        ivf = self.params["kind"] == "bin_ivf_flat"
+        extra = {"nlist": int(self.params["nlist"])} if ivf else {}
         index_params.add_index(field_name="code", index_type=self.params["kind"].upper(),
                                metric_type="HAMMING", params=extra)
         if self.call("has_collection", self.collection):

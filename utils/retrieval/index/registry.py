@@ -42,7 +42,8 @@ def parse_spec(spec):
                         "or the folder of a saved index)")
     kind = kind or cls.kinds[0]
     if kind not in cls.kinds:
-        raise UserError(f"--index {spec}: {name} has no kind {kind!r} (known: {', '.join(cls.kinds)})")
+        raise UserError(f"--index {spec}: {name} has no kind {kind!r} "
+                        f"(known: {', '.join(cls.kinds)})")
     params = dict(cls.defaults.get(kind, {}))
     for item in filter(None, rest.split(",")):
         key, eq, value = item.partition("=")
