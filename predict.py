@@ -7,8 +7,10 @@
 
 Encodes the query, loads the database codes from the cache in --save_path
 (or encodes data/<dataset>/database.txt and caches it; a cache made by other
-weights, another list or other sizes is rebuilt: utils/retrieval/code_cache.py), and
-prints the top-k by Hamming distance, ties in database order. In --save_path
+weights, another list or other sizes is rebuilt: utils/retrieval/code_cache.py;
+a list that only appends images has only those encoded), opens the --index
+over them (built once, reused, extended by appended images: utils/retrieval/index/),
+and prints the top-k by Hamming distance, ties in database order. In --save_path
 it writes a copy of the nearest image (as the reference did), a montage
 ``retrieval_<query>_<bit>.png`` and the same results as JSON.
 
@@ -22,12 +24,13 @@ import utils  # noqa: F401  (first: silences Paddle's import-time ccache warning
 import paddle
 
 from deploy.cli import BATCH, add, add_retrieval_args, parse_retrieval_args
-from deploy.database import database_code_cache, database_index, database_loader, open_database
+from deploy.database import (database_code_cache, database_index, database_loader,
+                             database_search_index, database_tail, open_database)
 from deploy.report import write_retrieval_report
 from deploy.search import search_database
 from models.hashnet import load_hashnet, sign_codes
 from utils.datasets import load_query_image
-from utils.inference.encoder import encode_dataset
+from utils.inference.encoder import encode_batches, fastest_forward
 from utils.base.errors import run_cli
 from utils.base.runtime import set_num_threads
 
@@ -54,14 +57,17 @@ def main(argv):
     query_code = sign_codes(model(paddle.to_tensor(query)))
     print(f"weights: {weights}")
 
-    def build():
-        codes, labels, _ = encode_dataset(model, database_loader(db, args.batch_size),
+    def build(start=0):   # the forward a full rebuild uses, also for appended images
+        loader = database_loader(database_tail(db, start), args.batch_size)
+        codes, labels, _ = encode_batches(fastest_forward(model, len(db)), loader,
                                           "encoding database")
         return codes, labels
 
-    packed, labels, source = database_code_cache(args, [weights]).get(build, len(db),
-                                                                      args.rebuild_cache)
-    indices, distances = search_database(query_code, packed, args.topk, database_index(args.img, db))
+    cache = database_code_cache(args, [weights])
+    packed, labels, source = cache.get(build, len(db), args.rebuild_cache, (db.paths, db.labels))
+    index = database_search_index(args, cache, packed)
+    indices, distances = search_database(query_code, packed, args.topk,
+                                         database_index(args.img, db), index)
     return write_retrieval_report(args, db, indices[0], distances[0],
                                   db.labels if labels is None else labels, source)
 

@@ -10,6 +10,7 @@ from utils.base.flags import (AT_LEAST_0, AT_LEAST_1, BATCH, MIN_CROP, NUM_CLASS
                          SIDE, THREADS, Range, add, check_ranges, check_sizes)
 from utils.data.images import DEFAULT_MAX_PIXELS, set_max_pixels
 from utils.base.runtime import available_cores
+from utils.retrieval.index import DEFAULT_SPEC, is_saved_index, parse_spec
 
 TOP_RESULTS = Range(low=1, high=1000)   # each one is a tile of the montage
 
@@ -50,6 +51,12 @@ def add_retrieval_args(p, crop_default=224):
     a("--topk", type=int, default=10, valid=TOP_RESULTS, help="how many database images to return")
     a("--num_threads", "--num-threads", dest="num_threads", type=int, default=available_cores(),
       valid=THREADS, help="CPU math threads")
+    a("--index", default=DEFAULT_SPEC,
+      help="search index: BACKEND[:KIND][,key=value...] -- exact (the scan), "
+      "faiss:ivf|multihash|hnsw|flat (pip install faiss-cpu), milvus:bin_flat|bin_ivf_flat"
+      "[,uri=http://HOST:19530] (pip install pymilvus; no uri: embedded milvus-lite) -- "
+      "built once under --save_path and reused while the code cache's fingerprint matches; "
+      "or the folder of a saved index (README: Retrieval at scale)")
     a("--rebuild_cache", "--rebuild-cache", dest="rebuild_cache", action="store_true",
       help="re-encode the database even if a matching cache exists")
     a("--ignore-exif-orientation", "--ignore_exif_orientation", dest="ignore_exif_orientation",
@@ -90,6 +97,8 @@ def resolve_retrieval_args(args):
         if args.resize_size is None:
             args.resize_size = default_resize(args.crop_size)
         check_sizes(args.crop_size, args.resize_size, "--crop_size")
+    if not is_saved_index(args.index):
+        parse_spec(args.index)   # an unknown backend, kind or parameter fails now
     if not os.path.exists(args.img):   # a directory or a bad file: the image reader says which
         raise UserError(f"query image {args.img} not found")
     check_input_dir(args.list_dir, "--list-dir")

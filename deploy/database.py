@@ -1,8 +1,11 @@
-"""The retrieval database: its list, its cached codes, and where a query
-image stands in the dataset's lists (its labels, its own database entry)."""
+"""The retrieval database: its list, its cached codes, its search index, and
+where a query image stands in the dataset's lists (its labels, its own
+database entry)."""
+import copy
 import os
 
 from utils.retrieval.code_cache import DatabaseCodeCache, make_fingerprint
+from utils.retrieval.index import is_saved_index, open_saved_index, parse_spec
 from utils.datasets import ImageList, build_loader, parse_list
 from utils.base.errors import UserError
 
@@ -25,6 +28,13 @@ def database_loader(db, batch_size):
     return build_loader(db, batch_size, shuffle=False)
 
 
+def database_tail(db, start):
+    """The entries of ``db`` from ``start`` on (the images a grown list adds)."""
+    tail = copy.copy(db)
+    tail.paths, tail.labels = db.paths[start:], db.labels[start:]
+    return tail
+
+
 def database_code_cache(args, model_files, tag="", device=None):
     """The code cache of this dataset, bit and producer under --save_path; the
     reference's ``database_code_{bit}.npy`` there is the legacy fallback.
@@ -34,6 +44,17 @@ def database_code_cache(args, model_files, tag="", device=None):
     name = f"database_code_{args.dataset}_{args.bit}{tag}.npz"
     return DatabaseCodeCache(os.path.join(args.save_path, name), fingerprint,
                              legacy_path=os.path.join(args.save_path, f"database_code_{args.bit}.npy"))
+
+
+def database_search_index(args, cache, packed, tag=""):
+    """The --index over the database codes ``packed`` (from ``cache``): a saved
+    folder, or BACKEND[:KIND] kept in --save_path/index_<dataset>_<bit><tag>_<backend>_<kind>."""
+    default_dir = None
+    if not is_saved_index(args.index):
+        cls, params = parse_spec(args.index)
+        default_dir = os.path.join(args.save_path, f"index_{args.dataset}_{args.bit}{tag}_"
+                                                   f"{cls.backend}_{params['kind']}")
+    return open_saved_index(args.index, packed, cache.fingerprint, default_dir)
 
 
 def query_label(img, db, list_dir, num_class):

@@ -246,6 +246,36 @@ MUTANTS = [
            "        self.predictor.run()\n",
            ("tests/test_encoder.py::test_a_predictor_leaves_the_math_library_threads_as_they_were",
             "tests/test_encoder.py::test_an_evaluation_leaves_dygraph_bits_with_thread_sensitive_kernels")),
+    Mutant("index_ties_not_by_id", "an index re-ranks its candidates by distance only: ties in "
+           "the server's order, not the database's (exact backends then differ from the scan)",
+           "utils/retrieval/index/base.py",
+           "order = np.lexsort((ids[row], distances[row]))",
+           "order = np.argsort(distances[row], kind=\"stable\")",
+           ("tests/test_index.py::test_rank_candidates_orders_by_distance_then_id_and_pads",
+            "tests/test_index.py::test_milvus_completes_a_tie_larger_than_its_top_k_bound")),
+    Mutant("milvus_tie_past_cap_not_completed", "past Milvus's 16,384-result bound the tie at "
+           "the k-th distance is left in the server's order",
+           "utils/retrieval/index/milvus.py",
+           "        for row, t in zip(rows, kth):\n",
+           "        for row, t in []:\n",
+           ("tests/test_index.py::test_milvus_tie_past_its_bound_is_completed_in_id_order",)),
+    Mutant("saved_index_ignores_fingerprint", "a saved index built for other weights is reused",
+           "utils/retrieval/index/saved.py",
+           "    check_fingerprint(without_list(meta[\"fingerprint\"]), without_list(fingerprint), CHANGES)\n",
+           "",
+           ("tests/test_index.py::test_saved_index_is_reused_extended_or_rebuilt",)),
+    Mutant("grown_index_adds_everything", "a grown database's codes are all added again "
+           "(duplicates) instead of only the new ones",
+           "utils/retrieval/index/saved.py",
+           "index.add(packed[len(index):])",
+           "index.add(packed)",
+           ("tests/test_index.py::test_saved_index_is_reused_extended_or_rebuilt",)),
+    Mutant("grown_list_reencodes_old_images", "the code cache encodes a grown list's old images "
+           "again and appends them",
+           "utils/retrieval/code_cache.py",
+           "codes, new_labels = build(old)",
+           "codes, new_labels = build(0)",
+           ("tests/test_code_cache.py::test_grown_list_encodes_only_the_new_entries",)),
 ]
 
 

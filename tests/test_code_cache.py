@@ -184,3 +184,54 @@ def test_fingerprint_hashes_file_contents(tmp_path, files):
     assert two["model_sha256"] != fp["model_sha256"]   # every model file counts
     # by default the device is Paddle's current one, without its index
     assert (fp["paddle"], fp["device"]) == (paddle.__version__, paddle.get_device().split(":")[0])
+
+
+class GrowingEncoder:
+    """Encodes entries start..n-1 of a fixed code table; records each start."""
+
+    def __init__(self, n, seed=0):
+        rng = np.random.default_rng(seed)
+        self.codes = rng.choice(np.array([-1, 1], np.int8), size=(n, BIT))
+        self.labels = (rng.random((n, C)) < 0.3).astype(np.float32)
+        self.n, self.starts = n, []
+
+    def __call__(self, start=0):
+        self.starts.append(start)
+        return self.codes[start:self.n], self.labels[start:self.n]
+
+
+def list_entries(lst):
+    from utils.datasets import parse_list
+    return parse_list(str(lst), C)
+
+
+def test_grown_list_encodes_only_the_new_entries(tmp_path, files):
+    """Images appended to the list: only they are encoded, and the cache then
+    equals a rebuild's; a list changed otherwise is re-encoded whole."""
+    weights, lst, root = files
+    lines, enc = [], GrowingEncoder(N + 5)
+    enc.n = N
+    cache_for(tmp_path, files, lines).get(enc, N, entries=list_entries(lst))
+    lst.write_text(lst.read_text() + "".join(f"images/new{i}.jpg 0 1 0 0 0 0 0 0 0 0\n"
+                                             for i in range(5)))
+    enc.n = N + 5
+    packed, labels, source = cache_for(tmp_path, files, lines).get(enc, N + 5,
+                                                                   entries=list_entries(lst))
+    assert source == "extended" and enc.starts == [0, N], (enc.starts, lines)
+    assert any(f"the list adds 5 images to the {N} cached" in line for line in lines), lines
+    np.testing.assert_array_equal(packed, pack_codes(enc.codes))
+    np.testing.assert_array_equal(labels, enc.labels)
+    # reused as it is next time
+    assert cache_for(tmp_path, files, lines).get(enc, N + 5, entries=list_entries(lst))[2] == "cache"
+    # an old entry changed: everything is encoded again
+    lst.write_text(lst.read_text().replace("images/0.jpg", "images/zero.jpg"))
+    source = cache_for(tmp_path, files, lines).get(enc, N + 5, entries=list_entries(lst))[2]
+    assert source == "built" and enc.starts[-1] == 0
+    # other weights and a grown list: encoded whole as well
+    weights.write_bytes(b"weights v2")
+    lst.write_text(lst.read_text() + "images/more.jpg 1 0 0 0 0 0 0 0 0 0\n")
+    enc.codes, enc.labels = np.concatenate([enc.codes, enc.codes[:1]]), np.concatenate(
+        [enc.labels, enc.labels[:1]])
+    enc.n = N + 6
+    source = cache_for(tmp_path, files, lines).get(enc, N + 6, entries=list_entries(lst))[2]
+    assert source == "built" and enc.starts[-1] == 0

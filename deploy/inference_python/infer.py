@@ -7,7 +7,7 @@
 Same retrieval as predict.py (deploy/: database and code cache, Hamming top-k
 with ties in database order, printed table, JSON, nearest-image copy, montage),
 with the codes computed by a Paddle Inference predictor instead of the
-dygraph model. Its database cache is ``database_code_<dataset>_<bit>_inference.npz``
+dygraph model; --index chooses the search index as in predict.py. Its database cache is ``database_code_<dataset>_<bit>_inference.npz``
 in --save-path, fingerprinted by the model files' sha256; when it is
 (re)built the database is encoded in batches of --db-batch-size.
 
@@ -32,7 +32,7 @@ if REPO not in sys.path:
 from deploy.cli import (BATCH, AT_LEAST_0, AT_LEAST_1, add, add_retrieval_args,  # noqa: E402
                         fit_sizes_to_model, parse_retrieval_args, str2bool)
 from deploy.database import (database_code_cache, database_index, database_loader,  # noqa: E402
-                             open_database)
+                             database_search_index, database_tail, open_database)
 from utils.inference.predictor import InferenceModel, resolve_use_gpu  # noqa: E402
 from deploy.report import write_retrieval_report  # noqa: E402
 from deploy.search import search_database  # noqa: E402
@@ -75,7 +75,7 @@ class Timer:
         return out
 
 
-def query_pipeline(args, model, packed, batch, timer, self_index=None):
+def query_pipeline(args, model, packed, index, batch, timer, self_index=None):
     """preprocess -> inference -> postprocess (sign, Hamming top-k) for a
     batch of ``batch`` copies of the query; returns (indices, distances)."""
     x = timer.stage("preprocess", lambda: np.concatenate(
@@ -83,13 +83,13 @@ def query_pipeline(args, model, packed, batch, timer, self_index=None):
                           upright=not args.ignore_exif_orientation) for _ in range(batch)]))
     z = timer.stage("inference", model.run, x)
     return timer.stage("postprocess", lambda: search_database(sign_codes(z), packed, args.topk,
-                                                                 self_index))
+                                                                 self_index, index))
 
 
-def benchmark(args, model, packed, n_db):
+def benchmark(args, model, packed, index, n_db):
     timer = Timer()
     for _ in range(args.benchmark_runs):
-        query_pipeline(args, model, packed, args.batch_size, timer)
+        query_pipeline(args, model, packed, index, args.batch_size, timer)
     ms = {k: 1000 * v / args.benchmark_runs for k, v in timer.total.items()}
     total = sum(ms.values())
     device = "GPU" if model.use_gpu else f"CPU, {args.num_threads} threads"
@@ -98,7 +98,7 @@ def benchmark(args, model, packed, n_db):
     print(f"  preprocess  {ms['preprocess']:9.2f} ms")
     print(f"  inference   {ms['inference']:9.2f} ms")
     print(f"  postprocess {ms['postprocess']:9.2f} ms (sign + Hamming top-{args.topk} "
-          f"over {n_db:,} codes)")
+          f"over {n_db:,} codes, --index {index.spec})")
     print(f"  throughput  {1000 * args.batch_size / total:9.1f} images/s end to end, "
           f"{1000 * args.batch_size / ms['inference']:.1f} images/s inference alone")
     return {"device": device, "batch_size": args.batch_size, "runs": args.benchmark_runs,
@@ -118,19 +118,21 @@ def main(argv):
     for _ in range(args.warmup):
         model.run(np.zeros((args.batch_size, 3, args.crop_size, args.crop_size), np.float32))
 
-    def build():
-        codes, labels, _ = encode_batches(model.run, database_loader(db, args.db_batch_size),
+    def build(start=0):
+        codes, labels, _ = encode_batches(model.run, database_loader(database_tail(db, start),
+                                                                     args.db_batch_size),
                                           "encoding database")
         return codes, labels
 
-    packed, labels, source = database_code_cache(
-        args, model.files, tag="_inference", device="gpu" if use_gpu else "cpu").get(
-        build, len(db), args.rebuild_cache)
-    indices, distances = query_pipeline(args, model, packed, 1, Timer(),
+    cache = database_code_cache(args, model.files, tag="_inference",
+                                device="gpu" if use_gpu else "cpu")
+    packed, labels, source = cache.get(build, len(db), args.rebuild_cache, (db.paths, db.labels))
+    index = database_search_index(args, cache, packed, tag="_inference")
+    indices, distances = query_pipeline(args, model, packed, index, 1, Timer(),
                                         database_index(args.img, db))
-    extra = {"model_files": list(model.files)}
+    extra = {"model_files": list(model.files), "index": index.spec}
     if args.benchmark:
-        extra["benchmark"] = benchmark(args, model, packed, len(db))
+        extra["benchmark"] = benchmark(args, model, packed, index, len(db))
     return write_retrieval_report(args, db, indices[0], distances[0],
                                   db.labels if labels is None else labels, source,
                                   tag="_inference", extra=extra)

@@ -13,8 +13,14 @@ the list had changed. Here a cache is an ``.npz`` file holding
                     the Paddle version and device that encoded: kernels differ
                     between them, and a code whose z is near 0 can flip)
 
+  * ``entries_sha256`` the digest of the list's entries (paths and labels,
+                    ``entries_digest``), outside the fingerprint
+
 and it is used only when its fingerprint equals the current one; otherwise
 the codes are rebuilt (a stale cache is never reused) and a line says why.
+One exception saves the re-encoding: when only the list changed and the new
+list starts with the cached entries (images appended), only the new images
+are encoded and appended (``extend``); the codes equal a rebuild's.
 A cache that cannot be read is rebuilt with a warning. Files are written
 atomically (``utils.base.io.atomic_write``) and read with ``allow_pickle=False``.
 
@@ -23,6 +29,7 @@ labels, no fingerprint) is still read, but only when no fingerprinted cache
 exists, and only if its shape fits the list; the output then says the codes
 are unverified.
 """
+import hashlib
 import json
 import os
 import time
@@ -48,6 +55,22 @@ CHANGES = {
     "paddle": "the Paddle version changed",
     "device": "the device changed (CPU/GPU)",
 }
+
+
+def entries_digest(paths, labels):
+    """sha256 of list entries (relative paths and 0/1 labels): what a cache's
+    codes are of, independent of the list file's encoding and line ends."""
+    digest = hashlib.sha256()
+    for path, label in zip(paths, np.asarray(labels) > 0):
+        digest.update(path.encode("utf-8") + b"\0" + label.astype(np.uint8).tobytes())
+    return digest.hexdigest()
+
+
+def same_but_list(saved, current):
+    """The fingerprints differ at most in the list file."""
+    def strip(fp):
+        return {k: v for k, v in fp.items() if k != "list_sha256"}
+    return isinstance(saved, dict) and strip(saved) == strip(current)
 
 
 def make_fingerprint(model_files, list_file, data_path, bit, crop_size, resize_size,
@@ -81,13 +104,23 @@ class DatabaseCodeCache:
     def read(self):
         """(packed, labels) from ``path``; CacheError if unreadable,
         StaleCache if made by something else."""
+        packed, labels, saved, _ = self.read_unchecked()
+        check_fingerprint(saved, self.fingerprint, CHANGES)
+        return self.check_arrays(packed, labels)
+
+    def read_unchecked(self):
+        """(packed, labels, saved fingerprint, entries digest or None), nothing
+        checked; CacheError if unreadable."""
         try:
             with np.load(self.path, allow_pickle=False) as data:
                 packed, labels = data["packed"], data["labels"]
                 saved = json.loads(str(data["fingerprint"][()]))
+                entries = str(data["entries_sha256"][()]) if "entries_sha256" in data else None
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
             raise CacheError(f"{type(err).__name__}: {err}")
-        check_fingerprint(saved, self.fingerprint, CHANGES)
+        return packed, labels, saved, entries
+
+    def check_arrays(self, packed, labels):
         if (packed.dtype != np.uint8 or packed.ndim != 2 or packed.shape[1] != self.nbytes
                 or labels.ndim != 2 or len(labels) != len(packed)):
             raise CacheError(f"arrays of unexpected shape/type (packed {packed.dtype} "
@@ -108,21 +141,57 @@ class DatabaseCodeCache:
         return pack_codes(codes)   # sign() gave 0 for z == 0: counted as +1, like sign_codes
 
     # -------------------------------------------------------------- writing
-    def write(self, packed, labels):
+    def write(self, packed, labels, entries=None):
+        """``entries``: (paths, labels) of the list, for a later ``extend``."""
+        extra = {} if entries is None else {"entries_sha256": np.array(entries_digest(*entries))}
+
         def save(tmp):
             with open(tmp, "wb") as f:  # a file object: np.savez would add ".npz" to a name
                 np.savez(f, packed=packed, labels=np.asarray(labels > 0, dtype=np.uint8),
-                         fingerprint=np.array(json.dumps(self.fingerprint, sort_keys=True)))
+                         fingerprint=np.array(json.dumps(self.fingerprint, sort_keys=True)),
+                         **extra)
         atomic_write(self.path, save)
 
+    def extend(self, build, count, entries):
+        """The cached codes plus those of the images the list appended, or
+        None when the cache is not a prefix of the list (weights, sizes... or
+        its entries differ). ``build(start)`` encodes entries start..count-1."""
+        try:
+            packed, labels, saved, digest = self.read_unchecked()
+            packed, labels = self.check_arrays(packed, labels)
+        except CacheError:
+            return None
+        old = len(packed)
+        if (not same_but_list(saved, self.fingerprint) or digest is None or old >= count
+                or digest != entries_digest(entries[0][:old], entries[1][:old])):
+            return None
+        self.log(f"database codes: the list adds {count - old:,} images to the {old:,} cached "
+                 f"in {self.path} (same weights and sizes, first {old:,} entries unchanged): "
+                 "encoding only those")
+        codes, new_labels = build(old)
+        packed = np.concatenate([packed, pack_codes(codes)])
+        labels = np.concatenate([labels, np.asarray(new_labels, dtype=np.float32)])
+        self.save_and_report(packed, labels, entries, f"appended {count - old:,} codes")
+        return packed, labels
+
     # -------------------------------------------------------------- the policy
-    def get(self, build, count, rebuild=False):
+    def save_and_report(self, packed, labels, entries, what):
+        try:
+            self.write(packed, labels, entries)
+            saved = f"saved to {self.path}"
+        except OSError as err:
+            saved = f"NOT saved ({err})"
+        self.log(f"database codes: {what}; {saved}")
+
+    def get(self, build, count, rebuild=False, entries=None):
         """Return (packed uint8 [n, nbytes], labels float32 [n, C] or None, source).
 
-        ``build()`` -> (codes ±1 [n, bit], labels [n, C]) encodes the database;
-        ``count``: the number of images in the list (a legacy cache must match);
-        ``rebuild``: ignore any cache. ``source`` is "cache", "legacy" (labels
-        None: take them from the list) or "built".
+        ``build(start=0)`` -> (codes ±1, labels) of list entries start..count-1
+        encodes the database; ``count``: the number of images in the list (a
+        legacy cache must match); ``rebuild``: ignore any cache; ``entries``:
+        the list's (paths, labels), which allow appending to a cache of a
+        shorter list. ``source`` is "cache", "legacy" (labels None: take them
+        from the list), "extended" or "built".
         """
         if rebuild:
             self.log(f"database codes: --rebuild_cache: encoding {count:,} images")
@@ -135,6 +204,9 @@ class DatabaseCodeCache:
                          "(fingerprint matches: same weights, list and sizes)")
                 return packed, labels, "cache"
             except StaleCache as err:
+                extended = entries is not None and self.extend(build, count, entries)
+                if extended:
+                    return extended + ("extended",)
                 self.log(f"database codes: cache {self.path} is stale ({err}); "
                          f"re-encoding {count:,} images")
             except CacheError as err:
@@ -156,11 +228,6 @@ class DatabaseCodeCache:
         codes, labels = build()
         packed = pack_codes(codes)
         took = time.time() - start
-        try:
-            self.write(packed, labels)
-            saved = f"saved to {self.path}"
-        except OSError as err:
-            saved = f"NOT saved ({err})"
-        self.log(f"database codes: encoded {len(packed):,} images in {took:.1f}s "
-                 f"({len(packed) / max(took, 1e-9):.1f} images/s); {saved}")
+        self.save_and_report(packed, labels, entries, f"encoded {len(packed):,} images in "
+                             f"{took:.1f}s ({len(packed) / max(took, 1e-9):.1f} images/s)")
         return packed, np.asarray(labels, dtype=np.float32), "built"
