@@ -21,10 +21,12 @@ import utils  # noqa: F401  (first: silences Paddle's import-time ccache warning
 import paddle
 
 from deploy.cli import THREADS, SIDE, Range, add, check_ranges, check_sizes
+import models
 from models.hashnet import load_hashnet
 from utils.base.errors import run_cli
 from utils.base.runtime import available_cores, set_num_threads
 from utils.config import BITS
+from utils.data.caffe_pipeline import PIPELINES, resolve_pipeline
 from utils.inference.export import TOLERANCE, ExportMismatch, export_checked
 
 def build_parser():
@@ -41,6 +43,11 @@ def build_parser():
     a("--pretrained", default=None,
       help="checkpoint path without .pdparams (default output/model_best_<bit>, "
            "else output/weights_<bit>)")
+    a("--arch", default="alexnet", choices=models.ARCHS,
+      help="the checkpoint's backbone (recorded in inference_<bit>.export.json)")
+    a("--input_pipeline", "--input-pipeline", dest="input_pipeline", default="auto",
+      choices=PIPELINES, help="the transforms infer.py applies (auto: caffe for --arch "
+                              "caffenet); recorded in inference_<bit>.export.json")
     a("--check-batch", "--check_batch", dest="check_batch", type=int, default=4,
       valid=Range(low=1, high=256), help="images in the post-export check batch")
     a("--num_threads", "--num-threads", dest="num_threads", type=int, default=available_cores(),
@@ -52,12 +59,14 @@ def build_parser():
 def main(argv):
     parser = build_parser()
     args = check_ranges(parser, parser.parse_args(argv))
-    check_sizes(args.img_size, flag="--img_size")
+    arch = models.model_class(args.arch)
+    check_sizes(args.img_size, flag="--img_size", min_crop=arch.min_crop, label=arch.label)
     set_num_threads(args.num_threads)
-    model, weights = load_hashnet(args.bit, args.pretrained)
-    print(f"loaded {weights} ({args.bit} bits)")
+    model, weights = load_hashnet(args.bit, args.pretrained, args.arch)
+    print(f"loaded {weights} ({args.bit} bits, --arch {args.arch})")
     out_dir = args.save_inference_dir
-    info = {"weights": weights, "paddle": paddle.__version__}
+    info = {"weights": weights, "paddle": paddle.__version__, "arch": args.arch,
+            "input_pipeline": resolve_pipeline(args.input_pipeline, args.arch)}
     try:
         diff, flips, files = export_checked(model, out_dir, args.img_size, info, args.check_batch,
                                             args.num_threads, tolerance=TOLERANCE)

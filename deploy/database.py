@@ -2,6 +2,7 @@
 image stands in the dataset's lists (its labels, its own database entry)."""
 import os
 
+from deploy.cli import query_pipeline_of
 from utils.retrieval.code_cache import DatabaseCodeCache, make_fingerprint
 from utils.datasets import ImageList, build_loader, parse_list
 from utils.base.errors import UserError
@@ -14,7 +15,8 @@ def database_list(args):
 def open_database(args):
     """The database list (parsed, images not yet checked)."""
     return ImageList(database_list(args), args.data_path, args.num_class,
-                     train=False, resize_size=args.resize_size, crop_size=args.crop_size)
+                     train=False, resize_size=args.resize_size, crop_size=args.crop_size,
+                     pipeline=query_pipeline_of(args))
 
 
 def database_loader(db, batch_size):
