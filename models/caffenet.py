@@ -5,9 +5,11 @@ layer, registered as ``--arch caffenet``.
 conv1 96 11/4 → ReLU → pool 3/2 → LRN → conv2 256 5 p2 g2 → ReLU → pool 3/2 →
 LRN → conv3 384 3 p1 → conv4 384 3 p1 g2 → conv5 256 3 p1 g2 (each + ReLU) →
 pool 3/2 → fc6 4096 → ReLU → dropout 0.5 → fc7 4096 → ReLU → dropout 0.5 →
-hash layer (the prototxt's fc8_flickr). Pools round up, as Caffe's do; LRN is
-Paddle's, whose α/n scaling and zero-padded channel window are Caffe's
-(tests/test_backbones.py checks it). The adaptive pool before fc6 is the
+hash layer (the prototxt's fc8_flickr). Pools round up, as Caffe's do. LRN is
+Caffe's ACROSS_CHANNELS formula, x / (k + α/n · Σ x² over n zero-padded
+channels)^β: Paddle's nn.LocalResponseNorm computes the same (α/n scaling,
+padding counted; tests/test_backbones.py checks both against numpy) but needs
+static spatial sizes, which an export for any image size does not have. The adaptive pool before fc6 is the
 identity at the prototxt's 227 px and lets smaller crops through. Layer names
 are Caffe's, so a .caffemodel maps name for name (models/caffe_convert.py).
 The weights expect BGR 0–255 minus the ImageNet mean (``--input_pipeline caffe``).
@@ -30,6 +32,20 @@ def gaussian(std, bias):
                 bias_attr=paddle.ParamAttr(initializer=nn.initializer.Constant(bias)))
 
 
+class CaffeLRN(nn.Layer):
+    """Cross-channel LRN as Caffe computes it, for inputs of any size."""
+
+    def __init__(self, size, alpha, beta, k):
+        super().__init__()
+        self.size, self.alpha, self.beta, self.k = size, alpha, beta, k
+
+    def forward(self, x):                                          # [N, C, H, W]
+        squares = paddle.unsqueeze(x * x, 1)                       # [N, 1, C, H, W]
+        mean = nn.functional.avg_pool3d(squares, (self.size, 1, 1), stride=1,
+                                        padding=(self.size // 2, 0, 0), exclusive=False)
+        return x / paddle.pow(self.k + self.alpha * paddle.squeeze(mean, 1), self.beta)
+
+
 def caffe_pool():
     return nn.MaxPool2D(3, 2, ceil_mode=True)
 
@@ -50,7 +66,7 @@ class CaffeNet(nn.Layer):
         self.conv4 = nn.Conv2D(384, 384, 3, padding=1, groups=2, **gaussian(0.01, 1.0))
         self.conv5 = nn.Conv2D(384, 256, 3, padding=1, groups=2, **gaussian(0.01, 1.0))
         self.pool1, self.pool2, self.pool5 = caffe_pool(), caffe_pool(), caffe_pool()
-        self.norm1, self.norm2 = nn.LocalResponseNorm(**LRN), nn.LocalResponseNorm(**LRN)
+        self.norm1, self.norm2 = CaffeLRN(**LRN), CaffeLRN(**LRN)
         self.avgpool = nn.AdaptiveAvgPool2D((6, 6))
         self.fc6 = nn.Linear(POOL5_DIM, 4096, **gaussian(0.005, 1.0))
         self.fc7 = nn.Linear(4096, 4096, **gaussian(0.005, 1.0))
