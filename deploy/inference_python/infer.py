@@ -34,7 +34,8 @@ from deploy.cli import (BATCH, AT_LEAST_0, AT_LEAST_1, add, add_retrieval_args, 
                         query_pipeline_of, str2bool)
 from deploy.database import (database_code_cache, database_index, database_loader,  # noqa: E402
                              open_database)
-from utils.inference.predictor import InferenceModel, read_export_info, resolve_use_gpu  # noqa: E402
+from utils.inference.predictor import (InferenceModel, read_export_info,  # noqa: E402
+                                       resolve_use_gpu)
 from deploy.report import write_retrieval_report  # noqa: E402
 from deploy.search import search_database  # noqa: E402
 from models.hashnet import sign_codes  # noqa: E402

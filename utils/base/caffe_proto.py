@@ -192,7 +192,8 @@ def net_bytes(layers, v1=False, name="fixture"):
             body += b"".join(field_bytes(V1_BLOBS, blob_bytes(b, legacy=True)) for b in blobs)
             out += field_bytes(NET_LAYERS_V1, body)
         else:
-            body = field_bytes(LAYER_NAME, layer_name.encode()) + field_bytes(LAYER_TYPE, kind.encode())
+            body = (field_bytes(LAYER_NAME, layer_name.encode())
+                    + field_bytes(LAYER_TYPE, kind.encode()))
             body += b"".join(field_bytes(LAYER_BLOBS, blob_bytes(b)) for b in blobs)
             out += field_bytes(NET_LAYER, body)
     return out
