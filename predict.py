@@ -23,7 +23,7 @@ import sys
 import utils  # noqa: F401  (first: silences Paddle's import-time ccache warning)
 import paddle
 
-from deploy.cli import BATCH, add, add_retrieval_args, parse_retrieval_args
+from deploy.cli import BATCH, add, add_retrieval_args, parse_retrieval_args, query_pipeline_of
 from deploy.database import (database_code_cache, database_index, database_loader,
                              database_search_index, database_tail, open_database)
 from deploy.report import write_retrieval_report
@@ -52,8 +52,9 @@ def main(argv):
     set_num_threads(args.num_threads)
     db = open_database(args)
     query = load_query_image(args.img, args.resize_size, args.crop_size,
-                             upright=not args.ignore_exif_orientation)
-    model, weights = load_hashnet(args.bit, args.pretrained)
+                             upright=not args.ignore_exif_orientation,
+                             pipeline=query_pipeline_of(args))
+    model, weights = load_hashnet(args.bit, args.pretrained, args.arch or "alexnet")
     query_code = sign_codes(model(paddle.to_tensor(query)))
     print(f"weights: {weights}")
 

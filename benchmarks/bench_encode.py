@@ -7,7 +7,7 @@ With ``--checkpoint PREFIX --data-path DIR --list FILE`` it also encodes that
 list both ways and prints the code agreement and the largest |Δz| (the
 parity that tests/test_encoder.py asserts on the tiny set).
 
-    python benchmarks/bench_encode.py [--sizes 224 64] [--batch 32] [--batches 4]
+    python benchmarks/bench_encode.py [--arch vgg16] [--sizes 224 64] [--batch 32] [--batches 4]
     python benchmarks/bench_encode.py --sizes 64 --checkpoint output/demo/model_best_64 \\
         --data-path datasets/demo --list data/demo/database.txt
 """
@@ -22,7 +22,8 @@ import utils  # noqa: E402,F401  (first: silences Paddle's import-time ccache wa
 import numpy as np  # noqa: E402
 import paddle  # noqa: E402
 
-from models.hashnet import HashNet, load_hashnet  # noqa: E402
+import models  # noqa: E402
+from models.hashnet import load_hashnet  # noqa: E402
 from utils.datasets import ImageList, build_loader  # noqa: E402
 from utils.inference.encoder import dygraph_forward, inference_forward  # noqa: E402
 from utils.base.runtime import available_cores, set_num_threads  # noqa: E402
@@ -50,7 +51,7 @@ def speed(model, size, batch, batches):
 
 def parity(args):
     """Codes and z of a list, dygraph vs the fast encoder."""
-    model, weights = load_hashnet(args.bit, args.checkpoint)
+    model, weights = load_hashnet(args.bit, args.checkpoint, args.arch)
     data = ImageList(args.list, args.data_path, args.num_class, train=False,
                      resize_size=args.resize_size, crop_size=args.crop_size)
     dygraph, fast = dygraph_forward(model), inference_forward(model)
@@ -74,14 +75,17 @@ def main():
     p.add_argument("--list", default="data/demo/database.txt")
     p.add_argument("--num_class", type=int, default=10)
     p.add_argument("--bit", type=int, default=64)
+    p.add_argument("--arch", default="alexnet", choices=models.ARCHS,
+                   help="the backbone to time (random weights)")
     p.add_argument("--crop_size", type=int, default=64)
     p.add_argument("--resize_size", type=int, default=72)
     args = p.parse_args()
     cores = available_cores()
     set_num_threads(cores)
     paddle.seed(0)
-    model = HashNet(64)
-    print(f"paddle {paddle.__version__} on {paddle.device.get_device()}, {cores} threads, "
+    model = models.build(args.arch, 64)
+    print(f"--arch {args.arch}: paddle {paddle.__version__} on {paddle.device.get_device()}, "
+          f"{cores} threads, "
           f"batch {args.batch}, {args.batches} timed batches after one warm-up")
     print(f"{'size':>5} {'dygraph img/s':>15} {'encoder img/s':>15} {'ratio':>7} {'export':>10}")
     ratios = {size: speed(model, size, args.batch, args.batches) for size in args.sizes}

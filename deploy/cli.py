@@ -3,11 +3,14 @@ share, and their validation (one place, before any work starts)."""
 import argparse
 import os
 
+import models
+
 from utils.config import BITS, DATASET_PRESETS, need_num_class
 from utils.base.errors import UserError
 from utils.base.io import check_input_dir, ensure_writable_dir
 from utils.base.flags import (AT_LEAST_0, AT_LEAST_1, BATCH, MIN_CROP, NUM_CLASS,  # noqa: F401
                          SIDE, THREADS, Range, add, check_ranges, check_sizes)
+from utils.data.caffe_pipeline import PIPELINES, build_pipeline, resolve_pipeline
 from utils.data.images import DEFAULT_MAX_PIXELS, set_max_pixels
 from utils.base.runtime import available_cores
 from utils.retrieval.index import DEFAULT_SPEC, is_saved_index, parse_spec
@@ -48,6 +51,11 @@ def add_retrieval_args(p, crop_default=224):
       help=f"at least {MIN_CROP} for AlexNet")
     a("--resize_size", "--resize-size", dest="resize_size", type=int, default=None, valid=SIDE,
       help="at least --crop_size (default: crop x 256/224, i.e. 256 for 224)")
+    a("--arch", default=None, choices=models.ARCHS,
+      help="the checkpoint's backbone (default alexnet; infer.py: the exported model's)")
+    a("--input_pipeline", "--input-pipeline", dest="input_pipeline", default="auto",
+      choices=PIPELINES, help="the transforms the model was trained with (auto: caffe for "
+                              "--arch caffenet, else reference)")
     a("--topk", type=int, default=10, valid=TOP_RESULTS, help="how many database images to return")
     a("--num_threads", "--num-threads", dest="num_threads", type=int, default=available_cores(),
       valid=THREADS, help="CPU math threads")
@@ -96,7 +104,7 @@ def resolve_retrieval_args(args):
     if args.crop_size is not None:
         if args.resize_size is None:
             args.resize_size = default_resize(args.crop_size)
-        check_sizes(args.crop_size, args.resize_size, "--crop_size")
+        check_arch_sizes(args)
     if not is_saved_index(args.index):
         parse_spec(args.index)   # an unknown backend, kind or parameter fails now
     if not os.path.exists(args.img):   # a directory or a bad file: the image reader says which
@@ -119,5 +127,30 @@ def fit_sizes_to_model(args, side, program):
                         f"--img_size {args.crop_size}")
     args.crop_size = args.crop_size or side
     args.resize_size = args.resize_size or default_resize(args.crop_size)
-    check_sizes(args.crop_size, args.resize_size, "--crop_size")
+    check_arch_sizes(args)
     return args
+
+
+def check_arch_sizes(args):
+    arch = models.model_class(args.arch or "alexnet")
+    check_sizes(args.crop_size, args.resize_size, "--crop_size", min_crop=arch.min_crop,
+                label=arch.label)
+
+
+def fit_arch_to_model(args, info, program):
+    """infer.py: --arch and --input_pipeline are the exported model's (its
+    export.json ``info``); a different --arch is an error."""
+    recorded = info.get("arch", "alexnet")
+    if args.arch not in (None, recorded):
+        raise UserError(f"{program} is an --arch {recorded} model, not --arch {args.arch}: "
+                        f"pass --arch {recorded} (or export a --arch {args.arch} checkpoint)")
+    args.arch = recorded
+    if args.input_pipeline == "auto":
+        args.input_pipeline = info.get("input_pipeline", "auto")
+    return args
+
+
+def query_pipeline_of(args):
+    """The transforms of the query and database images: None (the reference's)
+    or the Caffe pipeline (utils/data/caffe_pipeline.py)."""
+    return build_pipeline(resolve_pipeline(args.input_pipeline, args.arch or "alexnet"))

@@ -4,6 +4,7 @@ database entry)."""
 import copy
 import os
 
+from deploy.cli import query_pipeline_of
 from utils.retrieval.code_cache import DatabaseCodeCache, make_fingerprint
 from utils.retrieval.index import is_saved_index, open_saved_index, parse_spec
 from utils.datasets import ImageList, build_loader, parse_list
@@ -17,7 +18,8 @@ def database_list(args):
 def open_database(args):
     """The database list (parsed, images not yet checked)."""
     return ImageList(database_list(args), args.data_path, args.num_class,
-                     train=False, resize_size=args.resize_size, crop_size=args.crop_size)
+                     train=False, resize_size=args.resize_size, crop_size=args.crop_size,
+                     pipeline=query_pipeline_of(args))
 
 
 def database_loader(db, batch_size):

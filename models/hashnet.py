@@ -14,7 +14,7 @@ import paddle.nn as nn
 
 from models.alexnet import FEATURE_DIM, alexnet_features, fc67
 from models.imagenet_backbone import IMAGENET, imagenet_backbone
-from models.registry import build, register
+from models.registry import arch_of_state, build, register
 from utils.base.checkpoint import checked_weight, load_state_file, load_weights, strip_params_suffix
 from utils.base.errors import UserError
 
@@ -34,6 +34,7 @@ class HashNet(nn.Layer):
     keys: the hash layer is ``classifier_plus.6``."""
     min_crop = 63        # three stride-2 max-pools after a stride-4 conv need 63 px
     label = "AlexNet"
+    signature = "classifier_plus.6.weight"   # the reference's hash layer
 
     def __init__(self, bit):
         super().__init__()
@@ -130,6 +131,6 @@ def load_hashnet(bit, pretrained=None, arch="alexnet"):
     fingerprint it)."""
     prefix = strip_params_suffix(pretrained or default_checkpoint(bit))
     model = build(arch, bit)
-    load_weights(model, prefix)
+    load_weights(model, prefix, arch_of_state)
     model.eval()
     return model, prefix + ".pdparams"

@@ -1,32 +1,40 @@
-"""``--backbone imagenet``: paddle.vision's ImageNet AlexNet, fetched with
-Paddle's own downloader and converted to the HashNet layout once.
+"""``--backbone imagenet``: each arch's ImageNet weights, fetched once and
+converted to the arch's keys once.
 
-Paddle's ``get_path_from_url`` checks the file's md5 against the value
-paddle.vision records (``paddle.vision.models.alexnet.model_urls``) and caches
-it in ``paddle.utils.download.WEIGHTS_HOME`` (~/.cache/paddle/hapi/weights);
-the converted file is written beside it, named after that md5, and reused.
+* alexnet, vgg16, resnet50: paddle.vision's weights through Paddle's own
+  downloader (``get_path_from_url`` checks the md5 paddle.vision records in
+  its ``model_urls`` and caches in ``paddle.utils.download.WEIGHTS_HOME``,
+  ~/.cache/paddle/hapi/weights);
+* caffenet: BVLC's bvlc_reference_caffenet.caffemodel from the Caffe model
+  zoo through the project's downloader (utils/base/download.py), checked
+  against the sha1 the model zoo publishes, into the same folder.
+The converted file is written beside the download, named after its checksum
+(AlexNet: ``alexnet.hashnet-<md5[:8]>.pdparams``), and reused.
 ``HASHNET_DOWNLOAD_BASE`` / ``HASHNET_CHECKSUMS`` (utils/base/download.py) point
-the URL and md5 at a local server, as for every other download.
+the URL and checksum at a local server, as for every other download.
 """
 import os
 
-from utils.base.download import Remote, mirrored, through_paddle
+from utils.base.download import Remote, fetch, mirrored, through_paddle
 
 IMAGENET = "imagenet"
+CAFFENET_REMOTE = Remote("http://dl.caffe.berkeleyvision.org/bvlc_reference_caffenet.caffemodel",
+                         "sha1:4c8d77deb20ea792f84eb5e6d0a11ca0a8660a46")
 
 
-def paddle_vision_remote():
-    from paddle.vision.models.alexnet import model_urls
-    url, md5 = model_urls["alexnet"]
+def paddle_vision_remote(arch="alexnet"):
+    import importlib
+    module = "resnet" if arch.startswith("resnet") else arch.rstrip("0123456789")
+    url, md5 = importlib.import_module(f"paddle.vision.models.{module}").model_urls[arch]
     return Remote(url, f"md5:{md5}")
 
 
 def cached_paths(remote):
-    """(where Paddle caches the download, where the converted file goes)."""
+    """(where the download is cached, where the converted file goes)."""
     from paddle.utils import download
-    md5 = mirrored(remote).checksum.split(":", 1)[1]
+    digest = mirrored(remote).checksum.split(":", 1)[1]
     name = os.path.basename(remote.url)
-    converted = f"{os.path.splitext(name)[0]}.hashnet-{md5[:8]}.pdparams"
+    converted = f"{os.path.splitext(name)[0]}.hashnet-{digest[:8]}.pdparams"
     return os.path.join(download.WEIGHTS_HOME, name), os.path.join(download.WEIGHTS_HOME, converted)
 
 
@@ -39,16 +47,55 @@ def fetch_weights(remote):
         url, download.WEIGHTS_HOME, md5, decompress=False), remote, cached)
 
 
-def imagenet_backbone():
-    """Path of the converted ImageNet backbone, fetching and converting it on first use."""
-    remote = paddle_vision_remote()
+def fetch_caffemodel(remote):
+    return fetch(remote, cached_paths(remote)[0])
+
+
+def convert_alexnet(path):
+    from models.convert import convert, read_state
+    return convert(read_state(path))
+
+
+def paddle_vision_state(path):
+    from models.convert import read_state
+    return read_state(path)
+
+
+def convert_vgg16(path):
+    """paddle.vision's keys are the arch's; the 1000-way classifier.6 goes."""
+    return {k: v for k, v in paddle_vision_state(path).items() if not k.startswith("classifier.6.")}
+
+
+def convert_resnet50(path):
+    """paddle.vision's keys behind ``backbone.``; the 1000-way fc goes."""
+    return {f"backbone.{k}": v for k, v in paddle_vision_state(path).items()
+            if not k.startswith("fc.")}
+
+
+def convert_caffenet(path):
+    from models.caffe_convert import convert_caffemodel
+    return convert_caffemodel(path)
+
+
+# arch -> (its Remote, how to fetch it, how to convert it)
+SOURCES = {
+    "alexnet": (lambda: paddle_vision_remote("alexnet"), fetch_weights, convert_alexnet),
+    "vgg16": (lambda: paddle_vision_remote("vgg16"), fetch_weights, convert_vgg16),
+    "resnet50": (lambda: paddle_vision_remote("resnet50"), fetch_weights, convert_resnet50),
+    "caffenet": (lambda: CAFFENET_REMOTE, fetch_caffemodel, convert_caffenet),
+}
+
+
+def imagenet_backbone(arch="alexnet"):
+    """Path of the converted ImageNet backbone of ``arch``, fetching and
+    converting it on first use."""
+    remote_of, fetch_source, convert = SOURCES[arch]
+    remote = remote_of()
     _, converted = cached_paths(remote)
     if os.path.exists(converted):
         return converted
-    source = fetch_weights(remote)
+    state = convert(fetch_source(remote))
     import paddle
-    from models.convert import convert, read_state
     from utils.base.io import atomic_save
-    state = convert(read_state(source))
     atomic_save({k: paddle.to_tensor(v) for k, v in state.items()}, converted)
     return converted

@@ -11,6 +11,8 @@ A registered class is built as ``cls(bit)`` and provides
     that makes z; its learning-rate multipliers differ from the backbone's);
   * ``arch`` (its registry name), ``min_crop`` (the smallest input side it
     takes) and ``label`` (its name in messages);
+  * ``signature``: a state-dict key no other arch has (``arch_of_state``
+    names the arch of a checkpoint loaded with the wrong ``--arch``);
   * ``load_backbone(path)``: ImageNet (``"imagenet"``), a local file or
     ``"random"`` initialisation of everything but the hash layer.
 """
@@ -45,3 +47,11 @@ def build(arch, bit):
     """A fresh ``arch`` model with a ``bit``-bit hash layer (random init)."""
     return model_class(arch)(bit)
 
+
+
+def arch_of_state(keys):
+    """The registered arch whose ``signature`` key is among ``keys`` (the
+    first registered, so AlexNet before a test's AlexNet subclass), else None."""
+    keys = set(keys)
+    return next((name for name, cls in ARCHS.items()
+                 if getattr(cls, "signature", None) in keys), None)

@@ -34,7 +34,14 @@ from utils import distributed as dist
 from utils.base.errors import UserError, run_cli
 from utils.base.flags import AT_LEAST_0, add, check_ranges
 
-REFERENCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "gpu_check_reference.json")
+HERE = os.path.dirname(os.path.abspath(__file__))
+REFERENCE = os.path.join(HERE, "gpu_check_reference.json")   # --arch alexnet's
+CHECK_SUFFIX = "-gpu-check"
+
+
+def reference_file(arch):
+    """The recorded CPU values of ``arch`` (AlexNet's keeps its old name)."""
+    return REFERENCE if arch == "alexnet" else os.path.join(HERE, f"gpu_check_reference_{arch}.json")
 BIT, BATCH, EPOCHS = 16, 16, 2
 N_TRAIN, N_TEST, N_EXTRA, IMAGE_SIZE = 32, 8, 8, 72
 LOSS_RTOL, UPDATE_RTOL, INFERENCE_ATOL = 1e-3, 1e-2, 1e-4
@@ -48,78 +55,80 @@ def make_tiny_set(root):
     return image_dir, list_dir
 
 
-def run_argv(data, out, batch):
+def run_argv(data, out, batch, arch="alexnet"):
     image_dir, list_dir = data
     return ["--dataset", "demo", "--data-path", image_dir, "--list-dir", list_dir,
             "--bit", str(BIT), "--crop_size", "64", "--resize_size", str(IMAGE_SIZE),
-            "--arch", CHECK_ARCH, "--backbone", "random", "--seed", "0", "-bs", str(batch), "-lr", "0.1", "-wd", "0",
+            "--arch", arch + CHECK_SUFFIX, "--backbone", "random", "--seed", "0", "-bs", str(batch), "-lr", "0.1", "-wd", "0",
             "-e", str(EPOCHS), "-ee", str(EPOCHS), "--num_threads", "2",
             "--output-dir", os.path.join(out, "output"), "--log_path", os.path.join(out, "logs")]
 
 
-def initial_state(seed=0):
-    """The initial weights every run starts from, built on the CPU."""
+def initial_state(arch="alexnet", seed=0):
+    """The initial weights every run of ``arch`` starts from, built on the CPU."""
     import paddle
     import models
+    from utils.base.checkpoint import hash_weight_key
     device = paddle.get_device()
     paddle.set_device("cpu")
     paddle.seed(seed)
-    state = {k: v.numpy() for k, v in models.build("alexnet", BIT).state_dict().items()}
+    model = models.build(arch, BIT)
+    state = {k: v.numpy() for k, v in model.state_dict().items()}
     paddle.set_device(device)
     # At the usual init (std 0.01) z is ~0, so the loss sits at its value for
     # u = 0 and would not tell a wrong step from a right one; std 1 puts
     # tanh(βz) in its sensitive range.
-    state["classifier_plus.6.weight"] = state["classifier_plus.6.weight"] * HASH_INIT_SCALE
+    key = hash_weight_key(model)
+    state[key] = state[key] * HASH_INIT_SCALE
     return state
 
 
-CHECK_ARCH = "alexnet-gpu-check"
-
-
-def register_check_model():
-    """Register the check's model, ``--arch alexnet-gpu-check``: AlexNet
-    HashNet with dropout off and the CPU-built initial weights."""
+def register_check_model(arch="alexnet"):
+    """Register the check's model, ``--arch <arch>-gpu-check``: the arch with
+    dropout off and the CPU-built initial weights."""
     import models
     from models.alexnet import disable_dropout
-    from models.hashnet import HashNet
+    if arch + CHECK_SUFFIX in models.ARCHS:   # already, in this process
+        return
 
-    @models.register(CHECK_ARCH)
-    class HashNetForCheck(HashNet):
+    @models.register(arch + CHECK_SUFFIX)
+    class ModelForCheck(models.model_class(arch)):
         def __init__(self, bit):
             super().__init__(bit)
             disable_dropout(self)
-            self.set_state_dict(initial_state())
+            self.set_state_dict(initial_state(arch))
 
 
 def train_worker(args):
     """engine.run with the check's model, in each process."""
     from utils.training import engine
-    register_check_model()
+    register_check_model(args.arch[:-len(CHECK_SUFFIX)])
     engine.run(args)
 
 
-def train(device, data, out, gpus=1):
+def train(device, data, out, gpus=1, arch="alexnet"):
     """Train on ``device`` ('cpu' or 'gpu') with ``gpus`` processes; return the summary."""
     import paddle
     from utils.config import parse_args
+    register_check_model(arch)   # parse_args takes --arch's choices from the registry
     if gpus == 1:
         paddle.set_device("cpu" if device == "cpu" else "gpu:0")
-        train_worker(parse_args(run_argv(data, out, BATCH)))
+        train_worker(parse_args(run_argv(data, out, BATCH, arch)))
     else:
         from utils.distributed import launch
-        args = parse_args(run_argv(data, out, BATCH // gpus), batch_size=BATCH // gpus)
+        args = parse_args(run_argv(data, out, BATCH // gpus, arch), batch_size=BATCH // gpus)
         args.nprocs = gpus
         launch(train_worker, args)
-    return summarize(os.path.join(out, "output", f"last_{BIT}"))
+    return summarize(os.path.join(out, "output", f"last_{BIT}"), arch)
 
 
-def summarize(prefix):
+def summarize(prefix, arch="alexnet"):
     """A few numbers per run: epoch losses; per parameter the update's norm
     and its projection on a fixed random unit vector."""
     from utils.base.checkpoint import load_state_file
     history = load_state_file(prefix + ".pdopt", "training state")["training"]["history"]
     final = load_state_file(prefix + ".pdparams", "checkpoint")
-    init = initial_state()
+    init = initial_state(arch)
     updates = {}
     for key in sorted(init):
         update = final[key].numpy().astype(np.float64).ravel() - init[key].astype(np.float64).ravel()
@@ -152,14 +161,14 @@ def compare(measured, reference):
     return verdicts
 
 
-def check_inference(prefix, out, use_gpu):
+def check_inference(prefix, out, use_gpu, arch="alexnet"):
     """Export ``prefix`` (checked on the CPU, as export_model.py does) and
     compare Paddle Inference on ``use_gpu`` with the dygraph model."""
     from models.hashnet import load_hashnet
     from utils.inference.export import compare_with_dygraph, dygraph_outputs, export_checked
     export_dir = os.path.join(out, "inference")
-    model, weights = load_hashnet(BIT, prefix)
-    export_checked(model, export_dir, 64, {"weights": weights}, num_threads=2)
+    model, weights = load_hashnet(BIT, prefix, arch)
+    export_checked(model, export_dir, 64, {"weights": weights, "arch": arch}, num_threads=2)
     x = np.random.default_rng(0).standard_normal((4, 3, 64, 64)).astype(np.float32)
     err, _ = compare_with_dygraph(export_dir, BIT, x, dygraph_outputs(model, x), use_gpu, 2)
     where = "GPU" if use_gpu else "CPU"
@@ -183,48 +192,59 @@ def report(name, verdicts):
     return all(passed for passed, _ in verdicts)
 
 
-def run_checks(reference_file, work, gpus):
-    with open(reference_file) as f:
+def run_checks(reference_path, work, gpus, arch="alexnet"):
+    with open(reference_path) as f:
         reference = json.load(f)
     data = make_tiny_set(os.path.join(work, "data"))
     ok = True
     last = {}
     for name, device, processes in plan(gpus):
         out = os.path.join(work, name.replace(" ", "_"))
-        ok &= report(name, compare(train(device, data, out, processes), reference))
+        ok &= report(name, compare(train(device, data, out, processes, arch), reference))
         last[device] = os.path.join(out, "output", f"last_{BIT}")
-    ok &= report("CPU", [check_inference(last["cpu"], os.path.join(work, "cpu_infer"), False)])
+    ok &= report("CPU", [check_inference(last["cpu"], os.path.join(work, "cpu_infer"), False,
+                                         arch)])
     if gpus:
-        ok &= report("1 GPU", [check_inference(last["gpu"], os.path.join(work, "gpu_infer"), True)])
+        ok &= report("1 GPU", [check_inference(last["gpu"], os.path.join(work, "gpu_infer"), True,
+                                               arch)])
     else:
         print("no GPU visible (CPU-only Paddle or no CUDA device): GPU checks skipped, "
               "CPU part done", flush=True)
     return ok
 
 
+ARCH_CHOICES = ("alexnet", "caffenet", "vgg16", "resnet50")   # models.ARCHS, without importing paddle
+
+
 def main(argv):
     p = argparse.ArgumentParser(prog="python -m scripts.gpu_check", description=__doc__.splitlines()[0])
     p.add_argument("--record", action="store_true",
                    help="train on the CPU and write the reference values (to --reference)")
-    p.add_argument("--reference", default=REFERENCE, help="the recorded CPU values (JSON)")
+    p.add_argument("--arch", default="alexnet",
+                   choices=[a for a in ARCH_CHOICES if not a.endswith(CHECK_SUFFIX)],
+                   help="the backbone to check (each has its recorded CPU values)")
+    p.add_argument("--reference", default=None,
+                   help="the recorded CPU values (JSON; default scripts/gpu_check_reference"
+                        "[_<arch>].json)")
     add(p, "--gpus", type=int, default=None, valid=AT_LEAST_0,
         help="GPUs to check (default: all visible; 0 = CPU part only)")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     args = check_ranges(p, p.parse_args(argv))
+    args.reference = args.reference or reference_file(args.arch)
     with tempfile.TemporaryDirectory(prefix="gpu_check-") as work:
         if args.record:
-            summary = train("cpu", make_tiny_set(os.path.join(work, "data")), work)
+            summary = train("cpu", make_tiny_set(os.path.join(work, "data")), work, arch=args.arch)
             from utils.base.io import atomic_write_json
             atomic_write_json(summary, args.reference)
             print(f"wrote {args.reference}: losses {summary['losses']}")
             return 0
         if not os.path.isfile(args.reference):
             raise UserError(f"{args.reference} not found: record it with "
-                            "python -m scripts.gpu_check --record")
+                            f"python -m scripts.gpu_check --record --arch {args.arch}")
         gpus = dist.gpu_count() if args.gpus is None else args.gpus
         if gpus > dist.gpu_count():
             raise UserError(f"--gpus {gpus}: only {dist.gpu_count()} GPU(s) visible")
-        return 0 if run_checks(args.reference, work, gpus) else 1
+        return 0 if run_checks(args.reference, work, gpus, args.arch) else 1
 
 
 if __name__ == "__main__":

@@ -58,11 +58,11 @@ def test_checks_reach_training_and_inference_with_their_devices(reference, monke
     and GPU; one verdict line per check; a failing one makes the result False."""
     trained, inferred = [], []
 
-    def fake_train(device, data, out, gpus=1):
+    def fake_train(device, data, out, gpus=1, arch="alexnet"):
         trained.append((device, gpus))
         return reference if device == "cpu" else dict(reference, losses=[1.0] * 2)
 
-    def fake_inference(prefix, out, use_gpu):
+    def fake_inference(prefix, out, use_gpu, arch="alexnet"):
         inferred.append((os.path.basename(os.path.dirname(os.path.dirname(prefix))), use_gpu))
         return True, "ok"
     monkeypatch.setattr(gpu_check, "train", fake_train)

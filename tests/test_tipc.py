@@ -117,6 +117,7 @@ def test_configs_resolve_per_mode(bit):
                      f"--seed {RECIPE_SEEDS[bit]}", f"--crop_size {crop}"):
             assert flag in flags[1], (mode, flag, flags[1])
         assert f"--bit {bit} --img_size {crop}" in flags[2]
+        assert "--arch alexnet" in flags[1] and "--arch alexnet" in flags[2]   # issue 21
 
 
 @pytest.mark.parametrize("bit", sorted(RECIPE_SEEDS))

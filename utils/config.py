@@ -16,6 +16,7 @@ from utils.base.errors import UserError
 from utils.base.flags import (AT_LEAST_0, AT_LEAST_1, BATCH, MIN_CROP, NON_NEGATIVE_FLOAT,
                          NUM_CLASS, POSITIVE_FLOAT, SEED, SIDE, THREADS, WORKERS, Range, add,
                          check_ranges, check_resize)
+from utils.data.caffe_pipeline import PIPELINES
 from utils.data.images import DEFAULT_MAX_PIXELS
 from utils.training.recipes import RECIPES
 
@@ -30,6 +31,7 @@ DATASET_PRESETS = {
     "custom": (None, -1),  # your own lists (python -m scripts.lists make): --num_class needed
 }
 BITS = (16, 32, 48, 64)
+DEFAULT_CROP = 224   # the reference's; an arch may declare its own default_crop
 # --recipe caffe: dataset -> (class_num, base_lr) of the authors' prototxts
 # (caffe/models/train/<dataset>/{train_val,solver}.prototxt); mAP@R uses the
 # topK preset above, which is their R (5000, 5000, 1000). Other datasets:
@@ -69,7 +71,8 @@ def build_parser(batch_size=128):
     a("--num_class", type=int, default=None, valid=NUM_CLASS, help="default: the dataset preset")
     a("--topK", type=int, default=None, valid=TOP_K,
       help="mAP@K; -1 = whole database (default: preset)")
-    a("--crop_size", type=int, default=224, valid=SIDE, help=f"at least {MIN_CROP} for AlexNet")
+    a("--crop_size", type=int, default=None, valid=SIDE,
+      help=f"default 224 (--arch caffenet: 227, the prototxt's); at least {MIN_CROP} for AlexNet")
     a("--resize_size", type=int, default=256, valid=SIDE, help="at least --crop_size")
     a("-bs", "--batch-size", "--batch_size", dest="batch_size", type=int, default=None,
       valid=BATCH,
@@ -121,6 +124,11 @@ def build_parser(batch_size=128):
     a("--debug", action="store_true", help="show tracebacks for bad input")
     a("--arch", default="alexnet", choices=models.ARCHS,
       help="the backbone (models/registry.py); the hash layer sits on its last feature")
+    a("--input_pipeline", "--input-pipeline", dest="input_pipeline", default="auto",
+      choices=PIPELINES,
+      help="reference: short side to --resize_size, crop, flip, RGB/255 normalised; caffe: "
+           "the authors' CaffeNet inputs (squash to --resize_size, crop, mirror, BGR 0-255 "
+           "minus the ImageNet mean; README: Backbones); auto: caffe for --arch caffenet")
     a("--recipe", default="reference", choices=RECIPES,
       help="reference: the Paddle reproduction's (spec §1-3); caffe: the authors' Caffe "
            "recipe (two streams, their loss and gradient, iteration schedules; spec §8)")
@@ -148,6 +156,8 @@ def parse_args(argv=None, batch_size=128):
     args = check_ranges(parser, parser.parse_args(argv))   # None: chosen later (e.g. threads)
     if args.batch_size is None:
         args.batch_size = CAFFE_BATCH if args.recipe == "caffe" else batch_size
+    if args.crop_size is None:
+        args.crop_size = getattr(models.model_class(args.arch), "default_crop", DEFAULT_CROP)
     if args.recipe == "caffe":
         resolve_caffe(args)
     check_resize(args.crop_size, args.resize_size)  # the --arch minimum: engine.run

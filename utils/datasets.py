@@ -22,6 +22,7 @@ from PIL import Image
 from utils.base.errors import UserError
 from utils.base.io import check_input_dir
 from utils.base.safe_pickle import RefusedPickle, restricted_load
+from utils.data.caffe_pipeline import build_pipeline, resolve_pipeline
 from utils.data.hashing_dataset import HashingDataset
 from utils.data.image_cache import cached_image_list
 from utils.data.list_format import parse_list, unlabelled_rows
@@ -133,10 +134,18 @@ def cifar10_split(classes, name, seed):
 
 
 # ---------------------------------------------------------------- builders
+def input_pipeline(args):
+    """``reference`` or ``caffe``: ``--input_pipeline``, its ``auto`` resolved by ``--arch``."""
+    return resolve_pipeline(getattr(args, "input_pipeline", "reference"),
+                            getattr(args, "arch", "alexnet"))
+
+
 def build_datasets(args, splits=SPLITS):
     """{split: dataset} for ``args.dataset`` (lists under ``args.list_dir``)."""
+    pipeline = input_pipeline(args)
     sizes = dict(resize_size=args.resize_size, crop_size=args.crop_size, seed=args.seed,
-                 skip_bad_images=getattr(args, "skip_bad_images", False))
+                 skip_bad_images=getattr(args, "skip_bad_images", False),
+                 pipeline=build_pipeline(pipeline))
     if args.dataset.startswith("cifar10"):
         images, classes = read_cifar10(args.data_path)
         onehot = np.eye(10, dtype=np.float32)[classes]
@@ -153,6 +162,9 @@ def build_datasets(args, splits=SPLITS):
         ds.check_files()
         out[s] = ds
     if getattr(args, "image_cache", None):
+        if pipeline != "reference":
+            raise UserError("--image_cache caches the reference transforms' pixels: drop it, "
+                            "or pass --input_pipeline reference")
         out = {s: cached_image_list(ds, args.image_cache) for s, ds in out.items()}
     return out
 

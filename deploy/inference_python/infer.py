@@ -30,10 +30,12 @@ if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
 from deploy.cli import (BATCH, AT_LEAST_0, AT_LEAST_1, add, add_retrieval_args,  # noqa: E402
-                        fit_sizes_to_model, parse_retrieval_args, str2bool)
+                        fit_arch_to_model, fit_sizes_to_model, parse_retrieval_args,
+                        query_pipeline_of, str2bool)
 from deploy.database import (database_code_cache, database_index, database_loader,  # noqa: E402
                              database_search_index, database_tail, open_database)
-from utils.inference.predictor import InferenceModel, resolve_use_gpu  # noqa: E402
+from utils.inference.predictor import (InferenceModel, read_export_info,  # noqa: E402
+                                       resolve_use_gpu)
 from deploy.report import write_retrieval_report  # noqa: E402
 from deploy.search import search_database  # noqa: E402
 from models.hashnet import sign_codes  # noqa: E402
@@ -80,7 +82,8 @@ def query_pipeline(args, model, packed, index, batch, timer, self_index=None):
     batch of ``batch`` copies of the query; returns (indices, distances)."""
     x = timer.stage("preprocess", lambda: np.concatenate(
         [load_query_image(args.img, args.resize_size, args.crop_size,
-                          upright=not args.ignore_exif_orientation) for _ in range(batch)]))
+                          upright=not args.ignore_exif_orientation, pipeline=args.pipeline)
+         for _ in range(batch)]))
     z = timer.stage("inference", model.run, x)
     return timer.stage("postprocess", lambda: search_database(sign_codes(z), packed, args.topk,
                                                                  self_index, index))
@@ -109,10 +112,12 @@ def main(argv):
     args = parse_retrieval_args(build_parser(), argv)
     use_gpu = resolve_use_gpu(args.use_gpu)
     model = InferenceModel(args.model_dir, args.bit, use_gpu, args.num_threads)
+    fit_arch_to_model(args, read_export_info(args.model_dir, args.bit), model.files[0])
     fit_sizes_to_model(args, model.image_size, model.files[0])
+    args.pipeline = query_pipeline_of(args)
     db = open_database(args)
     load_query_image(args.img, args.resize_size, args.crop_size,  # an unreadable query fails now
-                     upright=not args.ignore_exif_orientation)
+                     upright=not args.ignore_exif_orientation, pipeline=args.pipeline)
     print(f"model: {model.files[0]} + {os.path.basename(model.files[1])} on "
           f"{'GPU' if use_gpu else f'CPU ({args.num_threads} threads)'}")
     for _ in range(args.warmup):

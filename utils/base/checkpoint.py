@@ -55,7 +55,7 @@ def save_checkpoint(prefix, model, optimizer, training):
     atomic_save({"optimizer": portable_optimizer_state(optimizer, model),
                  "optimizer_keys": "state_dict_names", "training": training}, prefix + ".pdopt")
     atomic_save(model.state_dict(), prefix + ".pdparams")
-    write_manifest(prefix, (".pdparams", ".pdopt"))
+    write_manifest(prefix, (".pdparams", ".pdopt"), arch=getattr(model, "arch", None))
 
 
 def size_and_sha256(path):
@@ -67,12 +67,40 @@ def manifest_path(prefix):
     return prefix + ".manifest.json"
 
 
-def write_manifest(prefix, suffixes):
+def write_manifest(prefix, suffixes, arch=None):
+    """The manifest naming ``suffixes``' files with size and sha256, and the
+    ``--arch`` of the weights (the .pdparams stays a plain state dict)."""
     files = {}
     for suffix in suffixes:
         size, sha = size_and_sha256(prefix + suffix)
         files[os.path.basename(prefix + suffix)] = {"bytes": size, "sha256": sha}
-    atomic_write_json({"format": MANIFEST_FORMAT, "files": files}, manifest_path(prefix))
+    record = {"format": MANIFEST_FORMAT, "files": files}
+    if arch:
+        record["arch"] = arch
+    atomic_write_json(record, manifest_path(prefix))
+
+
+def recorded_arch(path):
+    """The ``--arch`` a checkpoint's manifest records, else None (no manifest,
+    an older one, or the reference's files)."""
+    manifest = manifest_path(os.path.splitext(path)[0])
+    try:
+        with open(manifest) as f:
+            return json.load(f).get("arch")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def wrong_arch_error(path, state, model, identify):
+    """The one-line error for a checkpoint of another network: which arch the
+    file is (its manifest, else ``identify(keys)``) and the --arch to pass."""
+    own = getattr(model, "arch", None)
+    found = recorded_arch(path) or (identify(state.keys()) if identify else None)
+    if found and found != own:
+        return UserError(f"{path} holds --arch {found} weights, not --arch {own}: pass "
+                         f"--arch {found} (or a --arch {own} checkpoint)")
+    missing = next(k for k in model.state_dict() if k not in state)
+    return UserError(f"{path} is not a --arch {own} HashNet checkpoint (no {missing})")
 
 
 CHECKPOINT_REMEDY = "use another checkpoint (e.g. model_best_* or an older copy)"
@@ -178,13 +206,14 @@ def hash_weight_key(model):
     return names[id(model.hash_layer.weight)]
 
 
-def load_weights(model, prefix):
-    """Load HashNet weights, refusing a file of another bit length or another model."""
+def load_weights(model, prefix, identify=None):
+    """Load HashNet weights, refusing a file of another bit length or another
+    model; ``identify(keys)`` names the arch of a file whose manifest does not
+    (models.arch_of_state)."""
     path, state = read_params(prefix)
     own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    if missing:
-        raise UserError(f"{path} is not a HashNet checkpoint (no {missing[0]})")
+    if any(k not in state for k in own):
+        raise wrong_arch_error(path, state, model, identify)
     hash_key = hash_weight_key(model)
     bit = list(state[hash_key].shape)[-1]
     if bit != own[hash_key].shape[-1]:

@@ -45,7 +45,7 @@ CHECKSUM_KINDS = ("md5", "git-blob-sha1")
 @dataclasses.dataclass(frozen=True)
 class Remote:
     """A file to fetch. ``checksum`` is ``"md5:<hex>"`` or
-    ``"git-blob-sha1:<hex>"`` (the id git gives a file, for files taken from a
+    ``"sha1:<hex>"`` or ``"git-blob-sha1:<hex>"`` (the id git gives a file, for files taken from a
     git tree); ``size`` in bytes, or None where no source records it."""
     url: str
     checksum: str
@@ -124,8 +124,8 @@ def mirrored(remote):
 
 def file_checksum(path, kind):
     """``kind:<hex>`` of a file; git's blob id hashes a ``blob <size>\\0`` header first."""
-    if kind == "md5":
-        return f"{kind}:{file_digest(path, 'md5')}"
+    if kind in ("md5", "sha1"):
+        return f"{kind}:{file_digest(path, kind)}"
     if kind == "git-blob-sha1":
         return f"{kind}:{file_digest(path, 'sha1', b'blob %d' % os.path.getsize(path) + bytes(1))}"
     raise ValueError(f"unknown checksum kind {kind}")

@@ -12,8 +12,10 @@ from utils.data.transforms import test_transform, train_transform
 class HashingDataset(paddle.io.Dataset):
     """Base: subclasses give ``labels`` [n, C] and ``image(i)`` -> PIL RGB."""
 
-    def __init__(self, labels, resize_size, crop_size, train, seed=0, skip_bad_images=False):
+    def __init__(self, labels, resize_size, crop_size, train, seed=0, skip_bad_images=False,
+                 pipeline=None):
         self.labels = labels
+        self.pipeline = pipeline   # None: the reference transforms; else a CaffePipeline
         self.resize_size, self.crop_size = resize_size, crop_size
         self.train, self.seed, self.epoch = train, seed, 0
         self.skip_bad_images = skip_bad_images
@@ -39,6 +41,11 @@ class HashingDataset(paddle.io.Dataset):
         return np.random.default_rng([self.seed, self.epoch, index])
 
     def transform(self, img, index):
+        if self.pipeline is not None:
+            if self.train:
+                return self.pipeline.train(img, self.resize_size, self.crop_size,
+                                           self.augmentation_rng(index))
+            return self.pipeline.test(img, self.resize_size, self.crop_size)
         if self.train:
             return train_transform(img, self.resize_size, self.crop_size, self.augmentation_rng(index))
         return test_transform(img, self.resize_size, self.crop_size)

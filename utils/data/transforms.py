@@ -58,10 +58,14 @@ def test_transform(img, resize_size, crop_size):
     return to_normalized_array(crop(resize_short(img, resize_size), crop_size))
 
 
-def load_query_image(path, resize_size, crop_size, upright=True):
-    """One image file through the test transform, as a [1, 3, S, S] float32
-    batch; ``upright``: turned by its EXIF orientation (a phone photo)."""
-    return test_transform(open_rgb(path, upright, resize_size), resize_size, crop_size)[None]
+def load_query_image(path, resize_size, crop_size, upright=True, pipeline=None):
+    """One image file through the test transform (``pipeline``'s, when one is
+    given: utils/data/caffe_pipeline.py), as a [1, 3, S, S] float32 batch;
+    ``upright``: turned by its EXIF orientation (a phone photo)."""
+    img = open_rgb(path, upright, resize_size)
+    if pipeline is not None:
+        return pipeline.test(img, resize_size, crop_size)[None]
+    return test_transform(img, resize_size, crop_size)[None]
 
 
 def load_rgb(path, resize_size=None):

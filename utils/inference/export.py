@@ -24,7 +24,14 @@ from utils.datasets import normalize
 from utils.inference.predictor import (MODEL_SUFFIXES, InferenceModel, export_info_path,
                                        write_export_manifest)
 
-TOLERANCE = 1e-4
+TOLERANCE = 1e-4   # of the hash-layer outputs, relative to max(1, max |z|)
+
+
+def allowed_difference(z, tolerance=TOLERANCE):
+    """``tolerance`` absolute for outputs up to 1, relative beyond: a float32
+    export (oneDNN fuses batch norm into the convolutions) differs by a few
+    ulps of z, and ResNet50's z reaches the hundreds before training."""
+    return tolerance * max(1.0, float(np.abs(z).max()))
 
 
 def save_inference_model(model, model_dir, image_size=None):
@@ -89,8 +96,8 @@ def export_checked(model, out_dir, image_size, info, batch=4, num_threads=1,
                    tolerance=TOLERANCE):
     """Export ``model`` for [N, 3, image_size, image_size] inputs into
     ``out_dir`` after checking it: returns (max abs diff, differing code bits,
-    installed files); ExportMismatch (nothing installed) when the difference
-    exceeds ``tolerance``. ``info`` goes into ``inference_{bit}.export.json``
+    installed files); ExportMismatch(diff, flips, allowed) (nothing installed)
+    when the difference exceeds ``allowed_difference(z, tolerance)``. ``info`` goes into ``inference_{bit}.export.json``
     with the bit length and image size, which infer.py reads."""
     bit = model.bit
     x = check_batch(batch, image_size)
@@ -106,8 +113,9 @@ def export_checked(model, out_dir, image_size, info, batch=4, num_threads=1,
                             os.path.join(out_dir, params))
         atomic_write_json(dict(info, bit=bit, img_size=image_size), export_info_path(tmp_dir, bit))
         diff, flips = compare_with_dygraph(tmp_dir, bit, x, z_dygraph, num_threads=num_threads)
-        if diff > tolerance:
-            raise ExportMismatch(diff, flips)
+        allowed = allowed_difference(z_dygraph, tolerance)
+        if diff > allowed:
+            raise ExportMismatch(diff, flips, allowed)
         return diff, flips, install(tmp_dir, out_dir, bit)
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)

@@ -73,18 +73,32 @@ def export_info_path(model_dir, bit):
     return os.path.join(model_dir, f"inference_{bit}.export.json")
 
 
+def read_export_info(model_dir, bit):
+    """export_model.py's sidecar as a dict ({} when there is none: an older
+    export, which is AlexNet's)."""
+    info = export_info_path(model_dir, bit)
+    if not os.path.isfile(info):
+        return {}
+    try:
+        with open(info) as f:
+            return dict(json.load(f))
+    except (OSError, ValueError, TypeError) as err:
+        raise UserError(f"{info} is unreadable ({type(err).__name__}: {err}): export the "
+                        "model again with export_model.py")
+
+
 def exported_image_size(model_dir, bit, program_file):
     """The side S of the model's [N, 3, S, S] input: from export_model.py's
     sidecar, else from the data op of a PIR (.json) program; None if neither
     says (a Paddle 2.x .pdmodel from elsewhere)."""
-    info = export_info_path(model_dir, bit)
-    if os.path.isfile(info):
+    info = read_export_info(model_dir, bit)
+    if info:
         try:
-            with open(info) as f:
-                return int(json.load(f)["img_size"])
-        except (OSError, ValueError, KeyError, TypeError) as err:
-            raise UserError(f"{info} is unreadable ({type(err).__name__}: {err}): export the "
-                            "model again with export_model.py")
+            return int(info["img_size"])
+        except (ValueError, KeyError, TypeError) as err:
+            raise UserError(f"{export_info_path(model_dir, bit)} is unreadable "
+                            f"({type(err).__name__}: {err}): export the model again with "
+                            "export_model.py")
     return pir_input_side(program_file) if program_file.endswith(".json") else None
 
 

@@ -205,7 +205,7 @@ def run_eval(args):
         raise UserError("--eval needs --pretrained PATH (a checkpoint without .pdparams)")
     log, log_dir = start_log(args, "eval")
     model = models.build(args.arch, args.bit)
-    load_weights(model, args.pretrained)
+    load_weights(model, args.pretrained, models.arch_of_state)
     loaders = make_loaders(args, ("test", "database"))
     metrics = evaluate(model, loaders["test"], loaders["database"], args)
     metrics["checkpoint"] = args.pretrained
@@ -220,7 +220,7 @@ def build_model(args):
     """The --arch model with --pretrained weights, else the --backbone and a fresh hash layer."""
     model = models.build(args.arch, args.bit)
     if args.pretrained:
-        load_weights(model, args.pretrained)
+        load_weights(model, args.pretrained, models.arch_of_state)
     else:
         model.load_backbone(args.backbone)
     return model
@@ -296,7 +296,7 @@ def resume(args, model, optimizer, criterion, state, log):
     """Restore model, optimizer, memory bank and the recipe's counters from a
     checkpoint (``--resume`` alone: the newest in --output-dir)."""
     prefix = newest_checkpoint(args.output_dir, args.bit) if args.resume == "auto" else args.resume
-    load_weights(model, prefix)
+    load_weights(model, prefix, models.arch_of_state)
     saved = load_training_state(prefix, model, optimizer)
     written_by = recipes.checkpoint_recipe(saved)
     if written_by != args.recipe:
