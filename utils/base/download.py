@@ -39,7 +39,7 @@ CHECKSUMS_ENV = "HASHNET_CHECKSUMS"
 TIMEOUT = 30        # seconds without a byte before a transfer counts as cut
 ATTEMPTS = 3        # transfers per file in one run, each resuming the last
 CHUNK = 1 << 20
-CHECKSUM_KINDS = ("md5", "git-blob-sha1")
+CHECKSUM_KINDS = ("md5", "sha1", "git-blob-sha1")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,8 +97,8 @@ def checksum_overrides():
         if (not isinstance(checksum, str) or checksum.split(":", 1)[0] not in CHECKSUM_KINDS
                 or ":" not in checksum or not (size is None or type(size) is int and size >= 0)):
             raise UserError(f"{where}: the entry for {url} must be {{\"checksum\": "
-                            f"\"md5:<hex>\" or \"git-blob-sha1:<hex>\", \"size\": bytes "
-                            f"(optional)}}, got {json.dumps(entry)[:120]}")
+                            f"\"md5:<hex>\", \"sha1:<hex>\" or \"git-blob-sha1:<hex>\", "
+                            f"\"size\": bytes (optional)}}, got {json.dumps(entry)[:120]}")
     return table
 
 
