@@ -156,7 +156,8 @@ def backbone_job():
 
 def main(argv):
     p = argparse.ArgumentParser(prog="python -m scripts.get_data", description=__doc__.splitlines()[0])
-    p.add_argument("dataset", choices=sorted(DATASETS) + ["cifar10"])
+    p.add_argument("dataset", choices=sorted(DATASETS) + ["cifar10", "backbone"],
+                   help="backbone: only the ImageNet AlexNet weights (--backbone imagenet)")
     p.add_argument("--root", default=None,
                    help="where images go; list paths are relative to it (default datasets/<dataset>)")
     p.add_argument("--list-dir", "--list_dir", dest="list_dir", default=None,
@@ -166,6 +167,9 @@ def main(argv):
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     args = p.parse_args(argv)
     extra = [backbone_job()] if args.with_backbone else []
+    if args.dataset == "backbone":
+        run_downloads([backbone_job()])
+        return 0
     if args.dataset == "cifar10":
         run_downloads([cifar10_job()] + extra)
         return 0
