@@ -157,6 +157,7 @@ def test_lite_pipeline_all_steps_succeed(out_dir):
     multi = [s.replace("single", "multi") for s in steps]
     assert len(found) == len(steps) + len(multi), proc.stdout
     for (_, command), script in zip(found, steps + multi):
+        command = re.sub(r"^CUDA_VISIBLE_DEVICES=\S* ", "", command)  # the GPU step's device
         assert command.startswith(f"python {script} "), (script, command)
     assert "--nprocs 2" in found[len(steps)][1]
     assert "--batch-size 8 " in found[len(steps)][1]  # the config's 16, over 2 processes
