@@ -1,7 +1,9 @@
-"""Export HashNet for Paddle Inference, then check the export.
+"""Export HashNet for Paddle Inference (or ONNX), then check the export.
 
     python export_model.py --bit 64 --pretrained output/model_best_64 \\
         --img_size 224 --save-inference-dir output/inference
+    python export_model.py --bit 64 --pretrained output/model_best_64 \\
+        --img_size 224 --save-inference-dir output/onnx --format onnx
 
 ``utils/inference/export.py`` does the work: ``paddle.jit.save`` with input
 spec [None, 3, S, S] writes ``<save-inference-dir>/inference_{bit}.json`` +
@@ -9,7 +11,10 @@ spec [None, 3, S, S] writes ``<save-inference-dir>/inference_{bit}.json`` +
 into a temporary folder; they are loaded back with Paddle Inference and
 compared with the dygraph model on a batch, and only if the largest absolute
 difference of the hash-layer outputs is <= 1e-4 are they moved into place.
-Otherwise nothing is installed and the exit code is 1.
+Otherwise nothing is installed and the exit code is 1. ``--format onnx``
+converts that export with paddle2onnx and checks and installs
+``inference_{bit}.onnx`` the same way, run by onnxruntime (both optional:
+requirements-dev.txt).
 
 --pretrained defaults to output/model_best_<bit>, else output/weights_<bit>.
 """
@@ -28,7 +33,9 @@ from utils.base.io import ensure_writable_dir
 from utils.base.runtime import available_cores, set_num_threads
 from utils.config import BITS
 from utils.data.caffe_pipeline import PIPELINES, resolve_pipeline
-from utils.inference.export import TOLERANCE, ExportMismatch, export_checked
+from utils.inference.export import FORMATS, TOLERANCE, ExportMismatch, export_checked
+
+RUNTIME = {"paddle": "Paddle Inference", "onnx": "onnxruntime"}
 
 
 def build_parser():
@@ -52,6 +59,9 @@ def build_parser():
                               "caffenet); recorded in inference_<bit>.export.json")
     a("--check-batch", "--check_batch", dest="check_batch", type=int, default=4,
       valid=Range(low=1, high=256), help="images in the post-export check batch")
+    a("--format", choices=FORMATS, default="paddle",
+      help="paddle: inference_<bit>.json + .pdiparams; onnx: inference_<bit>.onnx "
+           "(paddle2onnx, checked on onnxruntime)")
     a("--num_threads", "--num-threads", dest="num_threads", type=int, default=available_cores(),
       valid=THREADS)
     a("--debug", action="store_true", help="show tracebacks for bad input")
@@ -73,11 +83,12 @@ def main(argv):
     verdict = "OK"
     try:
         diff, flips, files = export_checked(model, out_dir, args.img_size, info, args.check_batch,
-                                            args.num_threads, tolerance=TOLERANCE)
+                                            args.num_threads, tolerance=TOLERANCE,
+                                            fmt=args.format)
     except ExportMismatch as mismatch:
         diff, flips, _ = mismatch.args
         verdict = "FAILED"
-    print(f"export check {verdict}: Paddle Inference vs dygraph on a batch of "
+    print(f"export check {verdict}: {RUNTIME[args.format]} vs dygraph on a batch of "
           f"{args.check_batch} {args.img_size}px images: max abs diff {diff:.3g} "
           f"(tolerance {TOLERANCE:g} x max(1, max |z|)), {flips} of "
           f"{args.check_batch * args.bit} code bits differ")
@@ -85,8 +96,8 @@ def main(argv):
         print("error: the exported model does not reproduce the dygraph model; "
               "nothing was installed", file=sys.stderr)
         sys.exit(1)
-    print(f"inference model saved with prefix {os.path.join(out_dir, f'inference_{args.bit}')} "
-          f"(Paddle {paddle.__version__}):")
+    print(f"{args.format} inference model saved with prefix "
+          f"{os.path.join(out_dir, f'inference_{args.bit}')} (Paddle {paddle.__version__}):")
     for f in files:
         print(f"  {f}  ({os.path.getsize(f) / 2**20:.1f} MiB)")
 

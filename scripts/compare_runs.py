@@ -8,7 +8,10 @@ length, precision-recall curves and precision@top-N, overlaid.
 Each argument is a metrics.json written by an evaluation (beside its log, in
 ``<--log_path>/eval-<bit>-<time>/`` or ``train-<bit>-<time>/``), or such a
 directory. Writes precision_radius_vs_bits.png, pr_curves.png and
-precision_at_n.png in --out and prints a summary table.
+precision_at_n.png in --out and prints a summary table; when the runs'
+folders hold a history.jsonl (training writes one: utils/training/run_log.py),
+also learning_curves.png: the logged loss and every evaluation's mAP against
+the training step.
 """
 import argparse
 import json
@@ -16,6 +19,7 @@ import os
 from collections import Counter
 
 from utils.base.errors import UserError, run_cli
+from utils.training.run_log import HISTORY, read_history
 from utils.training.plots import (describe, finish_axes, new_figure, plot_pr_curve, plot_precision_at_n,
                          save_png)
 
@@ -56,6 +60,9 @@ def load_metrics(path):
         raise UserError(f"{file}: not a metrics.json (malformed curves: {err})") from None
     metrics.setdefault("bit", len(curve["radius"]) - 1)
     metrics["_source"] = file
+    run_dir = os.path.dirname(file)
+    if os.path.isfile(os.path.join(run_dir, HISTORY)):
+        metrics["_history"] = read_history(run_dir)
     return metrics
 
 
@@ -116,7 +123,27 @@ def compare(runs, out_dir, title=None):
     finish_axes(ax, "Number of top returned items N", "Precision@N",
                 f"{head}precision@N{suffix}", legend=True)
     paths.append(save_png(fig, os.path.join(out_dir, "precision_at_n.png")))
+    if any(m.get("_history") for m in runs):
+        paths.append(learning_curves(runs, labels, os.path.join(out_dir, "learning_curves.png"),
+                                     f"{head}training{suffix}"))
     return paths
+
+
+def learning_curves(runs, labels, path, title):
+    """Loss per logged step and mAP per evaluation, against the training step."""
+    fig = new_figure(width=11)
+    ax_loss, ax_map = fig.subplots(1, 2)
+    for m, label in zip(runs, labels):
+        history = m.get("_history") or []
+        steps = [r for r in history if r["kind"] == "step"]
+        evals = [r for r in history if r["kind"] == "eval"]
+        ax_loss.plot([r["step"] for r in steps], [r["loss"] for r in steps], label=label)
+        ax_map.plot([r["step"] for r in evals], [r["map"] for r in evals], marker="o", label=label)
+    finish_axes(ax_loss, "Training step", "Loss", "loss (logged steps)", legend=True)
+    ax_loss.autoscale(axis="y")   # a loss is not a 0..1 quantity
+    finish_axes(ax_map, "Training step", "mAP", "mAP per evaluation", legend=True)
+    fig.suptitle(title)
+    return save_png(fig, path)
 
 
 def summary(runs):

@@ -152,7 +152,8 @@ def backbone_job():
 
 def main(argv):
     p = argparse.ArgumentParser(prog="python -m scripts.get_data", description=__doc__.splitlines()[0])
-    p.add_argument("dataset", choices=sorted(DATASETS) + ["cifar10"])
+    p.add_argument("dataset", choices=sorted(DATASETS) + ["cifar10", "backbone"],
+                   help="backbone: only the ImageNet AlexNet weights (--backbone imagenet)")
     p.add_argument("--root", default=None,
                    help="where images go; list paths are relative to it (default datasets/<dataset>)")
     p.add_argument("--list-dir", "--list_dir", dest="list_dir", default=None,
@@ -163,6 +164,9 @@ def main(argv):
     args = p.parse_args(argv)
     check_mirror_settings()   # every destination and setting before any download
     extra = [backbone_job()] if args.with_backbone else []
+    if args.dataset == "backbone":
+        run_downloads([backbone_job()])
+        return 0
     if args.dataset == "cifar10":
         run_downloads([cifar10_job()] + extra)
         return 0

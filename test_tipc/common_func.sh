@@ -10,7 +10,7 @@
 #   null           --pretrained:null           (the flag is left out)
 # Lines starting with "##" or "===" separate blocks; blank lines are ignored.
 
-TIPC_MODES="lite_train_lite_infer whole_train_whole_infer"
+TIPC_MODES="lite_train_lite_infer whole_train_whole_infer whole_infer"
 
 func_parser_key() {    # "KEY:VALUE" -> KEY
     local line=$1
@@ -39,7 +39,8 @@ func_mode_value() {    # VALUE MODE -> the MODE entry of a per-mode value, else 
             return 0
         fi
     done
-    return 1
+    # whole_infer (export a given checkpoint, then infer) infers like whole_train_whole_infer
+    [[ $mode == whole_infer ]] && func_mode_value "$value" whole_train_whole_infer
 }
 
 func_set_params() {    # KEY VALUE -> "KEY VALUE", or nothing for a null/empty key or value
@@ -61,6 +62,31 @@ status_check() {       # STATUS COMMAND RESULTS_LOG: print and append the verdic
     mkdir -p "$(dirname "$results_log")"
     echo "$line" | tee -a "$results_log"
     return "$status"
+}
+
+# ---------------------------------------------------------------- the steps
+# run_step and skip_step append to $results_log; run_step counts failures in
+# $failures and prints tipc notes on stderr (the drivers set both).
+note() { echo "[tipc] $*" >&2; }
+
+run_step() {  # COMMAND LOG: run it, report it; returns its exit status
+    local command=$1 log=$2 status start=$SECONDS
+    bash -c "$command" > "$log" 2>&1
+    status=$?
+    status_check "$status" "$command > $log 2>&1" "$results_log"
+    note "  ($(basename "$log" .log): $((SECONDS - start))s)"
+    if [[ $status -ne 0 ]]; then
+        failures=$((failures + 1))
+        note "exit status $status; last lines of $log:"
+        tail -n 15 "$log" | sed 's/^/    /' >&2
+    fi
+    return "$status"
+}
+
+skip_step() {  # COMMAND LOG REASON: record a step not run
+    local line="Run skipped with command - $1 > $2 2>&1 ($3)"
+    mkdir -p "$(dirname "$results_log")"
+    echo "$line" | tee -a "$results_log"
 }
 
 # ---------------------------------------------------------------- the config
@@ -126,6 +152,15 @@ func_config_get() {    # KEY [BLOCK] -> its value; "null" when the key is absent
         echo "${CFG_VALUE[$i]}"
     else
         echo null
+    fi
+}
+
+func_config_set() {    # KEY BLOCK VALUE: set the value of KEY in BLOCK (appended if absent)
+    local key=$1 block=$2 value=$3 i
+    if i=$(func_config_index "$key" "$block"); then
+        CFG_VALUE[i]=$value
+    else
+        CFG_KEY+=("$key") CFG_VALUE+=("$value") CFG_BLOCK+=("$block")
     fi
 }
 

@@ -4,30 +4,38 @@
 #   bash test_tipc/prepare.sh CONFIG MODE                      # data first
 #   bash test_tipc/test_train_inference_python.sh CONFIG MODE
 #
-# MODE: lite_train_lite_infer (tiny demo set, minutes on a CPU) or
-# whole_train_whole_infer (the COCO recipe). For every gpu_list entry
-# (0 -> main_single_gpu.py, 0,1 -> main_multi_gpu.py --nprocs 2 at the config's
-# --batch-size split over the processes, e.g. 2 x 64 for 128; on a machine
-# with fewer GPUs than listed the entry runs on CPU processes) it trains,
-# evaluates the checkpoint, exports it and runs Paddle Inference once per
-# --use-gpu value (True only where Paddle sees a GPU).
+# MODE: lite_train_lite_infer (tiny data, minutes on a CPU),
+# whole_train_whole_infer (the COCO recipe) or whole_infer (export the
+# config's infer_model checkpoint with its infer_export command, then infer).
+# For every gpu_list entry (0 -> main_single_gpu.py, 0,1 -> main_multi_gpu.py
+# --nprocs 2 at the config's --batch-size split over the processes, e.g. 2 x 64
+# for 128; on a machine with fewer GPUs than listed the entry runs on CPU
+# processes) it trains, evaluates the checkpoint, exports it and runs Paddle
+# Inference once per --use-gpu value (True only where Paddle sees a GPU).
+#
+# Configs in the reference's (PaddleClas) format run as they are (README:
+# "the reference's configs"): commands without a leading "python" get the
+# config's python; an --output-dir / --save-inference-dir without {run_dir}
+# means the driver's own folder of the entry; eval and export get --pretrained
+# <checkpoint> when their block does not set it; --model-dir is the export's
+# folder; a train "use-gpu:True" entry needs a GPU and is skipped without one.
 #
 # stdout: one status line per step, also appended to
 # $TIPC_OUTPUT_DIR/<model_name>/results_python.log (default test_tipc/output):
 #   Run successfully with command - <command> > <step log> 2>&1
 #   Run failed with command - ...
-#   Run skipped with command - ... (needs a successful <step>)
+#   Run skipped with command - ... (needs a successful <step> | needs a GPU: ...)
 # Each step's own output goes to its log under <model_name>/<MODE>/gpus_<list>/;
 # a failed step's last lines are printed on stderr. A failure does not stop the
-# run: the steps that do not depend on it still run. Exit 0 when every step
-# succeeded, 1 otherwise, 2 for a bad command line or config.
+# run: the steps that do not depend on it still run. Exit 0 when no step
+# failed (steps skipped for want of a GPU are not failures), 1 otherwise, 2 for
+# a bad command line or config.
 set -uo pipefail
 
 # shellcheck source=test_tipc/common_func.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common_func.sh"
 func_load_config "$@" || exit 2
 
-note() { echo "[tipc] $*" >&2; }
 config_error() { echo "error: $CONFIG: $*" >&2; exit 2; }
 
 # ---------------------------------------------------------------- the config
@@ -42,25 +50,59 @@ for key in model_name python gpu_list trainer train_model_name eval norm_export 
     [[ $(func_config_get "$key") != null ]] || config_error "'$key' is missing or null"
 done
 # Format placeholders this project does not use must stay null.
-for key in Global.use_gpu Global.auto_cast infer_model infer_export; do
+for key in Global.use_gpu Global.auto_cast; do
     [[ $(func_config_get "$key" | tr -d '|' | sed 's/null//g') == "" ]] \
         || config_error "'$key' is not supported here; set it to null"
 done
 [[ $(func_config_get "$trainer") != null ]] || config_error "trainer '$trainer' has no command"
+train_use_gpu=$(func_config_get use-gpu "$train_block")   # per gpu_list entry (the reference's)
+eval_block=$(func_config_block eval)
+export_block=$(func_config_block norm_export)
 infer_block=$(func_config_block inference)
 use_gpu_values=$(func_config_get --use-gpu "$infer_block")
 [[ $use_gpu_values != null ]] || use_gpu_values=False
+func_config_set --use-gpu "$infer_block" null   # the driver adds it, one value per run
+
+# The reference's meanings (see the header): the driver's folders and the checkpoint.
+checkpoint_dir=$(func_config_get --output-dir "$train_block")
+[[ $checkpoint_dir != null ]] || config_error "'--output-dir' is missing in the train block"
+if [[ $checkpoint_dir != *'{run_dir}'* ]]; then
+    checkpoint_dir='{run_dir}'
+    func_config_set --output-dir "$train_block" "$checkpoint_dir"
+fi
+for block in "$eval_block" "$export_block"; do
+    case $(func_config_get --pretrained "$block") in
+        null|"") func_config_set --pretrained "$block" '{checkpoint}' ;;
+    esac
+done
+infer_dir=$(func_config_get --save-inference-dir "$export_block")
+if [[ $MODE == whole_infer ]]; then   # the reference: infer_model exported into this folder
+    case $infer_dir in null|"") infer_dir='{run_dir}/inference' ;; esac
+elif [[ $infer_dir != *'{run_dir}'* ]]; then
+    infer_dir='{run_dir}/inference'
+fi
+func_config_set --save-inference-dir "$export_block" "$infer_dir"
+func_config_set --model-dir "$infer_block" "$infer_dir"
+[[ $infer_img != null ]] || infer_img=$(func_config_get --img-path "$infer_block")
 
 train_flags=$(func_config_flags "$train_block")
 train_cmd=$(func_squeeze "$(func_config_get "$trainer") $train_flags \
 $(func_config_flags "$(func_config_block "$trainer")")")
-eval_cmd=$(func_squeeze "$(func_config_get eval) $train_flags \
-$(func_config_flags "$(func_config_block eval)")")
-export_cmd=$(func_squeeze "$(func_config_get norm_export) \
-$(func_config_flags "$(func_config_block norm_export)")")
+eval_cmd=$(func_squeeze "$(func_config_get eval) $train_flags $(func_config_flags "$eval_block")")
+export_cmd=$(func_squeeze "$(func_config_get norm_export) $(func_config_flags "$export_block")")
 infer_cmd=$(func_squeeze "$(func_config_get inference) $(func_config_flags "$infer_block")")
-checkpoint_dir=$(func_config_get --output-dir "$train_block")
-[[ $checkpoint_dir != null ]] || config_error "'--output-dir' is missing in the train block"
+if [[ $MODE == whole_infer ]]; then   # export infer_model (the reference: the line before infer_export)
+    infer_export=$(func_config_get infer_export)
+    infer_model=$(func_config_get infer_model)
+    if [[ $infer_model == null ]] && i=$(func_config_index infer_export) && (( i > 0 )); then
+        infer_model=${CFG_VALUE[i - 1]}
+    fi
+    [[ $infer_export != null ]] || config_error "whole_infer needs 'infer_export' (the export command)"
+    [[ -f ${infer_model%.pdparams}.pdparams ]] \
+        || config_error "whole_infer needs 'infer_model': a checkpoint (.pdparams) to export, not '$infer_model'"
+    func_config_set --pretrained "$export_block" "${infer_model%.pdparams}"
+    export_cmd=$(func_squeeze "$infer_export $(func_config_flags "$export_block")")
+fi
 
 output_root=${TIPC_OUTPUT_DIR:-test_tipc/output}/$model_name
 results_log=$output_root/results_python.log
@@ -81,38 +123,60 @@ failures=0
 command_for() {  # COMMAND ENV_PREFIX RUN_DIR -> the runnable command line
     local command=$1 env_prefix=$2 run_dir=$3 checkpoint
     checkpoint=${checkpoint_dir//\{run_dir\}/$run_dir}/$train_model_name
-    [[ $command == "python "* ]] && command="$python ${command#python }"
+    if [[ $command == "python "* ]]; then
+        command="$python ${command#python }"
+    else                               # the reference's "norm_train:main_single_gpu.py ..."
+        command="$python $command"
+    fi
     command=${command//\{run_dir\}/$run_dir}
     command=${command//\{checkpoint\}/$checkpoint}
     command=${command//\{infer_img\}/$infer_img}
     echo "${env_prefix:+$env_prefix }$command"
 }
 
-run_step() {  # COMMAND LOG: run it, report it; returns its exit status
-    local command=$1 log=$2 status start=$SECONDS
-    bash -c "$command" > "$log" 2>&1
-    status=$?
-    status_check "$status" "$command > $log 2>&1" "$results_log"
-    note "  ($(basename "$log" .log): $((SECONDS - start))s)"
-    if [[ $status -ne 0 ]]; then
-        failures=$((failures + 1))
-        note "exit status $status; last lines of $log:"
-        tail -n 15 "$log" | sed 's/^/    /' >&2
-    fi
-    return "$status"
+NO_GPU="needs a GPU: none visible to Paddle"
+
+infer_steps() {  # ENV_PREFIX RUN_DIR FIRST_ID WHY_NOT: inference once per --use-gpu value
+    # WHY_NOT: "" to run them, else the reason they are skipped
+    local env_prefix=$1 run_dir=$2 first_id=$3 why_not=$4 use_gpu infer_env infer log
+    for use_gpu in ${use_gpu_values//|/ }; do
+        infer_env=$env_prefix
+        if [[ ${use_gpu,,} == true ]]; then   # the entry's first GPU, else GPU 0
+            infer_env="CUDA_VISIBLE_DEVICES=$( (( first_id >= 0 && first_id < gpu_count )) \
+                && echo "$first_id" || echo 0)"
+        fi
+        infer="$(command_for "$infer_cmd" "$infer_env" "$run_dir") --use-gpu $use_gpu"
+        log=$run_dir/infer_use_gpu_$use_gpu.log
+        if [[ ${use_gpu,,} == true ]] && (( gpu_count == 0 )); then
+            skip_step "$infer" "$log" "$NO_GPU"
+        elif [[ -n $why_not ]]; then
+            skip_step "$infer" "$log" "$why_not"
+        else
+            run_step "$infer" "$log"
+        fi
+    done
 }
 
-skip_step() {  # COMMAND LOG NEEDED_STEP: record a step not run
-    local line="Run skipped with command - $1 > $2 2>&1 (needs a successful $3)"
-    echo "$line" | tee -a "$results_log"
-}
+if [[ $MODE == whole_infer ]]; then
+    run_dir=$output_root/$MODE
+    rm -rf "$run_dir" && mkdir -p "$run_dir"
+    note "whole_infer: exporting ${infer_model%.pdparams}, outputs in $run_dir"
+    run_step "$(command_for "$export_cmd" "" "$run_dir")" "$run_dir/export.log" \
+        && infer_steps "" "$run_dir" 0 "" || infer_steps "" "$run_dir" 0 "needs a successful export"
+fi
 
+use_gpu_of_entry=(${train_use_gpu//|/ })
+entry=0
 for gpu in ${gpu_list//|/ }; do
+    [[ $MODE == whole_infer ]] && break
     run_dir=$output_root/$MODE/gpus_${gpu//,/_}
     IFS=',' read -ra ids <<< "$gpu"
     nprocs=${#ids[@]}
-    if [[ $gpu == -1 ]]; then           # explicit CPU
-        nprocs=1 env_prefix="CUDA_VISIBLE_DEVICES=" device="CPU"
+    entry_use_gpu=${use_gpu_of_entry[entry]:-null}
+    entry=$((entry + 1))
+    if [[ $gpu == -1 || ${entry_use_gpu,,} == false ]]; then   # explicit CPU
+        env_prefix="CUDA_VISIBLE_DEVICES=" device="CPU"
+        [[ $gpu == -1 ]] && nprocs=1
     elif (( gpu_count >= nprocs )); then
         env_prefix="CUDA_VISIBLE_DEVICES=$gpu" device="GPU $gpu"
     else                                # fewer GPUs than listed: CPU processes
@@ -127,41 +191,33 @@ for gpu in ${gpu_list//|/ }; do
         evaluate="${evaluate/main_single_gpu.py/main_multi_gpu.py} --nprocs $nprocs"
         device="$device, $nprocs processes"
     fi
-    note "gpu_list entry '$gpu': $device, outputs in $run_dir"
     rm -rf "$run_dir" && mkdir -p "$run_dir"
 
     train=$(command_for "$train" "$env_prefix" "$run_dir")
     evaluate=$(command_for "$evaluate" "$env_prefix" "$run_dir")
     export_=$(command_for "$export_cmd" "$env_prefix" "$run_dir")
+    if [[ ${entry_use_gpu,,} == true ]] && (( gpu_count == 0 )); then
+        note "gpu_list entry '$gpu' (use-gpu True): $NO_GPU; its steps are skipped"
+        skip_step "$train" "$run_dir/train.log" "use-gpu True $NO_GPU"
+        skip_step "$evaluate" "$run_dir/eval.log" "use-gpu True $NO_GPU"
+        skip_step "$export_" "$run_dir/export.log" "use-gpu True $NO_GPU"
+        infer_steps "$env_prefix" "$run_dir" "${ids[0]}" "use-gpu True $NO_GPU"
+        continue
+    fi
+    note "gpu_list entry '$gpu': $device, outputs in $run_dir"
+    why_not="needs a successful export"
     if run_step "$train" "$run_dir/train.log"; then
         run_step "$evaluate" "$run_dir/eval.log"
-        run_step "$export_" "$run_dir/export.log"
-        exported=$?
+        run_step "$export_" "$run_dir/export.log" && why_not=""
     else
-        skip_step "$evaluate" "$run_dir/eval.log" train
-        skip_step "$export_" "$run_dir/export.log" train
-        exported=1
+        skip_step "$evaluate" "$run_dir/eval.log" "needs a successful train"
+        skip_step "$export_" "$run_dir/export.log" "needs a successful train"
     fi
-    for use_gpu in ${use_gpu_values//|/ }; do
-        infer_env=$env_prefix
-        if [[ ${use_gpu,,} == true ]]; then   # the entry's first GPU, else GPU 0
-            infer_env="CUDA_VISIBLE_DEVICES=$( (( ${ids[0]} >= 0 && ${ids[0]} < gpu_count )) \
-                && echo "${ids[0]}" || echo 0)"
-        fi
-        infer="$(command_for "$infer_cmd" "$infer_env" "$run_dir") --use-gpu $use_gpu"
-        log=$run_dir/infer_use_gpu_$use_gpu.log
-        if [[ ${use_gpu,,} == true ]] && (( gpu_count == 0 )); then
-            note "--use-gpu $use_gpu not run: no GPU visible to Paddle"
-        elif (( exported != 0 )); then
-            skip_step "$infer" "$log" export
-        else
-            run_step "$infer" "$log"
-        fi
-    done
+    infer_steps "$env_prefix" "$run_dir" "${ids[0]}" "$why_not"
 done
 
 if (( failures > 0 )); then
     note "$failures step(s) failed in ${SECONDS}s (see $results_log)"
     exit 1
 fi
-note "all steps succeeded in ${SECONDS}s"
+note "no step failed in ${SECONDS}s (results in $results_log)"

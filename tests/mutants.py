@@ -51,6 +51,16 @@ class Mutant:
 
 
 MUTANTS = [
+    Mutant("caffe_steps_not_recorded", "the Caffe recipe's step lines never reach history.jsonl / VisualDL",
+           "utils/training/caffe.py",
+           "                self.run_log.step(done, value, lr, criterion.beta, iter=done)\n",
+           "",
+           ("tests/test_run_log.py::test_a_tiny_run_leaves_visualdl_records",)),
+    Mutant("onnx_check_skipped", "the ONNX export is installed without its parity check",
+           "utils/inference/export.py",
+           "        if diff > tolerance:\n            raise ExportMismatch(diff, flips)\n",
+           "",
+           ("tests/test_onnx.py::test_failed_check_installs_nothing",)),
     Mutant("no_optimizer_step", "the engine never calls optimizer.step()",
            "utils/training/engine.py",
            "        loss.backward()\n        optimizer.step()\n",

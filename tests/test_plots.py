@@ -78,6 +78,23 @@ def test_compare_runs_writes_the_figures(tmp_path, capsys):
     assert "toy, 16 bits, epoch 3" in table and "toy, 64 bits, epoch 3" in table
 
 
+def test_compare_runs_draws_learning_curves_from_history(tmp_path):
+    """A run folder with history.jsonl (utils/training/run_log.py) adds learning_curves.png."""
+    from utils.training.run_log import RunLog
+    run = tmp_path / "run16"
+    atomic_write_json(metrics_for(16), str(run / "metrics.json"))
+    log = RunLog(str(run), use_visualdl=False)
+    for step in range(1, 7):
+        log.step(step, 1.5 / step, 0.01, 1.0, epoch=(step + 2) // 3)
+        if step % 3 == 0:
+            log.evaluation(step, metrics_for(16), "epoch", step // 3)
+    log.close()
+    out = tmp_path / "cmp"
+    assert main([str(run), "--out", str(out)]) == 0
+    assert "learning_curves.png" in os.listdir(out)
+    assert_png(out / "learning_curves.png")
+
+
 def test_compare_runs_labels_repeated_settings(tmp_path):
     runs = []
     for name in ("a", "b"):

@@ -17,6 +17,7 @@ from utils.config import RECIPE_SEEDS
 
 CONFIG = "test_tipc/configs/hashnet_{bit}/train_infer_python.txt"
 LITE = "lite_train_lite_infer"
+NO_GPU = "needs a GPU: none visible to Paddle"
 STATUS = re.compile(r"^Run (successfully|failed|skipped) with command - (.*)$")
 
 
@@ -147,14 +148,17 @@ def test_lite_pipeline_all_steps_succeed(out_dir):
     proc, found = run_edited_config(out_dir, ("--epoch:.*", "--epoch:lite_train_lite_infer=1|"
                                                             "whole_train_whole_infer=150"))
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert {verdict for verdict, _ in found} == {"successfully"}, proc.stdout
-    # per gpu_list entry (0, 0,1): train, eval, export, then infer on CPU (+ GPU if any)
+    # --use-gpu True without a GPU is reported as skipped, with the reason
+    assert {verdict for verdict, _ in found} == {"successfully", "skipped"} - (
+        {"skipped"} if gpus() else set()), proc.stdout
+    assert all(c.endswith(f"({NO_GPU})") for v, c in found if v == "skipped"), proc.stdout
+    # per gpu_list entry (0, 0,1): train, eval, export, then infer on CPU and GPU
     infer = "deploy/inference_python/infer.py"
-    steps = ["main_single_gpu.py", "main_single_gpu.py --eval", "export_model.py", infer]
-    steps += [infer] * (gpus() > 0)
+    steps = ["main_single_gpu.py", "main_single_gpu.py --eval", "export_model.py", infer, infer]
     multi = [s.replace("single", "multi") for s in steps]
     assert len(found) == len(steps) + len(multi), proc.stdout
     for (_, command), script in zip(found, steps + multi):
+        command = re.sub(r"^CUDA_VISIBLE_DEVICES=\S* ", "", command)  # the GPU step's device
         assert command.startswith(f"python {script} "), (script, command)
     assert "--nprocs 2" in found[len(steps)][1]
     assert "--batch-size 8 " in found[len(steps)][1]  # the config's 16, over 2 processes
@@ -176,7 +180,7 @@ def test_broken_export_is_reported_and_fails(out_dir):
                                     ("norm_export:.*", "norm_export:python export_model.py --no-such-flag"))
     assert proc.returncode == 1, proc.stderr[-3000:]
     verdicts = [verdict for verdict, _ in found]
-    skipped = ["skipped"] * (1 + (gpus() > 0))  # infer per --use-gpu value run here
+    skipped = ["skipped"] * 2  # infer per --use-gpu value
     assert verdicts == ["successfully", "successfully", "failed", *skipped], proc.stdout
     assert "--no-such-flag" in found[2][1]
     assert "unrecognized arguments: --no-such-flag" in proc.stderr  # the log's tail is shown
@@ -189,7 +193,7 @@ def test_broken_training_skips_its_steps_and_continues(out_dir):
     proc, found = run_edited_config(
         out_dir, ("norm_train:.*", "norm_train:python main_single_gpu.py --no-such-flag"))
     assert proc.returncode == 1, proc.stderr[-3000:]
-    entry = ["failed", "skipped", "skipped"] + ["skipped"] * (1 + (gpus() > 0))
+    entry = ["failed", "skipped", "skipped"] + ["skipped"] * 2
     assert [verdict for verdict, _ in found] == entry * 2, proc.stdout
     assert "main_multi_gpu.py --no-such-flag" in found[len(entry)][1]
     assert "2 step(s) failed" in proc.stderr

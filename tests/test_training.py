@@ -49,7 +49,7 @@ def recording_resume(args, model, optimizer, criterion, state, log):
     seen["state"] = {k: state[k] for k in ("epoch", "best_map", "best_epoch", "history")}
 
 
-def recording_train(model, criterion, optimizer, loader, args, log, progress):
+def recording_train(model, criterion, optimizer, loader, args, log, progress, *run_log):
     if not seen["epochs"]:
         arrays["U"], arrays["Y"] = criterion.U.numpy(), criterion.Y.numpy()
         for key, value in model.state_dict().items():
@@ -60,7 +60,7 @@ def recording_train(model, criterion, optimizer, loader, args, log, progress):
         for i, value in enumerate(sorted(velocity, key=np.size)):
             arrays[f"velocity{i}"] = value
     seen["epochs"].append(progress.epoch)
-    out = original_train(model, criterion, optimizer, loader, args, log, progress)
+    out = original_train(model, criterion, optimizer, loader, args, log, progress, *run_log)
     seen["beta"], seen["lr"] = criterion.beta, optimizer.get_lr()
     return out
 

@@ -121,6 +121,9 @@ def build_parser(batch_size=128):
       help="decode each list's images once into DIR (uint8 after the deterministic resize / "
            "centre crop) and read them from there: the same tensors at ~10x the rate "
            "(README: Image cache); off by default")
+    a("--no_visualdl", "--no-visualdl", dest="no_visualdl", action="store_true",
+      help="no VisualDL scalars in <log dir>/vdl (written when visualdl is installed); "
+           "history.jsonl is written anyway")
     a("--debug", action="store_true", help="show tracebacks for bad input")
     a("--arch", default="alexnet", choices=models.ARCHS,
       help="the backbone (models/registry.py); the hash layer sits on its last feature")

@@ -11,6 +11,9 @@ dygraph model; --index chooses the search index as in predict.py. Its database c
 in --save-path, fingerprinted by the model files' sha256; when it is
 (re)built the database is encoded in batches of --db-batch-size.
 
+--use-onnx True runs ``inference_<bit>.onnx`` (export_model.py --format onnx)
+with onnxruntime on the CPU instead (pip install onnxruntime).
+
 --use-gpu True|False (the reference's style; a bare --use-gpu means True;
 default: GPU when this Paddle has CUDA and a device). --warmup N runs the
 predictor N times on a batch of --batch-size before anything is timed.
@@ -34,14 +37,14 @@ from deploy.cli import (BATCH, AT_LEAST_0, AT_LEAST_1, add, add_retrieval_args, 
                         query_pipeline_of, str2bool)
 from deploy.database import (database_code_cache, database_index, database_loader,  # noqa: E402
                              database_search_index, database_tail, open_database)
-from utils.inference.predictor import (InferenceModel, read_export_info,  # noqa: E402
-                                       resolve_use_gpu)
+from utils.inference.export import load_exported  # noqa: E402
+from utils.inference.predictor import read_export_info, resolve_use_gpu  # noqa: E402
 from deploy.report import write_retrieval_report  # noqa: E402
 from deploy.search import search_database  # noqa: E402
 from models.hashnet import sign_codes  # noqa: E402
 from utils.datasets import load_query_image  # noqa: E402
 from utils.inference.encoder import encode_batches  # noqa: E402
-from utils.base.errors import run_cli  # noqa: E402
+from utils.base.errors import UserError, run_cli  # noqa: E402
 
 
 def build_parser():
@@ -54,6 +57,8 @@ def build_parser():
       help="folder of inference_<bit>.json|.pdmodel + .pdiparams (export_model.py)")
     a("--use-gpu", "--use_gpu", dest="use_gpu", nargs="?", const=True, default=None, type=str2bool,
       help="True|False (default: GPU if available)")
+    a("--use-onnx", "--use_onnx", dest="use_onnx", nargs="?", const=True, default=False,
+      type=str2bool, help="True: run inference_<bit>.onnx with onnxruntime (CPU)")
     a("--batch-size", "--batch_size", dest="batch_size", type=int, default=1, valid=BATCH,
       help="query batch of --warmup and --benchmark")
     a("--db-batch-size", "--db_batch_size", dest="db_batch_size", type=int, default=64,
@@ -110,15 +115,18 @@ def benchmark(args, model, packed, index, n_db):
 
 def main(argv):
     args = parse_retrieval_args(build_parser(), argv)
-    use_gpu = resolve_use_gpu(args.use_gpu)
-    model = InferenceModel(args.model_dir, args.bit, use_gpu, args.num_threads)
+    if args.use_onnx and args.use_gpu:
+        raise UserError("--use-onnx runs onnxruntime on the CPU: pass --use-gpu False")
+    use_gpu = False if args.use_onnx else resolve_use_gpu(args.use_gpu)
+    fmt, tag = ("onnx", "_onnx") if args.use_onnx else ("paddle", "_inference")
+    model = load_exported(args.model_dir, args.bit, fmt, use_gpu, args.num_threads)
     fit_arch_to_model(args, read_export_info(args.model_dir, args.bit), model.files[0])
     fit_sizes_to_model(args, model.image_size, model.files[0])
     args.pipeline = query_pipeline_of(args)
     db = open_database(args)
     load_query_image(args.img, args.resize_size, args.crop_size,  # an unreadable query fails now
                      upright=not args.ignore_exif_orientation, pipeline=args.pipeline)
-    print(f"model: {model.files[0]} + {os.path.basename(model.files[1])} on "
+    print(f"model: {' + '.join(model.files)} on {'onnxruntime, ' if args.use_onnx else ''}"
           f"{'GPU' if use_gpu else f'CPU ({args.num_threads} threads)'}")
     for _ in range(args.warmup):
         model.run(np.zeros((args.batch_size, 3, args.crop_size, args.crop_size), np.float32))
@@ -129,10 +137,9 @@ def main(argv):
                                           "encoding database")
         return codes, labels
 
-    cache = database_code_cache(args, model.files, tag="_inference",
-                                device="gpu" if use_gpu else "cpu")
+    cache = database_code_cache(args, model.files, tag=tag, device="gpu" if use_gpu else "cpu")
     packed, labels, source = cache.get(build, len(db), args.rebuild_cache, (db.paths, db.labels))
-    index = database_search_index(args, cache, packed, tag="_inference")
+    index = database_search_index(args, cache, packed, tag=tag)
     indices, distances = query_pipeline(args, model, packed, index, 1, Timer(),
                                         database_index(args.img, db))
     extra = {"model_files": list(model.files), "index": index.spec}
@@ -140,7 +147,7 @@ def main(argv):
         extra["benchmark"] = benchmark(args, model, packed, index, len(db))
     return write_retrieval_report(args, db, indices[0], distances[0],
                                   db.labels if labels is None else labels, source,
-                                  tag="_inference", extra=extra)
+                                  tag=tag, extra=extra)
 
 
 if __name__ == "__main__":

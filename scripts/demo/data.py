@@ -2,6 +2,8 @@
 
     python -m scripts.demo.data                  # datasets/demo + data/demo lists
     python -m scripts.demo.data --preset tiny    # the small set CI and TIPC use
+    python -m scripts.demo.data --preset coco_lite --layout coco \
+        --image-dir datasets/coco_lite --list-dir data/coco_lite   # the reference's TIPC layout
 
 Each image shows 1-3 objects on a noisy, smoothly shaded background. There
 are 10 classes, ten hues 36 degrees apart; each object is a disc, square or
@@ -32,7 +34,12 @@ CLASSES = [tuple(int(255 * v) for v in colorsys.hsv_to_rgb(h / 10, 0.85, 0.9)) f
 PRESETS = {  # name -> (train, test, extra database images, image size)
     "default": (1000, 200, 1000, 80),
     "tiny": (128, 32, 96, 72),
+    "coco_lite": (20, 4, 12, 96),  # the reference's TIPC set is 9 train, 4 query, 13 database
 }
+# --layout coco: COCO 2014 file names (training images in train2014/, queries
+# and database in val2014/) and 80 labels, of which the first 10 are the
+# colour classes: what a config written for --dataset coco / coco_lite reads.
+COCO_LABELS = 80
 
 
 def draw_object(draw, shape, colour, box):
@@ -70,17 +77,25 @@ def make_image(rng, size):
 
 
 
-def generate(image_dir, list_dir, n_train, n_test, n_extra, size, seed=0):
+def image_name(i, training, layout):
+    if layout == "coco":
+        folder = "train2014" if training else "val2014"
+        return f"{folder}/COCO_{folder}_{i:012d}.jpg"
+    return f"images/{i:06d}.jpg"
+
+
+def generate(image_dir, list_dir, n_train, n_test, n_extra, size, seed=0, layout="demo"):
     """Write images and train/test/database lists; returns the counts."""
     total = n_train + n_test + n_extra
-    os.makedirs(os.path.join(image_dir, "images"), exist_ok=True)
+    n_labels = COCO_LABELS if layout == "coco" else len(CLASSES)
     names, labels = [], []
     for i in range(total):
         img, classes = make_image(np.random.default_rng([seed, i]), size)
-        name = f"images/{i:06d}.jpg"
+        name = image_name(i, i < n_train, layout)
+        os.makedirs(os.path.dirname(os.path.join(image_dir, name)), exist_ok=True)
         atomic_write(os.path.join(image_dir, name), lambda tmp: img.save(tmp, "JPEG", quality=90))
         names.append(name)
-        labels.append(np.bincount(classes, minlength=len(CLASSES)))
+        labels.append(np.bincount(classes, minlength=n_labels))
     train = slice(0, n_train)
     test = slice(n_train, n_train + n_test)
     database = slice(n_train, total)  # every non-training image, queries included
@@ -104,6 +119,8 @@ def main(argv):
     a("--size", type=int, valid=Range(low=16, high=MAX_SIDE),
       help="image side in px (default: preset)")
     a("--seed", type=int, default=0, valid=SEED)
+    a("--layout", choices=("demo", "coco"), default="demo",
+      help="demo: images/NNNNNN.jpg, 10 labels; coco: train2014/ + val2014/ COCO names, 80 labels")
     a("--debug", action="store_true")
     args = check_ranges(p, p.parse_args(argv))
     n_train, n_test, n_extra, size = PRESETS[args.preset]
@@ -111,7 +128,8 @@ def main(argv):
                                       zip((args.train, args.test, args.extra, args.size),
                                           (n_train, n_test, n_extra, size)))
     start = time.time()
-    counts = generate(args.image_dir, args.list_dir, n_train, n_test, n_extra, size, args.seed)
+    counts = generate(args.image_dir, args.list_dir, n_train, n_test, n_extra, size, args.seed,
+                      args.layout)
     print(f"demo data: {counts} images of {size}px in {args.image_dir}, lists in "
           f"{args.list_dir} ({time.time() - start:.1f}s)")
 

@@ -8,7 +8,9 @@ current weights into a temporary folder) and the GPU check.
 ``export_checked`` writes into a temporary folder beside the destination,
 loads the files back with Paddle Inference, compares them with the dygraph
 model on a batch, and installs them only if the largest difference of the
-hash-layer outputs is within the tolerance.
+hash-layer outputs is within the tolerance. ``fmt="onnx"`` converts that
+export with paddle2onnx (utils/inference/onnx_model.py) and checks and
+installs ``inference_{bit}.onnx`` (run with onnxruntime) instead.
 """
 import os
 import shutil
@@ -21,6 +23,7 @@ from models.hashnet import sign_codes
 from utils.base.io import (atomic_write_json, check_not_cut_short, disk_full_is_user_error,
                            fsync_dir, fsync_file, make_temp_dir, remove_leftovers)
 from utils.datasets import normalize
+from utils.inference.onnx_model import OnnxModel, convert_to_onnx, onnx_path
 from utils.inference.predictor import (MODEL_SUFFIXES, InferenceModel, export_info_path,
                                        write_export_manifest)
 
@@ -55,10 +58,21 @@ def dygraph_outputs(model, x):
         return model(paddle.to_tensor(x)).numpy()
 
 
-def compare_with_dygraph(model_dir, bit, x, z_dygraph, use_gpu=False, num_threads=1):
+FORMATS = ("paddle", "onnx")
+
+
+def load_exported(model_dir, bit, fmt="paddle", use_gpu=False, num_threads=1):
+    """The exported model of ``fmt`` in ``model_dir``, ready to ``run``."""
+    if fmt == "onnx":
+        return OnnxModel(model_dir, bit, num_threads=num_threads)
+    return InferenceModel(model_dir, bit, use_gpu=use_gpu, num_threads=num_threads)
+
+
+def compare_with_dygraph(model_dir, bit, x, z_dygraph, use_gpu=False, num_threads=1,
+                         fmt="paddle"):
     """The exported model in ``model_dir`` vs the dygraph outputs
     ``z_dygraph`` of batch ``x``: (max abs diff, number of differing code bits)."""
-    z_saved = InferenceModel(model_dir, bit, use_gpu=use_gpu, num_threads=num_threads).run(x)
+    z_saved = load_exported(model_dir, bit, fmt, use_gpu, num_threads).run(x)
     diff = float(np.abs(z_dygraph - z_saved).max())
     flips = int((sign_codes(z_dygraph) != sign_codes(z_saved)).sum())
     return diff, flips
@@ -77,7 +91,8 @@ def install(tmp_dir, out_dir, bit):
     os.makedirs(out_dir, exist_ok=True)
     manifest = os.path.basename(write_export_manifest(tmp_dir, bit))
     written = sorted(os.listdir(tmp_dir), key=lambda name: name != manifest)  # manifest first
-    for suffix in MODEL_SUFFIXES:
+    paddle_program = any(name.endswith(MODEL_SUFFIXES) for name in written)
+    for suffix in MODEL_SUFFIXES if paddle_program else ():
         stale = os.path.join(out_dir, f"inference_{bit}{suffix}")
         if f"inference_{bit}{suffix}" not in written and os.path.isfile(stale):
             os.remove(stale)
@@ -92,8 +107,17 @@ class ExportMismatch(Exception):
     """The exported model does not reproduce the dygraph model."""
 
 
+def to_onnx(model_dir, bit):
+    """Replace the Paddle export in ``model_dir`` by its ONNX conversion."""
+    prefix = os.path.join(model_dir, f"inference_{bit}")
+    program = next(prefix + s for s in MODEL_SUFFIXES if os.path.isfile(prefix + s))
+    convert_to_onnx(program, prefix + ".pdiparams", onnx_path(model_dir, bit))
+    for name in (program, prefix + ".pdiparams"):
+        os.remove(name)
+
+
 def export_checked(model, out_dir, image_size, info, batch=4, num_threads=1,
-                   tolerance=TOLERANCE):
+                   tolerance=TOLERANCE, fmt="paddle"):
     """Export ``model`` for [N, 3, image_size, image_size] inputs into
     ``out_dir`` after checking it: returns (max abs diff, differing code bits,
     installed files); ExportMismatch(diff, flips, allowed) (nothing installed)
@@ -111,8 +135,12 @@ def export_checked(model, out_dir, image_size, info, batch=4, num_threads=1,
             save_inference_model(model, tmp_dir, image_size)
         check_not_cut_short(os.path.join(tmp_dir, params), parameter_bytes(model),
                             os.path.join(out_dir, params))
-        atomic_write_json(dict(info, bit=bit, img_size=image_size), export_info_path(tmp_dir, bit))
-        diff, flips = compare_with_dygraph(tmp_dir, bit, x, z_dygraph, num_threads=num_threads)
+        atomic_write_json(dict(info, bit=bit, img_size=image_size, format=fmt),
+                          export_info_path(tmp_dir, bit))
+        if fmt == "onnx":
+            to_onnx(tmp_dir, bit)
+        diff, flips = compare_with_dygraph(tmp_dir, bit, x, z_dygraph, num_threads=num_threads,
+                                           fmt=fmt)
         allowed = allowed_difference(z_dygraph, tolerance)
         if diff > allowed:
             raise ExportMismatch(diff, flips, allowed)

@@ -164,9 +164,13 @@ class CaffeRecipe(Recipe):
             if done % args.debug_steps == 0 or done == args.max_iter:
                 log.info(f"Iter[{done:05d}/{args.max_iter:05d}], lr:{lr:.9f}, "
                          f"scale:{criterion.beta:.3f}, Loss: {value:.4f}")
+                self.run_log.step(done, value, lr, criterion.beta, iter=done)
             if stop_agreed(done):
                 break
         return state["iter"] == end
+
+    def global_step(self, done, loader):
+        return done   # iterations are the steps
 
     def close_period(self, state, end, criterion, loader, log):
         """An evaluation's record holds the mean loss since the previous one."""

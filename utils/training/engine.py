@@ -33,6 +33,7 @@ from utils.base.flags import check_sizes
 from utils.data.images import set_max_pixels
 from utils.base.io import atomic_write_json, ensure_writable_dir
 from utils.training.plots import save_evaluation_plots, save_training_plot
+from utils.training.run_log import RunLog
 from utils.base.run_lock import output_dir_lock
 from utils.base.runtime import (new_run_dir, set_deterministic, set_num_threads, set_seed,
                            setup_logger, threads_per_process)
@@ -234,6 +235,15 @@ def run_train(args):
     recipe = recipes.build(args)
     ensure_writable_dir(args.output_dir, "--output-dir")
     log, log_dir = start_log(args, "train")
+    recipe.run_log = RunLog(log_dir if dist.is_main_process() else None, not args.no_visualdl)
+    log.info(recipe.run_log.note)
+    try:
+        return train_periods(args, recipe, log, log_dir)
+    finally:
+        recipe.run_log.close()
+
+
+def train_periods(args, recipe, log, log_dir):
     loaders = make_loaders(args, SPLITS)
     model = build_model(args)
     train_model = dist.wrap_model(model)
@@ -279,6 +289,7 @@ def evaluate_and_keep_best(args, recipe, model, loaders, training, state, record
     done = state[recipe.unit]
     metrics = evaluate(model, loaders["test"], loaders["database"], args)
     record["map"] = metrics["map"]
+    recipe.run_log.evaluation(recipe.global_step(done, loaders["train"]), metrics, recipe.unit, done)
     best = f"best_{recipe.unit}"
     if metrics["map"] > state["best_map"]:
         state.update({"best_map": metrics["map"], best: done})

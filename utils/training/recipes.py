@@ -21,6 +21,7 @@ what differs between training schemes, as a class registered here:
 utils/training/__init__.py imports every recipe module, one line each, so a
 new recipe is one file plus that line.
 """
+from utils.training.run_log import RunLog
 
 RECIPES = {}   # name -> Recipe subclass; argparse takes --recipe's choices from it
 
@@ -55,3 +56,8 @@ class Recipe:
 
     def __init__(self, args):
         self.args = args
+        self.run_log = RunLog()   # the engine gives the run's (utils/training/run_log.py)
+
+    def global_step(self, done, loader):
+        """Training steps over the run after ``done`` periods' units (epochs here)."""
+        return done * len(loader)

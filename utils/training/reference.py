@@ -17,6 +17,7 @@ from utils.loss import HashNetLoss
 from utils.lr_scheduler import base_lr, build_optimizer, continuation_beta, step_lr
 from utils.training.engine import restore_rng, seed_epoch, stop_agreed, train_step
 from utils.training.recipes import Recipe, register
+from utils.training.run_log import RunLog
 
 
 def epoch_lr(args, epoch):
@@ -31,10 +32,11 @@ class EpochProgress:
     loss_sum: float = 0.0
 
 
-def train_one_epoch(model, criterion, optimizer, loader, args, log, epoch_progress):
+def train_one_epoch(model, criterion, optimizer, loader, args, log, epoch_progress,
+                    run_log=RunLog()):
     """Train one epoch from ``epoch_progress.step`` on (0, or where an interrupted
     run stopped); returns ``epoch_progress``, short of the last step if a stop
-    signal came."""
+    signal came. Each logged step also goes to ``run_log``."""
     epoch = epoch_progress.epoch
     model.train()
     set_epoch(loader, epoch, skip=epoch_progress.step)
@@ -56,6 +58,8 @@ def train_one_epoch(model, criterion, optimizer, loader, args, log, epoch_progre
         if epoch_progress.step % args.debug_steps == 0 or epoch_progress.step == steps:
             log.info(f"Epoch[{epoch:03d}/{args.epoch:03d}], "
                      f"Step[{epoch_progress.step:04d}/{steps:04d}], Loss: {value:.4f}")
+            run_log.step((epoch - 1) * steps + epoch_progress.step, value, optimizer.get_lr(),
+                         criterion.beta, epoch=epoch)
         if stop_agreed((epoch - 1) * steps + epoch_progress.step):
             break
     return epoch_progress
@@ -83,7 +87,7 @@ class ReferenceRecipe(Recipe):
     def train_period(self, model, criterion, optimizer, loader, log, state, epoch):
         # A run resumed mid-epoch holds that epoch's progress in state["partial"].
         progress = state.setdefault("partial", EpochProgress(epoch))
-        train_one_epoch(model, criterion, optimizer, loader, self.args, log, progress)
+        train_one_epoch(model, criterion, optimizer, loader, self.args, log, progress, self.run_log)
         return progress.step == len(loader)
 
     def close_period(self, state, epoch, criterion, loader, log):

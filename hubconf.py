@@ -1,0 +1,28 @@
+"""paddle.hub entry points (paddle.hub looks for ``hubconf.py`` at the repo root).
+
+    import paddle
+    paddle.hub.list("path/to/this/repo", source="local")        # ['hashnet']
+    model = paddle.hub.load("path/to/this/repo", "hashnet", source="local",
+                            bit=64, pretrained="output/model_best_64")
+    z = model(x)    # x: [N, 3, 224, 224] normalised like utils.datasets.normalize;
+                    # z: [N, bit] in (-1, 1), sign(z) is the hash code
+
+paddle.hub lists every public callable of this module as an entry point, so
+the imports below live inside the function or under private names.
+"""
+dependencies = ["paddle", "numpy", "PIL"]
+
+
+def hashnet(bit=64, pretrained=None, arch="alexnet"):
+    """HashNet with a ``bit``-bit hash layer on the ``arch`` backbone, in eval
+    mode. ``pretrained``: a checkpoint path (with or without .pdparams, as
+    written by main_single_gpu.py or the reference's released weights_<bit>);
+    None returns the untrained network (random init, for fine-tuning elsewhere)."""
+    import models
+    from models.hashnet import load_hashnet
+    if pretrained is None:
+        model = models.build(arch, bit)
+        model.eval()
+        return model
+    model, _ = load_hashnet(bit, pretrained, arch=arch)
+    return model
