@@ -124,7 +124,8 @@ def test_query_image_is_checked_after_resize(tmp_path, limit_5000):
     assert "resized to 72x7200 = 518,400 pixels" in user_error(load_query_image, path, 72, 64)
 
 
-def test_skip_bad_images_skips_a_strip(tmp_path, limit_5000, caplog):
+def test_skip_bad_images_skips_a_strip(tmp_path, limit_5000, caplog, monkeypatch):
+    monkeypatch.setattr(logging.getLogger("hashnet"), "propagate", True)  # a run's logger may not
     folder = tmp_path / "images"
     folder.mkdir()
     strip(folder, 100, "strip.png")
@@ -162,7 +163,8 @@ def test_extra_label_columns_are_not_called_a_space(tmp_path):
     assert "4 labels, expected 3" in message and "space" not in message
 
 
-def test_all_zero_label_rows_are_counted_and_warned(tmp_path, caplog):
+def test_all_zero_label_rows_are_counted_and_warned(tmp_path, caplog, monkeypatch):
+    monkeypatch.setattr(logging.getLogger("hashnet"), "propagate", True)  # a run's logger may not
     (tmp_path / "l.txt").write_text("a.jpg 0 1\nb.jpg 0 0\nc.jpg 1 0\nd.jpg 0 0\n")
     with caplog.at_level(logging.WARNING, logger="hashnet"):
         parse_list(str(tmp_path / "l.txt"), 2)

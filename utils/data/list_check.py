@@ -143,7 +143,7 @@ def image_problem(path, decode):
             open_rgb(path)
         else:
             with Image.open(path) as img:   # the header: format and size
-                check_pixels(path, img)
+                check_pixels(path, *img.size)
     except UserError as err:
         return "image unreadable", str(err)
     except Exception as err:   # Pillow: not an image it knows

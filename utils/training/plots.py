@@ -2,16 +2,16 @@
 display, no pyplot state) and written atomically as PNG."""
 import os
 
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
-
 from utils.base.io import atomic_write
 
 DPI = 120
 
 
 def new_figure(width=6.4, height=4.8):
+    # matplotlib is imported only when a figure is drawn: importing it builds a
+    # font cache in $HOME, which tools that draw nothing (get_data) must not touch.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
     fig = Figure(figsize=(width, height), layout="constrained")
     FigureCanvasAgg(fig)
     return fig
@@ -126,6 +126,7 @@ def save_training_plot(history, path, title=None, unit="epoch"):
     lines = ax.plot(epochs, losses, color="tab:blue", marker="." if len(epochs) < 40 else None,
                     label="train loss")
     ax.set_xlabel(word.capitalize())
+    from matplotlib.ticker import MaxNLocator
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("Train loss", color="tab:blue")
     ax.grid(True, alpha=0.3)
