@@ -93,6 +93,10 @@ skip_step() {  # COMMAND LOG REASON: record a step not run
 # func_load_config CONFIG MODE (the scripts' two arguments): checks them, makes
 # the repo root the working directory and reads the config (func_read_config).
 # Sets CONFIG (absolute path) and MODE; returns 2 with a message on bad input.
+config_error() {  # MESSAGE: one error line naming the config, exit 2
+    echo "error: $CONFIG: $*" >&2; exit 2
+}
+
 func_load_config() {
     if [[ $# -ne 2 ]]; then
         echo "usage: bash $0 CONFIG MODE   (MODE: ${TIPC_MODES// / | })" >&2

@@ -22,8 +22,6 @@ set -uo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common_func.sh"
 func_load_config "$@" || exit 2
 
-config_error() { echo "error: $CONFIG: $*" >&2; exit 2; }
-
 model_name=$(func_config_get model_name)
 python=$(func_config_get python)
 for key in model_name python 2onnx inference; do

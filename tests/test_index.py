@@ -71,17 +71,22 @@ def true_distances(db, queries, ids):
     return np.array([[(bits_db[i] != bits_q[r]).sum() for i in row] for r, row in enumerate(ids)])
 
 
+def assert_index_equals_the_scan(spec, db, queries, k, directory):
+    """``spec`` built over ``db`` answers ``queries`` item by item as the scan does."""
+    index = build_index(spec, db, 64, directory)
+    try:
+        ids, dist = index.search(queries, k)
+    finally:
+        index.close()
+    expected_ids, expected_dist = hamming_topk(queries, db, k)
+    np.testing.assert_array_equal(ids, expected_ids)
+    np.testing.assert_array_equal(dist, expected_dist)
+
+
 @pytest.mark.parametrize("spec", EXACT_SPECS)
 def test_exact_backends_equal_the_scan_item_by_item(data, spec, tmp_path):
     db, queries = data
-    index = build_index(spec, db, 64, spec_dir(tmp_path, spec))
-    try:
-        ids, dist = index.search(queries, 50)
-    finally:
-        index.close()
-    expected_ids, expected_dist = hamming_topk(queries, db, 50)
-    np.testing.assert_array_equal(ids, expected_ids)
-    np.testing.assert_array_equal(dist, expected_dist)
+    assert_index_equals_the_scan(spec, db, queries, 50, spec_dir(tmp_path, spec))
 
 
 @needs_milvus
@@ -91,14 +96,7 @@ def test_milvus_completes_a_tie_larger_than_its_top_k_bound(tmp_path):
     db = clustered_codes(18000, flip=0.2)
     db[500:17500] = db[0]
     queries = np.stack([db[0], db[0] ^ np.uint8(1), db[17600]])
-    index = build_index("milvus:bin_flat", db, 64, str(tmp_path / "m"))
-    try:
-        ids, dist = index.search(queries, 30)
-    finally:
-        index.close()
-    expected_ids, expected_dist = hamming_topk(queries, db, 30)
-    np.testing.assert_array_equal(ids, expected_ids)
-    np.testing.assert_array_equal(dist, expected_dist)
+    assert_index_equals_the_scan("milvus:bin_flat", db, queries, 30, str(tmp_path / "m"))
 
 
 class ReversedTiesMilvus(MilvusIndex):

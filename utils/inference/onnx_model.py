@@ -19,7 +19,7 @@ import numpy as np
 from models.hashnet import sign_codes
 from utils.base.errors import UserError
 from utils.base.io import atomic_write
-from utils.inference.predictor import export_info_path, exported_image_size
+from utils.inference.predictor import checked_output, export_info_path, exported_image_size
 
 OPSET = 11
 
@@ -76,10 +76,7 @@ class OnnxModel:
 
     def run(self, x):
         z = self.session.run(None, {self.input_name: np.ascontiguousarray(x, np.float32)})[0]
-        if z.ndim != 2 or z.shape[1] != self.bit:
-            raise UserError(f"{self.files[0]} outputs shape {list(z.shape)}, not [N, {self.bit}]: "
-                            f"not a {self.bit}-bit HashNet (check --bit)")
-        return z
+        return checked_output(z, self.bit, self.files[0])
 
     def codes(self, x):
         return sign_codes(self.run(x))

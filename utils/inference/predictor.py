@@ -172,11 +172,16 @@ class InferenceModel:
         self.input.copy_from_cpu(x)
         with restoring_num_threads():   # the run leaves them at 1, process-wide
             self.predictor.run()
-        z = self.output.copy_to_cpu()
-        if z.ndim != 2 or z.shape[1] != self.bit:
-            raise UserError(f"{self.files[0]} outputs shape {list(z.shape)}, not [N, {self.bit}]: "
-                            f"not a {self.bit}-bit HashNet (check --bit)")
-        return z
+        return checked_output(self.output.copy_to_cpu(), self.bit, self.files[0])
 
     def codes(self, x):
         return sign_codes(self.run(x))
+
+
+def checked_output(z, bit, model_file):
+    """``z`` of an exported model, refused in one line unless it is [N, bit]
+    (a model of another bit length, or not a HashNet)."""
+    if z.ndim != 2 or z.shape[1] != bit:
+        raise UserError(f"{model_file} outputs shape {list(z.shape)}, not [N, {bit}]: "
+                        f"not a {bit}-bit HashNet (check --bit)")
+    return z
