@@ -9,8 +9,10 @@ import numpy as np
 import paddle
 import pytest
 
-from conftest import assert_cli_error, assert_same, demo_argv, log_lines, run_python
+from conftest import (assert_cli_error, assert_same, demo_argv, log_lines, run_in_process,
+                      run_python)
 from utils.training import engine
+import main_single_gpu
 
 BIT = 16
 # lr and β change every epoch so a resume at the wrong epoch shows
@@ -237,6 +239,8 @@ def test_cli_writes_reference_log_lines(cli_run):
 
 
 def test_cli_missing_data_path(demo, tmp_path):
+    """The one subprocess of main_single_gpu.py's error path: its __main__
+    wiring (run_cli). The other bad inputs run in-process (run_in_process)."""
     argv = demo_argv(demo, tmp_path, "-e", "1")
     argv[argv.index("--data-path") + 1] = str(tmp_path / "no_such_dir")
     assert_cli_error(run_python("main_single_gpu.py", *argv), "no_such_dir")
@@ -245,13 +249,13 @@ def test_cli_missing_data_path(demo, tmp_path):
 def test_cli_missing_backbone(demo, tmp_path):
     argv = demo_argv(demo, tmp_path, "-e", "1", "-bs", "16")
     argv[argv.index("--backbone") + 1] = str(tmp_path / "AlexNet_pretrained.pdparams")
-    assert_cli_error(run_python("main_single_gpu.py", *argv), "AlexNet_pretrained.pdparams",
+    assert_cli_error(run_in_process(main_single_gpu.main, *argv), "AlexNet_pretrained.pdparams",
                      "convert_alexnet")
 
 
 def test_cli_eval_missing_checkpoint(demo, tmp_path):
-    proc = run_python("main_single_gpu.py", *demo_argv(demo, tmp_path, "--eval", "--pretrained",
-                                                       str(tmp_path / "model_best_16")))
+    proc = run_in_process(main_single_gpu.main, *demo_argv(demo, tmp_path, "--eval", "--pretrained",
+                                                           str(tmp_path / "model_best_16")))
     assert_cli_error(proc, "model_best_16")
 
 
@@ -267,7 +271,7 @@ def test_cli_bad_list_line(demo, tmp_path):
         (lists / f"{split}.txt").write_text(text)
     argv = demo_argv(demo, tmp_path, "-e", "1")
     argv[argv.index("--list-dir") + 1] = str(lists)
-    assert_cli_error(run_python("main_single_gpu.py", *argv), f"{lists / 'test.txt'}:3")
+    assert_cli_error(run_in_process(main_single_gpu.main, *argv), f"{lists / 'test.txt'}:3")
 
 
 # ------------------------------------------------------------- it learns
