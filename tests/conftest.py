@@ -39,6 +39,7 @@ loopback_only.install()
 import tiny_model  # noqa: E402  registers --arch tiny (engine invariants run on it)
 
 TINY = ["--arch", tiny_model.TINY]
+tiny_model.skip_engine_plots()  # in this process; the AlexNet CLI subprocess still draws them
 os.environ.setdefault(loopback_only.LOG_ENV,
                       os.path.join(tempfile.mkdtemp(prefix="netguard-"), "refused.txt"))
 os.environ["PYTHONPATH"] = os.pathsep.join(

@@ -120,6 +120,7 @@ import json, os, sys, time
 import paddle
 sys.path.insert(0, os.path.join(os.getcwd(), "tests"))
 import tiny_model  # registers --arch tiny
+tiny_model.skip_engine_plots()
 from utils.base import checkpoint, io
 from utils.config import parse_args
 from utils.training.engine import run

@@ -8,7 +8,8 @@ stays in the end-to-end tests (the CLI run, the short training that must
 raise mAP, export and inference).
 
 conftest.py imports this module, which registers the arch in the test
-process; a subprocess runs an entry point with it through ``TINY_PREFIX``:
+process; a subprocess runs an entry point with it (and without the engine's
+figures: ``skip_engine_plots``) through ``TINY_PREFIX``:
 
     python -c "$TINY_PREFIX" main_single_gpu.py --arch tiny ...
 """
@@ -56,8 +57,21 @@ class TinyHashNet(nn.Layer):
         return self.hash(self.fc(paddle.flatten(x, 1)))
 
 
+def skip_engine_plots():
+    """Let the engine skip its PNG figures (pr_curve, precision@N, training
+    curve): matplotlib takes ~0.5-1.5 s a figure, three figures an
+    evaluation, more than the tiny training itself. The figures' content is
+    tested by tests/test_plots.py, and the AlexNet CLI run in
+    tests/test_training.py (a subprocess, unpatched) checks the engine writes
+    them. metrics.json is still written."""
+    from utils.training import engine
+    engine.save_evaluation_plots = lambda metrics, out_dir, title=None: []
+    engine.save_training_plot = lambda history, path, title=None, unit="epoch": path
+
+
 # ``python -c TINY_PREFIX script.py args...`` runs an entry point with the
 # tiny arch registered (sys.argv as ``python script.py args...`` would set it).
 TINY_PREFIX = (
     f"import sys, runpy; sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r}); "
-    "import tiny_model; sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')")
+    "import tiny_model; tiny_model.skip_engine_plots(); "
+    "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')")
