@@ -352,12 +352,13 @@ def test_stopped_then_resumed_equals_uninterrupted(make_args, tmp_path, monkeypa
 
 def test_each_recipe_refuses_the_others_checkpoint(make_args, tmp_path):
     reference, caffe = tmp_path / "reference", tmp_path / "caffe"
-    engine.run(make_args("-bs", "16", "-e", "1", "-ee", "1", out=reference))
-    engine.run(make_args(*CAFFE, "--max_iter", "1", "-bs", "8", out=caffe))
+    engine.run(make_args("-bs", "16", "-e", "1", "-ee", "1", *TINY, out=reference))
+    engine.run(make_args(*CAFFE, "--max_iter", "1", "-bs", "8", *TINY, out=caffe))
     assert "not a --recipe caffe checkpoint" in user_error(
-        engine.run, make_args(*CAFFE, "--max_iter", "2", "-bs", "8", "--resume", out=reference))
+        engine.run, make_args(*CAFFE, "--max_iter", "2", "-bs", "8", "--resume", *TINY,
+                             out=reference))
     assert "is a --recipe caffe checkpoint" in user_error(
-        engine.run, make_args("-bs", "16", "-e", "2", "--resume", out=caffe))
+        engine.run, make_args("-bs", "16", "-e", "2", "--resume", *TINY, out=caffe))
 
 
 # ---------------------------------------------------------------- evaluation
