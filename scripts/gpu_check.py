@@ -78,10 +78,13 @@ CHECK_ARCH = "alexnet-gpu-check"
 
 def register_check_model():
     """Register the check's model, ``--arch alexnet-gpu-check``: AlexNet
-    HashNet with dropout off and the CPU-built initial weights."""
+    HashNet with dropout off and the CPU-built initial weights. Once per
+    process: the launcher's parent parses ``--arch`` before its workers run."""
     import models
     from models.alexnet import disable_dropout
     from models.hashnet import HashNet
+    if CHECK_ARCH in models.ARCHS:
+        return
 
     @models.register(CHECK_ARCH)
     class HashNetForCheck(HashNet):
@@ -102,6 +105,7 @@ def train(device, data, out, gpus=1):
     """Train on ``device`` ('cpu' or 'gpu') with ``gpus`` processes; return the summary."""
     import paddle
     from utils.config import parse_args
+    register_check_model()   # parse_args checks --arch against the registry
     if gpus == 1:
         paddle.set_device("cpu" if device == "cpu" else "gpu:0")
         train_worker(parse_args(run_argv(data, out, BATCH)))
