@@ -95,6 +95,7 @@ def test_stop_is_checked_every_few_steps_with_several_processes(monkeypatch):
         return flag
     monkeypatch.setattr(dist, "any_process", any_process)
     monkeypatch.setattr(engine.STOP, "signum", None)
+    monkeypatch.setattr(engine.STOP, "agreed", False)   # stop_agreed sets it: restored after
     k = engine.STOP_CHECK_STEPS
     assert k > 1
     for world in (2, 1):
