@@ -3,11 +3,14 @@
 Everything is sized for a 2-core CPU: 72 px images cropped to 64 px, a few
 dozen images, ``--backbone random``, 2 Paddle threads.
 """
+import contextlib
+import io
 import os
 import re
 import subprocess
 import sys
 import tempfile
+import traceback
 import types
 
 import numpy as np
@@ -32,6 +35,11 @@ sys.path.insert(0, GUARD_DIR)
 import loopback_only  # noqa: E402
 
 loopback_only.install()
+
+import tiny_model  # noqa: E402  registers --arch tiny (engine invariants run on it)
+
+TINY = ["--arch", tiny_model.TINY]
+tiny_model.skip_engine_plots()  # in this process; the AlexNet CLI subprocess still draws them
 os.environ.setdefault(loopback_only.LOG_ENV,
                       os.path.join(tempfile.mkdtemp(prefix="netguard-"), "refused.txt"))
 os.environ["PYTHONPATH"] = os.pathsep.join(
@@ -101,6 +109,35 @@ def run_python(*argv, cwd=REPO, timeout=300, extra_env=None):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([REPO, GUARD_DIR]), **(extra_env or {}))
     return subprocess.run([sys.executable, *argv], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=timeout)
+
+
+def run_tiny(script, *argv, timeout=300):
+    """``python script *argv`` with ``--arch tiny`` registered (tests/tiny_model.py)."""
+    return run_python("-c", tiny_model.TINY_PREFIX, script, *argv, timeout=timeout)
+
+
+def run_in_process(main, *argv):
+    """``main(argv)`` through ``run_cli`` in this process, as ``python
+    entry.py *argv`` would run it; returns a CompletedProcess (returncode,
+    stdout, stderr). Seconds instead of a Paddle import per call: the CLI
+    error contract (exit 2, one ``error:`` line, no traceback) is tested this
+    way; each entry point keeps one subprocess test for its ``__main__``
+    wiring. An uncaught exception prints its traceback and gives 1, as the
+    interpreter does."""
+    from utils.base.errors import run_cli
+    out, err = io.StringIO(), io.StringIO()
+    code = 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            run_cli(main, [str(a) for a in argv])
+        except SystemExit as exit_:
+            code = exit_.code if isinstance(exit_.code, int) else int(exit_.code is not None)
+            if isinstance(exit_.code, str):
+                print(exit_.code, file=sys.stderr)
+        except Exception:  # noqa: BLE001 - reported as the interpreter would
+            traceback.print_exc()
+            code = 1
+    return subprocess.CompletedProcess(list(argv), code, out.getvalue(), err.getvalue())
 
 
 def user_error(fn, *args, **kwargs):

@@ -23,9 +23,9 @@ import numpy as np
 import paddle
 import pytest
 
-from conftest import REPO, assert_same, demo_argv, state_numpy, user_error
+from conftest import REPO, TINY, assert_same, demo_argv, state_numpy, user_error
 from models.hashnet import HashNet
-from test_distributed import NODROPOUT, HashNetWithoutDropout, ok, worker  # 2 gloo processes
+from test_distributed import NODROPOUT, TinyWithoutDropout, ok, worker  # 2 gloo processes
 from test_docs import demo_sh_settings, read
 from utils.training import engine
 from utils.lr_scheduler import build_caffe_optimizer, caffe_beta, caffe_lr
@@ -305,7 +305,7 @@ def test_two_by_b_equals_one_by_two_b(demo, make_args, tmp_path, monkeypatch):
     got, ref = (paddle.load(str(tmp_path / run / "output" / "last_16.pdparams"))
                 for run in ("multi", "single"))
     paddle.seed(3)
-    init = state_numpy(HashNetWithoutDropout(16))
+    init = state_numpy(TinyWithoutDropout(16))
     for key, value in ref.items():
         multi, single = got[key].numpy(), value.numpy()
         update = np.abs(single - init[key]).max()
@@ -321,7 +321,7 @@ def test_stopped_then_resumed_equals_uninterrupted(make_args, tmp_path, monkeypa
     """A stop signal after iteration 2 of 4 saves `last` and exits 128+15;
     --resume continues at iteration 2 and ends bit-identical (weights and
     momentum) to the run that was never stopped."""
-    flags = [*CAFFE, "--max_iter", "4", "-bs", "8"]
+    flags = [*CAFFE, "--max_iter", "4", "-bs", "8", *TINY]   # the engine's, on the tiny net
     whole = tmp_path / "whole"
     engine.run(make_args(*flags, out=whole))
     step, calls = engine.train_step, []
@@ -352,12 +352,13 @@ def test_stopped_then_resumed_equals_uninterrupted(make_args, tmp_path, monkeypa
 
 def test_each_recipe_refuses_the_others_checkpoint(make_args, tmp_path):
     reference, caffe = tmp_path / "reference", tmp_path / "caffe"
-    engine.run(make_args("-bs", "16", "-e", "1", "-ee", "1", out=reference))
-    engine.run(make_args(*CAFFE, "--max_iter", "1", "-bs", "8", out=caffe))
+    engine.run(make_args("-bs", "16", "-e", "1", "-ee", "1", *TINY, out=reference))
+    engine.run(make_args(*CAFFE, "--max_iter", "1", "-bs", "8", *TINY, out=caffe))
     assert "not a --recipe caffe checkpoint" in user_error(
-        engine.run, make_args(*CAFFE, "--max_iter", "2", "-bs", "8", "--resume", out=reference))
+        engine.run, make_args(*CAFFE, "--max_iter", "2", "-bs", "8", "--resume", *TINY,
+                             out=reference))
     assert "is a --recipe caffe checkpoint" in user_error(
-        engine.run, make_args("-bs", "16", "-e", "2", "--resume", out=caffe))
+        engine.run, make_args("-bs", "16", "-e", "2", "--resume", *TINY, out=caffe))
 
 
 # ---------------------------------------------------------------- evaluation

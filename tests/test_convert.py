@@ -4,8 +4,8 @@ import numpy as np
 import paddle
 import pytest
 
-from conftest import (assert_cli_error, assert_same, check_backbone_load, run_python,
-                      state_numpy, user_error)
+from conftest import (assert_cli_error, assert_same, check_backbone_load, run_in_process,
+                      run_python, state_numpy, user_error)
 from models.alexnet import AlexNet
 from models.convert import convert, read_state
 from models.hashnet import HashNet
@@ -164,6 +164,6 @@ def test_cli_converts_pdparams_and_hashnet_loads_it(torch_state, tmp_path):
 
 
 def test_cli_missing_source(tmp_path):
-    proc = run_python("-m", "scripts.convert_alexnet", str(tmp_path / "none.pdparams"),
-                      str(tmp_path / "out.pdparams"))
+    from scripts import convert_alexnet   # in-process: the test above runs its __main__
+    proc = run_in_process(convert_alexnet.main, tmp_path / "none.pdparams", tmp_path / "out.pdparams")
     assert_cli_error(proc, "none.pdparams")

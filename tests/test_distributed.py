@@ -25,7 +25,8 @@ import numpy as np
 import paddle
 import pytest
 
-from conftest import assert_cli_error, demo_argv, log_lines, run_python, state_numpy
+from conftest import TINY, assert_cli_error, demo_argv, log_lines, run_python, state_numpy
+from tiny_model import TinyHashNet
 from models.alexnet import disable_dropout
 import models
 from models.hashnet import HashNet
@@ -146,7 +147,7 @@ def test_two_by_b_equals_one_by_two_b(demo, make_args, tmp_path, monkeypatch):
     got, ref = (paddle.load(str(tmp_path / run / "output" / "last_16.pdparams"))
                 for run in ("multi", "single"))
     paddle.seed(3)
-    init = state_numpy(HashNetWithoutDropout(16))  # what the engine built after set_seed(3)
+    init = state_numpy(TinyWithoutDropout(16))  # what the engine built after set_seed(3)
     for key, value in ref.items():
         multi, single = got[key].numpy(), value.numpy()
         np.testing.assert_allclose(multi, single, rtol=0, atol=1e-5, err_msg=key)
@@ -196,7 +197,7 @@ def test_dead_process_fails_the_run_quickly(demo, tmp_path):
     """Process 1 is killed (SIGKILL) at its 2nd step: the run must end with
     an error within DEATH_DEADLINE, not hang in a collective."""
     start = time.time()
-    proc = worker("kill", tmp_path, demo_argv(demo, tmp_path, "-bs", "4", "-e", "2"),
+    proc = worker("kill", tmp_path, demo_argv(demo, tmp_path, "-bs", "4", "-e", "2", *TINY),
                   timeout=DEATH_DEADLINE)
     assert proc.returncode == 1, proc.stderr[-3000:]
     assert time.time() - start < DEATH_DEADLINE
@@ -208,7 +209,7 @@ def test_signal_to_one_process_stops_all_at_the_same_step(demo, tmp_path):
     """SIGTERM reaches process 1 only, at its 2nd step: every process stops
     after the next stop check (every engine.STOP_CHECK_STEPS global steps),
     rank 0 saves `last` mid-epoch, the run exits 128+15."""
-    proc = worker("term", tmp_path, demo_argv(demo, tmp_path, "-bs", "4", "-e", "2"),
+    proc = worker("term", tmp_path, demo_argv(demo, tmp_path, "-bs", "4", "-e", "2", *TINY),
                   timeout=DEATH_DEADLINE)
     assert proc.returncode == 128 + signal.SIGTERM, proc.stderr[-3000:]
     steps = demo.counts["train"] // (4 * NPROCS)                 # 6 per epoch
@@ -224,11 +225,14 @@ def test_signal_to_one_process_stops_all_at_the_same_step(demo, tmp_path):
 
 
 # ---------------------------------------------------------------- worker side
-NODROPOUT = "alexnet-without-dropout"
+# The engine's invariants (2 x b == 1 x 2b, stop signals, a dead process) on
+# the tiny test net (tests/tiny_model.py); AlexNet runs end to end in
+# ``trained`` above.
+NODROPOUT = "tiny-without-dropout"
 
 
 @models.register(NODROPOUT)
-class HashNetWithoutDropout(HashNet):
+class TinyWithoutDropout(TinyHashNet):
     def __init__(self, bit):
         super().__init__(bit)
         disable_dropout(self)
@@ -253,8 +257,10 @@ def gather_worker(args, out):
 
 
 def signal_worker(signum, args, out):
-    """The engine's run, but process 1 gets ``signum`` at its 2nd step."""
-    step = engine.train_step
+    """The engine's run, but process 1 gets ``signum`` at its 2nd step
+    (patched where the reference recipe calls it)."""
+    from utils.training import reference
+    step = reference.train_step
     calls = []
 
     def signalled_step(*a):
@@ -262,7 +268,7 @@ def signal_worker(signum, args, out):
         if dist.rank() == 1 and len(calls) == 2:
             os.kill(os.getpid(), signum)
         return step(*a)
-    engine.train_step = signalled_step
+    reference.train_step = signalled_step
     engine.run(args)
 
 

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from conftest import REPO, assert_cli_error, run_python
+from conftest import REPO, assert_cli_error, run_in_process
 from test_docs import capture_parser
 from utils.base.errors import UserError
 
@@ -93,7 +93,8 @@ def test_in_range_values_pass_the_check(monkeypatch):
      "error: --resize_size 200 is smaller than --crop_size 224"),
 ])
 def test_training_cli_refuses_before_any_work(tmp_path, argv, fragment):
-    proc = run_python("main_single_gpu.py", "--log_path", str(tmp_path / "logs"),
-                      "--output-dir", str(tmp_path / "out"), *argv)
+    import main_single_gpu   # in-process: tests/test_training.py runs its __main__
+    proc = run_in_process(main_single_gpu.main, "--log_path", tmp_path / "logs",
+                          "--output-dir", tmp_path / "out", *argv)
     assert_cli_error(proc, fragment)
     assert not os.path.exists(tmp_path / "logs") and not os.path.exists(tmp_path / "out")

@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from conftest import REPO, assert_cli_error, run_python
+from conftest import REPO, assert_cli_error, run_in_process
 from scripts import gpu_check
 
 
@@ -86,8 +86,9 @@ def test_two_processes_match_the_one_process_reference(reference, tmp_path):
 
 
 def test_more_gpus_than_visible_is_one_line(tmp_path):
-    assert_cli_error(run_python("-m", "scripts.gpu_check", "--gpus", "1"), "--gpus 1: only 0 GPU(s)")
-    assert_cli_error(run_python("-m", "scripts.gpu_check", "--reference", str(tmp_path / "no.json")),
+    # in-process; scripts/gpu_check.sh (test_cpu_part_end_to_end) runs its __main__
+    assert_cli_error(run_in_process(gpu_check.main, "--gpus", "1"), "--gpus 1: only 0 GPU(s)")
+    assert_cli_error(run_in_process(gpu_check.main, "--reference", str(tmp_path / "no.json")),
                      "no.json not found", "--record")
 
 

@@ -19,7 +19,7 @@ import paddle
 import pytest
 from PIL import Image
 
-from conftest import demo_argv, log_lines, run_python, user_error
+from conftest import TINY, demo_argv, log_lines, run_python, user_error
 from utils import distributed as dist
 from utils.training import engine
 from utils.config import parse_args
@@ -315,7 +315,8 @@ def test_two_processes_build_once_and_train_identically(demo, tmp_path):
         with open(os.path.join(demo.list_dir, f"{split}.txt")) as f, open(lists / f"{split}.txt", "w") as out:
             out.writelines(f.readlines()[:count])
     argv = demo_argv(demo, tmp_path, "--list-dir", str(lists), "-bs", "4", "-e", "1",
-                     "--num_threads", "1", "--nprocs", "2", "--image_cache", str(tmp_path / "cache"))
+                     "--num_threads", "1", "--nprocs", "2", "--image_cache", str(tmp_path / "cache"),
+                     *TINY)   # the cache's invariant, on the tiny test net
     proc = run_python(os.path.abspath(__file__), str(tmp_path), *argv, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     weights = [paddle.load(str(tmp_path / run / "output" / "last_16.pdparams"))

@@ -25,7 +25,7 @@ import numpy as np
 import paddle
 import pytest
 
-from conftest import demo_argv, run_python
+from conftest import TINY, demo_argv, run_python
 from utils import distributed as dist
 from utils.base import runtime
 from utils.training import engine, reference
@@ -95,6 +95,7 @@ def test_stop_is_checked_every_few_steps_with_several_processes(monkeypatch):
         return flag
     monkeypatch.setattr(dist, "any_process", any_process)
     monkeypatch.setattr(engine.STOP, "signum", None)
+    monkeypatch.setattr(engine.STOP, "agreed", False)   # stop_agreed sets it: restored after
     k = engine.STOP_CHECK_STEPS
     assert k > 1
     for world in (2, 1):
@@ -161,7 +162,7 @@ def test_two_processes_skip_bad_images_and_compute_metrics_once(demo, make_args,
     out = tmp_path / "multi"
     argv = without_threads_flag(demo_argv(demo, out, "--data-path", images, "--list-dir", lists,
                                           "-bs", "8", "-e", "1", "-ee", "1",
-                                          "--skip-bad-images", "--nprocs", str(NPROCS)))
+                                          "--skip-bad-images", "--nprocs", str(NPROCS), *TINY))
     proc = run_python(os.path.abspath(__file__), str(out), *argv, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     assert "skipped: image" in proc.stdout
@@ -186,7 +187,7 @@ def test_two_processes_skip_bad_images_and_compute_metrics_once(demo, make_args,
     metrics = json.loads((out / "logs" / run / "metrics.json").read_text())
     assert (metrics["num_queries"], metrics["num_database"]) == (demo.counts["test"],
                                                                  demo.counts["database"] - 1)
-    single = engine.run(make_args("--data-path", images, "--list-dir", lists, "--eval",
+    single = engine.run(make_args("--data-path", images, "--list-dir", lists, "--eval", *TINY,
                                   "--skip-bad-images", "--pretrained",
                                   str(out / "output" / "last_16"), out=tmp_path / "single"))
     assert single["map"] == metrics["map"] == reports[0]["history"][0]["map"]

@@ -17,7 +17,7 @@ import numpy as np
 import paddle
 import pytest
 
-from conftest import CROP, GUARD_DIR, REPO, RESIZE, assert_cli_error
+from conftest import CROP, GUARD_DIR, REPO, RESIZE, assert_cli_error, run_in_process
 from models.hashnet import HashNet, sign_codes
 from utils.datasets import ImageList
 from utils.retrieval.hamming import unpack_codes
@@ -209,5 +209,5 @@ def test_bad_input_is_a_one_line_error(demo, trained, tmp_path, case):
         argv[argv.index("--pretrained") + 1] = str(tmp_path / "none")
     else:
         argv[argv.index("--crop_size") + 1] = "32"
-    proc = run_script("predict.py", *argv)
-    assert_cli_error(proc, expect)
+    import predict   # in-process: test_query_in_database_comes_first... runs its __main__
+    assert_cli_error(run_in_process(predict.main, *argv), expect)

@@ -12,14 +12,20 @@ import numpy as np
 import paddle
 import pytest
 
-from conftest import GUARD_DIR, REPO, assert_cli_error, assert_same, demo_argv, run_python
+import main_single_gpu
+from conftest import (GUARD_DIR, REPO, TINY, assert_cli_error, assert_same, demo_argv,
+                      run_in_process, run_python)
+from tiny_model import TINY_PREFIX, TinyHashNet
 
+# The stop/resume invariants hold for any network: checked on --arch tiny
+# (tests/tiny_model.py), whose checkpoints are small.
 TRAIN = ["-bs", "16", "-e", "3", "-ee", "3", "--debug_steps", "1",
-         "--step_continuation", "1", "--de_step", "1"]
+         "--step_continuation", "1", "--de_step", "1", *TINY]
 
 
 def train_argv(demo, out, *extra):
-    return ["main_single_gpu.py", *demo_argv(demo, out, *TRAIN, *extra)]
+    """python argv: main_single_gpu.py with the tiny arch registered."""
+    return ["-c", TINY_PREFIX, "main_single_gpu.py", *demo_argv(demo, out, *TRAIN, *extra)]
 
 
 def params(out):
@@ -75,14 +81,13 @@ def test_mid_epoch_resume_restores_the_rng_streams(make_args):
     would have followed the save. (The SIGTERM test above shows the end result.)"""
     import logging
     import random
-    from models.hashnet import HashNet
     from utils.training import engine, reference
     from utils.loss import HashNetLoss
     from utils.lr_scheduler import build_optimizer
-    args = make_args("-bs", "16")
+    args = make_args("-bs", "16", *TINY)
 
     def run_state():
-        model = HashNet(16)
+        model = TinyHashNet(16)
         return (model, build_optimizer("sgd", model.parameters(), 0.1, 5e-4),
                 HashNetLoss(48, 16, 10))
 
@@ -113,6 +118,9 @@ def test_mid_epoch_resume_restores_the_rng_streams(make_args):
 HALF_WRITE_DRIVER = r"""
 import json, os, sys, time
 import paddle
+sys.path.insert(0, os.path.join(os.getcwd(), "tests"))
+import tiny_model  # registers --arch tiny
+tiny_model.skip_engine_plots()
 from utils.base import checkpoint, io
 from utils.config import parse_args
 from utils.training.engine import run
@@ -186,17 +194,16 @@ def test_non_finite_loss_stops_with_epoch_and_step_and_keeps_last(demo, tmp_path
     not do: ReLU maps NaN to 0): the real train_step sees a NaN loss and the
     run stops naming epoch and step, epoch 1's checkpoint intact."""
     import models
-    from models.hashnet import HashNet
     from utils.training import engine
     from utils.base.errors import UserError
     args = make_args("-bs", "16", "-e", "3", "-ee", "5")
     calls = []
 
-    class PoisonedHashNet(HashNet):
+    class PoisonedHashNet(TinyHashNet):
         def forward(self, x):
             calls.append(self.training)
             if calls.count(True) == 5:  # 3 steps per epoch: epoch 2, step 2
-                bias = self.classifier_plus[6].bias
+                bias = self.hash_layer.bias
                 bias.set_value(np.full(bias.shape, np.nan, dtype="float32"))
             return super().forward(x)
 
@@ -262,7 +269,7 @@ def cli(demo, tmp_path, *extra, images=None, lists=None):
     argv = demo_argv(demo, tmp_path, "-bs", "16", "-e", "1", *extra)
     if images:
         argv += ["--data-path", images, "--list-dir", lists]
-    return run_python("main_single_gpu.py", *argv)
+    return run_in_process(main_single_gpu.main, *argv)
 
 
 def test_missing_image(demo, tmp_path):
@@ -284,7 +291,7 @@ def test_unreadable_or_truncated_image_and_skip_bad_images(demo, tmp_path, conte
         f.write(content)
     proc = cli(demo, tmp_path, images=images, lists=lists)
     assert_cli_error(proc, os.path.basename(path), "unreadable or corrupt")
-    skipped = cli(demo, tmp_path, "--skip-bad-images", images=images, lists=lists)
+    skipped = cli(demo, tmp_path, "--skip-bad-images", *TINY, images=images, lists=lists)
     assert skipped.returncode == 0, skipped.stderr[-2000:]
     assert f"skipped: image {path} is unreadable" in skipped.stdout
 
@@ -331,7 +338,7 @@ def test_missing_backbone_weights(demo, tmp_path):
 
 
 def test_checkpoint_of_other_bit_and_not_hashnet(demo, tmp_path):
-    from models import HashNet
+    from models.hashnet import HashNet
     from utils.base.io import atomic_save
     atomic_save(HashNet(48).state_dict(), str(tmp_path / "h48.pdparams"))
     atomic_save({"linear.weight": paddle.zeros([2, 2])}, str(tmp_path / "other.pdparams"))

@@ -98,7 +98,7 @@ def test_training_with_a_full_disk_exits_2_naming_the_checkpoint(demo, tmp_path)
 
 
 def test_export_cut_short_by_the_disk_is_an_error_and_installs_nothing(tmp_path):
-    from models import HashNet
+    from models.hashnet import HashNet
     prefix = tmp_path / "w_16"
     paddle.save(HashNet(16).state_dict(), str(prefix) + ".pdparams")
     out = tmp_path / "inference"
@@ -145,7 +145,7 @@ def test_written_files_get_the_umask_permissions_not_0600(tmp_path, umask):
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     """A saved 16-bit checkpoint (model, optimizer, training state)."""
-    from models import HashNet
+    from models.hashnet import HashNet
     from utils.base.checkpoint import save_checkpoint
     paddle.seed(0)
     model = HashNet(16)
@@ -156,18 +156,19 @@ def checkpoint(tmp_path_factory):
 
 
 def test_checkpoint_manifest_names_both_files_with_checksums(checkpoint):
-    from utils.base.checkpoint import size_and_sha256
+    import hashlib
     with open(checkpoint + ".manifest.json") as f:
         manifest = json.load(f)
     assert sorted(manifest["files"]) == ["last_16.pdopt", "last_16.pdparams"]
     for name, entry in manifest["files"].items():
-        size, sha = size_and_sha256(os.path.join(os.path.dirname(checkpoint), name))
-        assert entry == {"bytes": size, "sha256": sha}
+        with open(os.path.join(os.path.dirname(checkpoint), name), "rb") as f:
+            data = f.read()
+        assert entry == {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
 
 
 def test_a_changed_checkpoint_file_is_refused_naming_it(checkpoint, tmp_path):
     import shutil
-    from models import HashNet
+    from models.hashnet import HashNet
     from utils.base.checkpoint import load_weights
     copy = str(tmp_path / "last_16")
     for suffix in (".pdparams", ".pdopt", ".manifest.json"):
@@ -186,7 +187,7 @@ def test_a_changed_checkpoint_file_is_refused_naming_it(checkpoint, tmp_path):
 KILL_BETWEEN_HALVES = """
 import os, signal
 import utils, paddle
-from models import HashNet
+from models.hashnet import HashNet
 from utils.base import checkpoint
 prefix = sys.argv[1]
 model = HashNet(16)
@@ -215,7 +216,7 @@ def test_killed_between_the_two_halves_resume_names_the_mismatch(demo, tmp_path)
 
 
 def test_reference_weights_without_a_manifest_still_load(tmp_path):
-    from models import HashNet
+    from models.hashnet import HashNet
     from utils.base.checkpoint import load_weights
     model = HashNet(16)
     paddle.save(model.state_dict(), str(tmp_path / "weights_16.pdparams"))   # as released

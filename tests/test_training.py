@@ -9,13 +9,18 @@ import numpy as np
 import paddle
 import pytest
 
-from conftest import assert_cli_error, assert_same, demo_argv, log_lines, run_python
+from conftest import (TINY, assert_cli_error, assert_same, demo_argv, log_lines, run_in_process,
+                      run_python)
+from tiny_model import HIDDEN
 from utils.training import engine
+import main_single_gpu
 
 BIT = 16
-# lr and β change every epoch so a resume at the wrong epoch shows
+# lr and β change every epoch so a resume at the wrong epoch shows; on the
+# tiny test net (resume is the engine's, whatever the network)
 SCHEDULE = ["-ee", "1", "--step_continuation", "1", "--de_step", "1", "-bs", "16",
-            "-lr", "1e-2", "--debug_steps", "1"]
+            "-lr", "1e-2", "--debug_steps", "1", *TINY]
+HASH_LAYER = "hash."   # the tiny net's hash-layer state-dict keys
 LR0 = 1e-2 * 16 / 64
 EPOCH_LINE = r"HashNet\[\s*(\d+)/(\d+)\] bit:(\d+), lr:([0-9.]+), scale:([0-9.]+)"
 MAP_LINE = r"HashNet epoch:(\d+), bit:(\d+), dataset:(\w+), MAP:([0-9.]+)"
@@ -33,8 +38,11 @@ def bank_numpy(training):
 # run held when its first epoch started (bank, hash layer, its momentum) and
 # the state right after ``resume``; writes them to an .npz and a .json.
 RECORDING_DRIVER = r"""
-import json, sys
+import json, os, sys
 import numpy as np
+sys.path.insert(0, os.path.join(os.getcwd(), "tests"))
+import tiny_model  # registers --arch tiny
+tiny_model.skip_engine_plots()
 from utils.training import engine, reference
 from utils.config import parse_args
 
@@ -52,11 +60,13 @@ def recording_resume(args, model, optimizer, criterion, state, log):
 def recording_train(model, criterion, optimizer, loader, args, log, progress, *run_log):
     if not seen["epochs"]:
         arrays["U"], arrays["Y"] = criterion.U.numpy(), criterion.Y.numpy()
-        for key, value in model.state_dict().items():
-            if key.startswith("classifier_plus.6"):
+        hash_params = {id(p) for p in model.hash_layer.parameters()}
+        for key, value in model.named_parameters():
+            if id(value) in hash_params:
                 arrays[key] = value.numpy()
+        shapes = (tuple(model.hash_layer.weight.shape), (args.bit,))
         velocity = [np.asarray(v) for k, v in optimizer.state_dict().items()
-                    if "velocity" in k and tuple(np.shape(v)) in ((4096, args.bit), (args.bit,))]
+                    if "velocity" in k and tuple(np.shape(v)) in shapes]
         for i, value in enumerate(sorted(velocity, key=np.size)):
             arrays[f"velocity{i}"] = value
     seen["epochs"].append(progress.epoch)
@@ -80,10 +90,10 @@ def plain(state):
 
 
 def hash_velocity(optimizer_state, bit=BIT):
-    """The hash layer's momentum buffers ([bit], then [4096, bit]), whatever
+    """The hash layer's momentum buffers ([bit], then [HIDDEN, bit]), whatever
     Paddle named them."""
     found = [np.asarray(v) for k, v in optimizer_state.items() if "velocity" in k
-             and np.asarray(v).shape in ((4096, bit), (bit,))]
+             and np.asarray(v).shape in ((HIDDEN, bit), (bit,))]
     return sorted(found, key=np.size)
 
 
@@ -114,7 +124,7 @@ def runs(demo, tmp_path_factory):
         first=first["final"], second=seen["final"], whole=plain(whole),
         after_two=saved_two["training"],
         velocity_two=hash_velocity(saved_two["optimizer"]), seen=seen, arrays=arrays,
-        params_two={k: v.numpy() for k, v in params_two.items() if k.startswith("classifier_plus.6")},
+        params_two={k: v.numpy() for k, v in params_two.items() if k.startswith(HASH_LAYER)},
         resumed=str(resumed), full=str(full))
 
 
@@ -236,7 +246,23 @@ def test_cli_writes_reference_log_lines(cli_run):
                      r"Best MAP\(e1\): \d\.\d{3}", cli_run.train.stdout)
 
 
+def test_cli_run_draws_the_figures(cli_run):
+    """The engine's figures (the tests' in-process and tiny runs skip them:
+    tests/tiny_model.py skip_engine_plots), in each run's log folder."""
+    logs = os.path.join(cli_run.out, "logs")
+    runs = {d.split("-")[0]: os.path.join(logs, d) for d in sorted(os.listdir(logs))}
+    expected = {"train": ["pr_curve.png", "precision_at_n.png", "training.png"],
+                "eval": ["pr_curve.png", "precision_at_n.png"]}
+    assert sorted(runs) == sorted(expected), runs
+    for mode, names in expected.items():
+        for name in names:
+            with open(os.path.join(runs[mode], name), "rb") as f:
+                assert f.read(8) == b"\x89PNG\r\n\x1a\n", (mode, name)
+
+
 def test_cli_missing_data_path(demo, tmp_path):
+    """The one subprocess of main_single_gpu.py's error path: its __main__
+    wiring (run_cli). The other bad inputs run in-process (run_in_process)."""
     argv = demo_argv(demo, tmp_path, "-e", "1")
     argv[argv.index("--data-path") + 1] = str(tmp_path / "no_such_dir")
     assert_cli_error(run_python("main_single_gpu.py", *argv), "no_such_dir")
@@ -245,13 +271,13 @@ def test_cli_missing_data_path(demo, tmp_path):
 def test_cli_missing_backbone(demo, tmp_path):
     argv = demo_argv(demo, tmp_path, "-e", "1", "-bs", "16")
     argv[argv.index("--backbone") + 1] = str(tmp_path / "AlexNet_pretrained.pdparams")
-    assert_cli_error(run_python("main_single_gpu.py", *argv), "AlexNet_pretrained.pdparams",
+    assert_cli_error(run_in_process(main_single_gpu.main, *argv), "AlexNet_pretrained.pdparams",
                      "convert_alexnet")
 
 
 def test_cli_eval_missing_checkpoint(demo, tmp_path):
-    proc = run_python("main_single_gpu.py", *demo_argv(demo, tmp_path, "--eval", "--pretrained",
-                                                       str(tmp_path / "model_best_16")))
+    proc = run_in_process(main_single_gpu.main, *demo_argv(demo, tmp_path, "--eval", "--pretrained",
+                                                           str(tmp_path / "model_best_16")))
     assert_cli_error(proc, "model_best_16")
 
 
@@ -267,7 +293,7 @@ def test_cli_bad_list_line(demo, tmp_path):
         (lists / f"{split}.txt").write_text(text)
     argv = demo_argv(demo, tmp_path, "-e", "1")
     argv[argv.index("--list-dir") + 1] = str(lists)
-    assert_cli_error(run_python("main_single_gpu.py", *argv), f"{lists / 'test.txt'}:3")
+    assert_cli_error(run_in_process(main_single_gpu.main, *argv), f"{lists / 'test.txt'}:3")
 
 
 # ------------------------------------------------------------- it learns
