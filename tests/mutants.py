@@ -58,7 +58,7 @@ MUTANTS = [
            ("tests/test_run_log.py::test_a_tiny_run_leaves_visualdl_records",)),
     Mutant("onnx_check_skipped", "the ONNX export is installed without its parity check",
            "utils/inference/export.py",
-           "        if diff > tolerance:\n            raise ExportMismatch(diff, flips)\n",
+           "        if diff > allowed:\n            raise ExportMismatch(diff, flips, allowed)\n",
            "",
            ("tests/test_onnx.py::test_failed_check_installs_nothing",)),
     Mutant("no_optimizer_step", "the engine never calls optimizer.step()",

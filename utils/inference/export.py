@@ -121,8 +121,9 @@ def export_checked(model, out_dir, image_size, info, batch=4, num_threads=1,
     """Export ``model`` for [N, 3, image_size, image_size] inputs into
     ``out_dir`` after checking it: returns (max abs diff, differing code bits,
     installed files); ExportMismatch(diff, flips, allowed) (nothing installed)
-    when the difference exceeds ``allowed_difference(z, tolerance)``. ``info`` goes into ``inference_{bit}.export.json``
-    with the bit length and image size, which infer.py reads."""
+    when the difference exceeds ``allowed_difference(z, tolerance)``. ``info``
+    goes into ``inference_{bit}.export.json`` with the bit length and image
+    size, which infer.py reads."""
     bit = model.bit
     x = check_batch(batch, image_size)
     z_dygraph = dygraph_outputs(model, x)   # the reference, before jit.save touches the model
