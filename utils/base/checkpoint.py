@@ -221,13 +221,16 @@ def load_weights(model, prefix, identify=None):
     model.set_state_dict(checked_weights(path, state, {k: v.shape for k, v in own.items()}))
 
 
-def load_training_state(prefix, model, optimizer):
+def load_training_state(prefix, model, optimizer, check=None):
     """Restore the optimizer from ``<prefix>.pdopt``; return the training
     state dict saved with it ({} for a reference-format file, whose optimizer
-    keys are the reference process's parameter names)."""
+    keys are the reference process's parameter names). ``check(training)``
+    may refuse the checkpoint before the optimizer is touched."""
     saved = load_state_file(prefix + ".pdopt", "optimizer state",
                             "--resume needs both .pdparams and .pdopt")
     if isinstance(saved, dict) and "optimizer" in saved and "training" in saved:
+        if check is not None:
+            check(saved["training"])
         state = saved["optimizer"]
         if saved.get("optimizer_keys") == "state_dict_names":
             state = rename_accumulators(state, {k: p.name for k, p in model.named_parameters()})

@@ -29,6 +29,7 @@ from utils.base.checkpoint import (load_training_state, load_weights, newest_che
 from utils.datasets import SPLITS, build_datasets, build_loader
 from utils.inference.encoder import encode_batches, fastest_forward
 from utils.base.errors import UserError
+from utils.base.fingerprint import sha256_file
 from utils.base.flags import check_sizes
 from utils.data.images import set_max_pixels
 from utils.base.io import atomic_write_json, ensure_writable_dir
@@ -305,18 +306,62 @@ def evaluate_and_keep_best(args, recipe, model, loaders, training, state, record
 
 def resume(args, model, optimizer, criterion, state, log):
     """Restore model, optimizer, memory bank and the recipe's counters from a
-    checkpoint (``--resume`` alone: the newest in --output-dir)."""
+    checkpoint (``--resume`` alone: the newest in --output-dir). A checkpoint
+    of another recipe, optimizer or training list is refused before anything
+    is restored; other changed settings are named (config.json records them)."""
     prefix = newest_checkpoint(args.output_dir, args.bit) if args.resume == "auto" else args.resume
-    load_weights(model, prefix, models.arch_of_state)
-    saved = load_training_state(prefix, model, optimizer)
-    written_by = recipes.checkpoint_recipe(saved)
+    load_weights(model, prefix)
+    saved = load_training_state(prefix, model, optimizer,
+                                check=lambda training: check_resumable(args, training, prefix))
+    if "bank" in saved:
+        load_bank(criterion, saved.pop("bank"), prefix)
+    recipe = recipes.build(args)
+    where = recipe.restore(saved, state, prefix)
+    log.info(f"resumed from {prefix} at {where}")
+    for key, (was, now) in changed_settings(saved.get("config", {}), vars(args)).items():
+        log.warning(f"warning: --resume {prefix}: {flag_of(key)} was {was}, now {now}")
+    if not list(recipe.periods(state)):
+        log.info(f"{prefix} is a finished run ({recipe.position(state)}): nothing left to "
+                 "train; raise -e / --max_iter to train further")
+
+
+# Settings a resumed run may change, but should not do silently.
+RESUME_SETTINGS = ("learning_rate", "momentum", "weight_decay", "alpha", "step_continuation",
+                   "de_step", "seed", "base_lr", "class_num", "sigmoid_param", "num_class",
+                   "dataset", "crop_size", "resize_size", "arch")
+
+
+def flag_of(key):
+    return {"learning_rate": "-lr", "weight_decay": "-wd"}.get(key, f"--{key}")
+
+
+def changed_settings(saved_config, config):
+    return {k: (saved_config[k], config.get(k)) for k in RESUME_SETTINGS
+            if k in saved_config and saved_config[k] != config.get(k)}
+
+
+def train_list_digest(args):
+    """sha256 of the training list file (None for CIFAR-10, which has none)."""
+    path = os.path.join(args.list_dir, "train.txt")
+    return sha256_file(path) if os.path.isfile(path) else None
+
+
+def check_resumable(args, training, prefix):
+    """Refuse a checkpoint whose recipe, optimizer or training list differs
+    from this run's: its counters, optimizer state or memory bank would not fit."""
+    written_by = recipes.checkpoint_recipe(training)
     if written_by != args.recipe:
         raise UserError(f"{prefix} is a --recipe {written_by} checkpoint (not a --recipe "
                         f"{args.recipe} checkpoint): resume it with --recipe {written_by}")
-    if "bank" in saved:
-        load_bank(criterion, saved.pop("bank"), prefix)
-    where = recipes.build(args).restore(saved, state, prefix)
-    log.info(f"resumed from {prefix} at {where}")
+    optimizer = training.get("config", {}).get("optimizer", args.optimizer)
+    if optimizer != args.optimizer:
+        raise UserError(f"{prefix} was trained with -op {optimizer}, not -op {args.optimizer}: "
+                        f"resume it with -op {optimizer} (or start from it with --pretrained)")
+    recorded = training.get("train_list_sha256")
+    if recorded and recorded != train_list_digest(args):
+        raise UserError(f"{prefix} was trained on another {args.list_dir}/train.txt (its sha256 "
+                        "differs): resume with the checkpoint's list, or start from it with "
+                        "--pretrained")
 
 
 def load_bank(criterion, bank, prefix):
@@ -338,7 +383,7 @@ def save(args, name, model, optimizer, criterion, state):
         training = {k: dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v
                     for k, v in state.items()}
         training.update(recipe=args.recipe, bank=criterion.state_dict(), rng=rng_states(),
-                        config=vars(args))
+                        config=vars(args), train_list_sha256=train_list_digest(args))
         save_checkpoint(os.path.join(args.output_dir, f"{name}_{args.bit}"), model, optimizer, training)
 
 
