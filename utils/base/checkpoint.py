@@ -100,7 +100,7 @@ def wrong_arch_error(path, state, model, identify):
         return UserError(f"{path} holds --arch {found} weights, not --arch {own}: pass "
                          f"--arch {found} (or a --arch {own} checkpoint)")
     missing = next(k for k in model.state_dict() if k not in state)
-    return UserError(f"{path} is not a --arch {own} HashNet checkpoint (no {missing})")
+    return UserError(f"{path} is not a HashNet checkpoint of --arch {own} (no {missing})")
 
 
 CHECKPOINT_REMEDY = "use another checkpoint (e.g. model_best_* or an older copy)"
