@@ -163,6 +163,31 @@ def test_unpack_is_atomic(tmp_path):
     assert os.listdir(root) == ["train2014"] and (root / "train2014" / "a.jpg").read_bytes() == b"a"
 
 
+@pytest.mark.parametrize("errno_name", ["ENOSPC", "EFBIG"])
+def test_unpack_on_a_full_disk_is_one_line_and_leaves_nothing(tmp_path, monkeypatch, errno_name):
+    """A full disk (or a file-size limit) half-way through the COCO zip: the
+    disk-full line naming the folder, and no partial folder left behind."""
+    import errno
+    archive = tmp_path / "coco.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        for i in range(3):
+            z.writestr(f"train2014/{i}.jpg", b"x" * 10)
+    real_extract, calls = zipfile.ZipFile.extract, []
+
+    def extract_until_full(self, member, path=None, pwd=None):
+        calls.append(member)
+        if len(calls) == 2:
+            code = getattr(errno, errno_name)
+            raise OSError(code, os.strerror(code))
+        return real_extract(self, member, path, pwd)
+    monkeypatch.setattr(zipfile.ZipFile, "extract", extract_until_full)
+    root = tmp_path / "root"
+    root.mkdir()
+    message = user_error(download.unpack_zip, str(archive), str(root), "train2014")
+    assert message.startswith(f"cannot write {root / 'train2014'}: ") and "\n" not in message
+    assert os.listdir(root) == []
+
+
 def test_rewrite_list_cuts_the_authors_prefix(tmp_path):
     from scripts.get_data import rewrite_list
     src, dst = tmp_path / "raw.txt", tmp_path / "out" / "train.txt"

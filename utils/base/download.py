@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from utils.base.errors import UserError
 from utils.base.fingerprint import file_digest
-from utils.base.io import open_own_file
+from utils.base.io import disk_full_is_user_error, open_own_file
 
 BASE_ENV = "HASHNET_DOWNLOAD_BASE"
 CHECKSUMS_ENV = "HASHNET_CHECKSUMS"
@@ -278,7 +278,9 @@ def unpack_zip(archive, root, folder):
             shutil.rmtree(os.path.join(root, stale), ignore_errors=True)
     tmp = tempfile.mkdtemp(dir=root, prefix=f".{folder}.unpack-")
     try:
-        with zipfile.ZipFile(archive) as z:
+        # A full disk or a file-size limit mid-way is the one-line disk-full
+        # error naming the folder; the partial extraction goes with tmp.
+        with zipfile.ZipFile(archive) as z, disk_full_is_user_error(final):
             for member in tqdm(z.infolist(), desc=f"unpack {os.path.basename(archive)}",
                                unit="file", leave=False):
                 z.extract(member, tmp)  # zipfile drops absolute paths and '..'
