@@ -64,8 +64,8 @@ def test_training_list_dir_that_is_a_file(make_args, a_file):
     (None, "cannot read it"),
     ("{not json", "is not valid JSON"),
     ("[1, 2]", "must hold a JSON object"),
-    ('{"https://x/a.zip": {"checksum": "sha9:00"}}', "the entry for https://x/a.zip must be"),
-    ('{"https://x/a.zip": {"checksum": "md5:00", "size": "big"}}', "the entry for"),
+    ('{"http://127.0.0.1/a.zip": {"checksum": "sha9:00"}}', "the entry for http://127.0.0.1/a.zip must be"),
+    ('{"http://127.0.0.1/a.zip": {"checksum": "md5:00", "size": "big"}}', "the entry for"),
 ])
 def test_bad_checksums_variable_is_one_line(monkeypatch, tmp_path, content, fragment):
     path = tmp_path / "checksums.json"
@@ -74,7 +74,7 @@ def test_bad_checksums_variable_is_one_line(monkeypatch, tmp_path, content, frag
     monkeypatch.setenv(download.CHECKSUMS_ENV, str(path))
     message = user_error(check_mirror_settings)
     assert message.startswith("HASHNET_CHECKSUMS=") and fragment in message
-    assert fragment in user_error(mirrored, Remote("https://x/a.zip", "md5:00"))
+    assert fragment in user_error(mirrored, Remote("http://127.0.0.1/a.zip", "md5:00"))
 
 
 @pytest.mark.parametrize("base", ["ftp://host/", "127.0.0.1:8000", "http://"])
