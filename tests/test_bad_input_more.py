@@ -204,6 +204,19 @@ def interrupted(argv, ready):
 
 
 @pytest.fixture(scope="module")
+def long_lists(demo, tmp_path_factory):
+    """The demo lists with the database repeated 100 times: encoding it takes
+    long enough that the SIGINT sent at the ready line always lands mid-run,
+    however loaded the machine (the process is interrupted, so it costs nothing)."""
+    lists = tmp_path_factory.mktemp("long_lists")
+    for split in ("train", "test", "database"):
+        with open(os.path.join(demo.list_dir, f"{split}.txt")) as f:
+            text = f.read()
+        (lists / f"{split}.txt").write_text(text * (100 if split == "database" else 1))
+    return str(lists)
+
+
+@pytest.fixture(scope="module")
 def weights(tmp_path_factory):
     prefix = str(tmp_path_factory.mktemp("w") / "w_16")
     paddle.save(HashNet(16).state_dict(), prefix + ".pdparams")
@@ -217,19 +230,20 @@ def check_interrupted(returncode, err):
     assert lines == ["interrupted (Ctrl-C): stopped; no file was left half-written"], err[-2000:]
 
 
-def test_ctrl_c_in_predict_is_one_line_and_130(demo, weights, tmp_path):
+def test_ctrl_c_in_predict_is_one_line_and_130(demo, weights, long_lists, tmp_path):
     img = os.path.join(demo.image_dir, "images", sorted(os.listdir(
         os.path.join(demo.image_dir, "images")))[0])
     check_interrupted(*interrupted(
         ["predict.py", "--bit", "16", "--dataset", "demo", "--data_path", demo.image_dir,
-         "--list-dir", demo.list_dir, "--pretrained", weights, "--crop_size", str(CROP),
+         "--list-dir", long_lists, "--pretrained", weights, "--crop_size", str(CROP),
          "--resize_size", str(RESIZE), "--img", img, "--save_path", str(tmp_path / "out"),
          "--num_threads", "1"], "weights:"))
     assert not [n for n in os.listdir(tmp_path / "out") if n.endswith(".tmp")]
 
 
-def test_ctrl_c_in_eval_is_one_line_and_130(demo, weights, tmp_path):
+def test_ctrl_c_in_eval_is_one_line_and_130(demo, weights, long_lists, tmp_path):
     from conftest import demo_argv
     check_interrupted(*interrupted(
-        ["main_single_gpu.py", "--eval", "--pretrained", weights, *demo_argv(demo, tmp_path)],
+        ["main_single_gpu.py", "--eval", "--pretrained", weights, *demo_argv(demo, tmp_path),
+         "--list-dir", long_lists],
         '"eval": true'))

@@ -312,13 +312,13 @@ def test_infer_takes_the_exported_size_and_refuses_another(tmp_path):
     (tmp_path / "inference_16.export.json").write_text('{"bit": 16, "img_size": 96}')
     side = exported_image_size(str(tmp_path), 16, str(tmp_path / "inference_16.pdmodel"))
     assert side == 96
-    args = fit_sizes_to_model(types.SimpleNamespace(crop_size=None, resize_size=None), side, "m")
+    args = fit_sizes_to_model(types.SimpleNamespace(arch=None, crop_size=None, resize_size=None), side, "m")
     assert (args.crop_size, args.resize_size) == (96, 109)
     message = user_error(fit_sizes_to_model,
-                         types.SimpleNamespace(crop_size=224, resize_size=None), side, "m")
+                         types.SimpleNamespace(arch=None, crop_size=224, resize_size=None), side, "m")
     assert "--crop_size 224 differs from the 96 px the model m was exported at" in message
     message = user_error(fit_sizes_to_model,
-                         types.SimpleNamespace(crop_size=None, resize_size=None), None, "m")
+                         types.SimpleNamespace(arch=None, crop_size=None, resize_size=None), None, "m")
     assert "m does not record its input size: pass --crop_size" in message
 
 
