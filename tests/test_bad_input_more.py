@@ -189,8 +189,12 @@ def test_a_split_with_only_zero_labels_is_refused(make_args, demo, tmp_path):
 def interrupted(argv, ready):
     """Run ``python argv``, send SIGINT once a stdout line contains ``ready``."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([REPO, GUARD_DIR]), PYTHONUNBUFFERED="1")
+    # As from a terminal: SIGINT at its default disposition in the child, even if
+    # something in this test process left it ignored (an ignored signal is
+    # inherited across exec, and Python then installs no KeyboardInterrupt).
     proc = subprocess.Popen([sys.executable, *argv], cwd=REPO, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     seen = ""
     while ready not in seen:
         line = proc.stdout.readline()
