@@ -27,6 +27,16 @@ from utils.base.runtime import set_num_threads  # noqa: E402
 
 set_num_threads(2)
 
+# glibc's malloc keeps freed memory in the process instead of handing each big
+# buffer back to the kernel, which would page-fault and zero it again at the
+# next step: a 1-epoch AlexNet run's system time 4.5 s -> 2.6 s. glibc reads
+# these at start-up, so they reach the Python processes the tests start and
+# the xdist workers (started after this file is imported), not the process
+# that imports this file (under -n 2 it runs no test). Results are unchanged.
+for name, value in {"MALLOC_MMAP_THRESHOLD_": "4294967296", "MALLOC_TRIM_THRESHOLD_": "4294967296",
+                    "MALLOC_TOP_PAD_": "536870912"}.items():
+    os.environ.setdefault(name, value)
+
 # No test may reach past 127.0.0.1: the guard refuses other connections in
 # this process and, via sitecustomize on PYTHONPATH, in every Python it starts
 # (tests/netguard/loopback_only.py); each refusal is logged and fails the test.
@@ -40,10 +50,45 @@ import tiny_model  # noqa: E402  registers --arch tiny (engine invariants run on
 
 TINY = ["--arch", tiny_model.TINY]
 tiny_model.skip_engine_plots()  # in this process; the AlexNet CLI subprocess still draws them
-os.environ.setdefault(loopback_only.LOG_ENV,
-                      os.path.join(tempfile.mkdtemp(prefix="netguard-"), "refused.txt"))
+if os.environ.get("PYTEST_XDIST_WORKER") or loopback_only.LOG_ENV not in os.environ:
+    # one log per pytest process: an xdist worker must not count the other's refusals
+    os.environ[loopback_only.LOG_ENV] = os.path.join(tempfile.mkdtemp(prefix="netguard-"),
+                                                     "refused.txt")
 os.environ["PYTHONPATH"] = os.pathsep.join(
     [REPO, GUARD_DIR] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
+
+
+# The slowest files, slowest first (seconds of --durations=0 on a 2-core CPU,
+# two workers). README's test command runs the files on two xdist workers
+# (-n 2 --dist loadfile); xdist hands files out in collection order, so the
+# longest go first and the short ones fill in at the end (longest processing
+# time first). xdist's own order, most tests first, left a 100-s file for last.
+SLOWEST_FILES = (
+    "test_tipc.py",             # 123 s
+    "test_training.py",         # 118
+    "test_backbones.py",        # 82
+    "test_distributed.py",      # 60
+    "test_tipc_reference.py",   # 52
+    "test_download.py",         # 47
+    "test_gpu_check.py",        # 44
+    "test_export_infer.py",     # 36
+    "test_index.py",            # 35
+    "test_predict.py",          # 20
+    "test_onnx.py",             # 18
+    "test_safe_pickle.py",      # 17
+    "test_robustness.py",       # 15
+    "test_resilience.py",       # 14
+)
+
+
+def pytest_configure(config):
+    if hasattr(config.option, "loadscopereorder"):   # pytest-xdist: keep the order below
+        config.option.loadscopereorder = False
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(SLOWEST_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))   # stable: files stay whole
 
 
 def refused_connections():
@@ -91,6 +136,20 @@ def make_args(demo, tmp_path):
     def build(*extra, bit=16, out=None):
         return parse_args(demo_argv(demo, out or tmp_path, *extra, bit=bit))
     return build
+
+
+@pytest.fixture
+def no_evaluation(monkeypatch):
+    """For in-process runs whose mAP no test reads: the engine skips the
+    evaluation and the model_best save (a GB written, hashed and fsynced for
+    VGG16) and records where it would have evaluated, in the returned list
+    ([(unit, done)]), so a test can still check the schedule."""
+    from utils.training import engine
+    due = []
+    monkeypatch.setattr(engine, "evaluate_and_keep_best",
+                        lambda args, recipe, model, loaders, training, state, *rest:
+                        due.append((recipe.unit, state[recipe.unit])))
+    return due
 
 
 def backend_params():

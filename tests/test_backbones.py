@@ -310,7 +310,8 @@ RECIPE_FLAGS = {"reference": ["-e", "1", "-ee", "1", "-bs", "2"],
 
 @pytest.mark.parametrize("recipe", sorted(RECIPE_FLAGS))
 @pytest.mark.parametrize("arch", ["caffenet", "vgg16", "resnet50"])
-def test_one_training_step(demo, tmp_path, arch, recipe):
+def test_one_training_step(demo, tmp_path, arch, recipe, no_evaluation):
+    """Trains, saves and reloads; no evaluation (nothing here reads an mAP)."""
     from utils.config import parse_args
     from utils.training import engine
     crop = max(SMALL[arch], 32)
@@ -319,6 +320,7 @@ def test_one_training_step(demo, tmp_path, arch, recipe):
                      "--resize_size", str(crop + 4), "--input_pipeline", "reference",
                      *RECIPE_FLAGS[recipe])
     engine.run(parse_args(argv))
+    assert no_evaluation == [({"reference": "epoch", "caffe": "iter"}[recipe], 1)]
     prefix = os.path.join(tmp_path, "output", f"last_{BIT}")
     assert json.load(open(prefix + ".manifest.json"))["arch"] == arch
     trained = models.build(arch, BIT)

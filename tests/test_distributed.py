@@ -20,6 +20,7 @@ import re
 import signal
 import sys
 import time
+import types
 
 import numpy as np
 import paddle
@@ -119,13 +120,13 @@ def test_multi_process_eval_map_equals_single_process(demo, make_args, tmp_path)
     collapses to ~2 codes, where any ordering gives the same mAP)."""
     from test_predict import codes_of, database_batch, make_checkpoint
     prefix = str(tmp_path / "centred_16")
-    model = make_checkpoint(prefix, demo)
+    model = make_checkpoint(prefix, demo, arch=TINY[1])   # the engine's, whatever the net
     distinct = len(np.unique(codes_of(model, database_batch(demo)[:47]), axis=0))
     assert distinct > 20, distinct
     # 23 queries and 47 database images: odd sizes, so the sampler pads
     lists = sub_lists(demo, tmp_path / "lists", test=23, database=47)
-    flags = ["--list-dir", lists, "--eval", "--pretrained", prefix, "-bs", "5"]
-    ok(multi(*demo_argv(demo, tmp_path / "multi", *flags)))
+    flags = ["--list-dir", lists, "--eval", "--pretrained", prefix, "-bs", "5", *TINY]
+    ok(worker("eval", tmp_path, demo_argv(demo, tmp_path / "multi", *flags)))
     (run,) = os.listdir(tmp_path / "multi" / "logs")
     with open(tmp_path / "multi" / "logs" / run / "metrics.json") as f:
         multi_metrics = json.load(f)
@@ -135,15 +136,26 @@ def test_multi_process_eval_map_equals_single_process(demo, make_args, tmp_path)
 
 
 # ---------------------------------------------------------------- 2 x b == 1 x 2b
-def test_two_by_b_equals_one_by_two_b(demo, make_args, tmp_path, monkeypatch):
+@pytest.fixture(scope="module")
+def two_by_b(demo, tmp_path_factory):
+    """The module's one 2-process training on the tiny net without dropout,
+    its processes first gathering unequal shards (gather_worker): flags,
+    output folder and the run's stdout."""
+    root = tmp_path_factory.mktemp("two_by_b")
+    flags = ["--list-dir", sub_lists(demo, root / "lists", train=40), "-bs", "8",
+             "-lr", "5", "-wd", "0", "--seed", "3", "-e", "1"]
+    proc = ok(worker("nodropout", root / "multi", demo_argv(demo, root / "multi", *flags)))
+    return types.SimpleNamespace(flags=flags, root=root, stdout=proc.stdout)
+
+
+def test_two_by_b_equals_one_by_two_b(two_by_b, make_args):
     """One epoch on 40 images: 2 processes x 8 and 1 process x 16 take the
     same 3 steps (16, 16, then a short 8), the memory bank carrying over.
     Dropout is off (its masks differ between the two), and so is weight
     decay, so that parameters move by the loss gradient alone."""
-    flags = ["--list-dir", sub_lists(demo, tmp_path / "lists", train=40), "-bs", "8",
-             "-lr", "5", "-wd", "0", "--seed", "3", "-e", "1"]
-    ok(worker("nodropout", tmp_path / "multi", demo_argv(demo, tmp_path / "multi", *flags)))
-    engine.run(make_args(*flags, "-bs", "16", "--arch", NODROPOUT, out=tmp_path / "single"))
+    tmp_path = two_by_b.root
+    engine.run(make_args(*two_by_b.flags, "-bs", "16", "--arch", NODROPOUT,
+                         out=tmp_path / "single"))
     got, ref = (paddle.load(str(tmp_path / run / "output" / "last_16.pdparams"))
                 for run in ("multi", "single"))
     paddle.seed(3)
@@ -181,10 +193,10 @@ def test_gathered_gradient_is_scaled_by_the_process_count(monkeypatch):
     np.testing.assert_array_equal(z.grad.numpy(), 3 * weights.numpy()[2:5])
 
 
-def test_gather_rows_of_unequal_shards(tmp_path, demo):
-    """gather_in_order with shards of 3 and 2 rows (not from the sampler)."""
-    proc = ok(worker("gather", tmp_path, demo_argv(demo, tmp_path)))
-    assert "gather ok" in proc.stdout, proc.stdout
+def test_gather_rows_of_unequal_shards(two_by_b):
+    """gather_in_order with shards of 3 and 2 rows (not from the sampler),
+    in the processes of the 2 x b run."""
+    assert "gather ok" in two_by_b.stdout, two_by_b.stdout
 
 
 # ---------------------------------------------------------------- failures
@@ -239,6 +251,7 @@ class TinyWithoutDropout(TinyHashNet):
 
 
 def nodropout_worker(args, out):
+    gather_worker(args, out)
     args.arch = NODROPOUT
     engine.run(args)
 
@@ -272,7 +285,7 @@ def signal_worker(signum, args, out):
     engine.run(args)
 
 
-WORKERS = {"nodropout": nodropout_worker, "gather": gather_worker,
+WORKERS = {"nodropout": nodropout_worker, "eval": lambda args, out: engine.run(args),
            "kill": functools.partial(signal_worker, signal.SIGKILL),
            "term": functools.partial(signal_worker, signal.SIGTERM)}
 

@@ -13,8 +13,8 @@ import paddle
 import pytest
 from PIL import Image
 
-from conftest import CROP, run_python, user_error
-from models.hashnet import HashNet
+from conftest import CROP, TINY, run_tiny, user_error
+from tiny_model import TinyHashNet
 from utils.base.io import HOST
 from utils.inference.predictor import InferenceModel, model_files
 
@@ -33,9 +33,10 @@ def leftover_name(prefix, suffix=""):
 
 
 def export(prefix, out):
-    result = run_python("export_model.py", "--bit", str(BIT), "--img_size", str(CROP),
-                        "--pretrained", prefix, "--save-inference-dir", str(out),
-                        "--num_threads", "1")
+    """export_model.py on tiny-net weights: the export unit is the same for any net."""
+    result = run_tiny("export_model.py", *TINY, "--bit", str(BIT), "--img_size", str(CROP),
+                      "--pretrained", prefix, "--save-inference-dir", str(out),
+                      "--num_threads", "1")
     assert result.returncode == 0, result.stderr[-2000:]
     return str(out)
 
@@ -48,7 +49,7 @@ def two_exports(tmp_path_factory):
     for seed in (1, 2):
         paddle.seed(seed)
         prefix = str(root / f"w{seed}_{BIT}")
-        paddle.save(HashNet(BIT).state_dict(), prefix + ".pdparams")
+        paddle.save(TinyHashNet(BIT).state_dict(), prefix + ".pdparams")
         folders.append(export(prefix, root / f"export{seed}"))
     return folders
 
@@ -164,6 +165,6 @@ def test_encoder_removes_temp_folders_of_killed_runs(tmp_path, monkeypatch):
     dead = tmp_path / leftover_name(encoder.TEMP_PREFIX)
     dead.mkdir()
     (dead / "inference_16.pdiparams").write_bytes(b"x" * 1000)
-    forward = encoder.inference_forward(HashNet(BIT))
+    forward = encoder.inference_forward(TinyHashNet(BIT))
     assert forward is not None
     assert os.listdir(tmp_path) == []   # the leftover and our own folder are gone

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import CROP, RESIZE, assert_cli_error, run_python, user_error
+from conftest import CROP, RESIZE, TINY, assert_cli_error, run_python, run_tiny, user_error
 from utils.data.list_check import check_lists, split_fingerprint
 from utils.data.list_format import (format_line, label_count, list_num_class, parse_list,
                                     write_list)
@@ -454,17 +454,18 @@ def test_training_on_lists_made_from_a_folder_tree(tmp_path):
     argv = ["--dataset", "custom", "--num_class", "3", "--data-path", root, "--list-dir",
             list_dir, "--bit", "16", "--crop_size", str(CROP), "--resize_size", str(RESIZE),
             "--backbone", "random", "--num_threads", "2", "--seed", "0", "-e", "1", "-bs", "4",
-            "--output-dir", str(tmp_path / "output"), "--log_path", str(tmp_path / "logs")]
+            "--output-dir", str(tmp_path / "output"), "--log_path", str(tmp_path / "logs"),
+            *TINY]   # the lists are the point here, not the network
     state = engine.run(parse_args(argv))
     assert [h["epoch"] for h in state["history"]] == [1]
     assert 0.0 <= state["history"][0]["map"] <= 1.0
     query = os.path.join(root, "red car", "img 1.jpg")
-    proc = run_python("predict.py", "--bit", "16", "--dataset", "custom", "--num_class", "3",
-                      "--data_path", root, "--list-dir", list_dir, "--crop_size", str(CROP),
-                      "--resize_size", str(RESIZE), "--pretrained",
-                      str(tmp_path / "output" / "model_best_16"), "--img", query,
-                      "--save_path", str(tmp_path / "predict"), "--topk", "3",
-                      "--num_threads", "2")
+    proc = run_tiny("predict.py", *TINY, "--bit", "16", "--dataset", "custom", "--num_class", "3",
+                    "--data_path", root, "--list-dir", list_dir, "--crop_size", str(CROP),
+                    "--resize_size", str(RESIZE), "--pretrained",
+                    str(tmp_path / "output" / "model_best_16"), "--img", query,
+                    "--save_path", str(tmp_path / "predict"), "--topk", "3",
+                    "--num_threads", "2")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "red car/img" in proc.stdout, proc.stdout
     assert_cli_error(run_python("predict.py", "--dataset", "custom", "--img", query),

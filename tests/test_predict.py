@@ -18,6 +18,7 @@ import paddle
 import pytest
 
 from conftest import CROP, GUARD_DIR, REPO, RESIZE, assert_cli_error, run_in_process
+import models
 from models.hashnet import HashNet, sign_codes
 from utils.datasets import ImageList
 from utils.retrieval.hamming import unpack_codes
@@ -35,11 +36,11 @@ def database_batch(demo):
     return np.stack([db[i][0] for i in range(len(db))])
 
 
-def make_checkpoint(prefix, demo, bit=BIT, seed=0):
+def make_checkpoint(prefix, demo, bit=BIT, seed=0, arch="alexnet"):
     """Save a random HashNet (hash layer centred and scaled on the demo database) at
     ``prefix``.pdparams; returns the model (eval mode)."""
     paddle.seed(seed)
-    model = HashNet(bit)
+    model = models.build(arch, bit)
     model.eval()
     with paddle.no_grad():
         z = model(paddle.to_tensor(database_batch(demo))).numpy()
@@ -47,7 +48,7 @@ def make_checkpoint(prefix, demo, bit=BIT, seed=0):
         # codes, but |z| ~ 1 (unscaled it is ~1e-4, the export check's tolerance)
         centre = np.median(z, axis=0)
         scale = 1.0 / np.maximum((z - centre).std(axis=0), 1e-12)
-        hash_layer = model.classifier_plus[6]
+        hash_layer = model.hash_layer
         hash_layer.weight.set_value((hash_layer.weight.numpy() * scale).astype("float32"))
         hash_layer.bias.set_value((-centre * scale).astype("float32"))
     paddle.save(model.state_dict(), prefix + ".pdparams")

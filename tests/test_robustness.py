@@ -15,7 +15,8 @@ import numpy as np
 import paddle
 import pytest
 
-from conftest import REPO, assert_cli_error, demo_argv, run_python, user_error
+from conftest import (REPO, TINY, assert_cli_error, demo_argv, run_python, run_tiny,
+                      user_error)
 from utils.base import io as uio
 
 LIMITED = """
@@ -187,10 +188,11 @@ def test_a_changed_checkpoint_file_is_refused_naming_it(checkpoint, tmp_path):
 KILL_BETWEEN_HALVES = """
 import os, signal
 import utils, paddle
-from models.hashnet import HashNet
+sys.path.insert(0, os.path.join(os.getcwd(), "tests"))
+from tiny_model import TinyHashNet
 from utils.base import checkpoint
 prefix = sys.argv[1]
-model = HashNet(16)
+model = TinyHashNet(16)
 opt = paddle.optimizer.Momentum(0.1, parameters=model.parameters())
 checkpoint.save_checkpoint(prefix, model, opt, {"epoch": 1})     # a complete unit
 real_save = checkpoint.atomic_save
@@ -199,7 +201,7 @@ def save_then_die(obj, path):
     if path.endswith(".pdopt"):
         os.kill(os.getpid(), signal.SIGKILL)     # the .pdparams half is never written
 checkpoint.atomic_save = save_then_die
-model.classifier_plus[6].weight.set_value(paddle.ones([4096, 16]))
+model.hash_layer.weight.set_value(paddle.ones(model.hash_layer.weight.shape))
 checkpoint.save_checkpoint(prefix, model, opt, {"epoch": 2})
 """
 
@@ -209,8 +211,8 @@ def test_killed_between_the_two_halves_resume_names_the_mismatch(demo, tmp_path)
     out.mkdir()
     proc = run_python("-c", "import sys\n" + KILL_BETWEEN_HALVES, str(out / "last_16"))
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
-    resume = run_python("main_single_gpu.py",
-                        *demo_argv(demo, tmp_path, "-bs", "16", "-e", "3", "--resume"))
+    resume = run_tiny("main_single_gpu.py",
+                      *demo_argv(demo, tmp_path, "-bs", "16", "-e", "3", "--resume", *TINY))
     assert_cli_error(resume, f"{out / 'last_16'}.pdopt does not match "
                              f"{out / 'last_16'}.manifest.json", "interrupted between its files")
 

@@ -6,6 +6,7 @@ import os
 
 import pytest
 
+from conftest import TINY
 from utils.training import engine
 from utils.training.run_log import RunLog, read_history
 
@@ -36,7 +37,7 @@ def scalars(vdl_dir):
 def test_a_tiny_run_leaves_visualdl_records(make_args, tmp_path, flags, unit, logged_steps,
                                              evals, eval_steps):
     pytest.importorskip("visualdl", reason="VisualDL records need visualdl (requirements-dev.txt)")
-    engine.run(make_args(*flags))
+    engine.run(make_args(*flags, *TINY))   # the records are the engine's, whatever the net
     log_dir = run_dir(tmp_path)
     history = read_history(log_dir)
     steps = [r for r in history if r["kind"] == "step"]
@@ -57,7 +58,7 @@ def test_a_tiny_run_leaves_visualdl_records(make_args, tmp_path, flags, unit, lo
 
 
 def test_no_visualdl_writes_the_history_only(make_args, tmp_path):
-    engine.run(make_args("-bs", "16", "-e", "1", "--debug_steps", "1", "--no_visualdl"))
+    engine.run(make_args("-bs", "16", "-e", "1", "--debug_steps", "1", "--no_visualdl", *TINY))
     log_dir = run_dir(tmp_path)
     assert not os.path.exists(os.path.join(log_dir, "vdl"))
     assert [r["kind"] for r in read_history(log_dir)] == ["step"] * 3 + ["eval"]
