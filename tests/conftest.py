@@ -32,7 +32,7 @@ set_num_threads(2)
 # next step: a 1-epoch AlexNet run's system time 4.5 s -> 2.6 s. glibc reads
 # these at start-up, so they reach the Python processes the tests start and
 # the xdist workers (started after this file is imported), not the process
-# that imports this file (under -n 2 it runs no test). Results are unchanged.
+# that imports this file (under -n 3 it runs no test). Results are unchanged.
 for name, value in {"MALLOC_MMAP_THRESHOLD_": "4294967296", "MALLOC_TRIM_THRESHOLD_": "4294967296",
                     "MALLOC_TOP_PAD_": "536870912"}.items():
     os.environ.setdefault(name, value)
@@ -59,10 +59,12 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
 
 
 # The slowest files, slowest first (seconds of --durations=0 on a 2-core CPU,
-# two workers). README's test command runs the files on two xdist workers
-# (-n 2 --dist loadfile); xdist hands files out in collection order, so the
-# longest go first and the short ones fill in at the end (longest processing
-# time first). xdist's own order, most tests first, left a 100-s file for last.
+# two workers). README's test command runs the files on three xdist workers
+# (-n 3 --dist loadfile: the third keeps both cores busy while another waits
+# for a subprocess or the disk); xdist hands files out in collection order, so
+# the longest go first and the short ones fill in at the end (longest
+# processing time first). xdist's own order, most tests first, left a 100-s
+# file for last.
 SLOWEST_FILES = (
     "test_tipc.py",             # 123 s
     "test_training.py",         # 118

@@ -17,7 +17,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import user_error
+from conftest import TINY, user_error
 from test_predict import (BIT, database_batch, codes_of, make_checkpoint, predict_argv,
                           query_path, run_predict_inprocess)
 from utils.retrieval.code_cache import make_fingerprint
@@ -288,8 +288,9 @@ def test_saved_index_is_reused_extended_or_rebuilt(data, spec, tmp_path):
 # ------------------------------------------------------------------ predict.py
 @pytest.fixture(scope="module")
 def weights(demo, tmp_path_factory):
+    """Tiny-net weights: the cache's and the index's invariants hold whatever the net."""
     prefix = str(tmp_path_factory.mktemp("index_ckpt") / "hashnet_16")
-    model = make_checkpoint(prefix, demo)
+    model = make_checkpoint(prefix, demo, arch=TINY[1])
     return prefix, codes_of(model, database_batch(demo))
 
 
@@ -308,7 +309,7 @@ def test_predict_grown_list_encodes_only_new_images_and_equals_a_rebuild(demo, w
 
     def run(save, *extra):
         argv = predict_argv(demo, prefix, img, save, "--index", "faiss:flat", "--topk", "20",
-                            *extra)
+                            *TINY, *extra)
         argv[argv.index("--list-dir") + 1] = str(lists)
         return run_predict_inprocess(capsys, argv)
 
@@ -332,17 +333,16 @@ def test_predict_grown_list_encodes_only_new_images_and_equals_a_rebuild(demo, w
 
 @needs_faiss
 def test_predict_refuses_a_saved_index_of_other_weights(demo, weights, tmp_path, capsys):
-    from conftest import assert_cli_error
-    from test_predict import run_script
+    from conftest import assert_cli_error, run_tiny
     prefix, _ = weights
     img = query_path(demo, 3)
     run_predict_inprocess(capsys, predict_argv(demo, prefix, img, tmp_path / "a", "--index",
-                                               "faiss:flat"))
+                                               "faiss:flat", *TINY))
     folder = os.path.join(tmp_path / "a", f"index_demo_{BIT}_faiss_flat")
     other = str(tmp_path / "other")
-    make_checkpoint(other, demo, seed=1)
-    proc = run_script("predict.py", *predict_argv(demo, other, img, tmp_path / "b",
-                                                  "--index", folder))
+    make_checkpoint(other, demo, seed=1, arch=TINY[1])
+    proc = run_tiny("predict.py", *predict_argv(demo, other, img, tmp_path / "b",
+                                                "--index", folder, *TINY))
     assert_cli_error(proc, f"--index {folder}", "the weights changed")
 
 

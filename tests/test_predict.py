@@ -17,7 +17,7 @@ import numpy as np
 import paddle
 import pytest
 
-from conftest import CROP, GUARD_DIR, REPO, RESIZE, assert_cli_error, run_in_process
+from conftest import CROP, GUARD_DIR, REPO, RESIZE, TINY, assert_cli_error, run_in_process
 import models
 from models.hashnet import HashNet, sign_codes
 from utils.datasets import ImageList
@@ -67,18 +67,29 @@ def brute_topk(codes, q, k):
     return order.tolist(), dist[order].tolist()
 
 
-@pytest.fixture(scope="module")
-def trained(demo, tmp_path_factory):
+def centred_checkpoint(demo, folder, arch="alexnet"):
     """The checkpoint ``prefix``, its ``model``, the database ``codes`` and a
     ``query`` index: a test image (so also in the database) whose code no
     other image has."""
-    prefix = str(tmp_path_factory.mktemp("ckpt") / "hashnet_16")
-    model = make_checkpoint(prefix, demo)
+    prefix = str(folder / "hashnet_16")
+    model = make_checkpoint(prefix, demo, arch=arch)
     codes = codes_of(model, database_batch(demo))
     unique = [i for i in range(1, demo.counts["test"])
               if (codes == codes[i]).all(axis=1).sum() == 1]
     assert unique, "the centred random model should give most images their own code"
     return types.SimpleNamespace(prefix=prefix, model=model, codes=codes, query=unique[0])
+
+
+@pytest.fixture(scope="module")
+def trained(demo, tmp_path_factory):
+    """AlexNet, for predict.py's and infer.py's end-to-end tests."""
+    return centred_checkpoint(demo, tmp_path_factory.mktemp("ckpt"))
+
+
+@pytest.fixture(scope="module")
+def tiny_trained(demo, tmp_path_factory):
+    """The tiny test net, for the code cache's invariants (whatever the net)."""
+    return centred_checkpoint(demo, tmp_path_factory.mktemp("tiny_ckpt"), arch=TINY[1])
 
 
 def query_path(demo, index):
@@ -138,21 +149,22 @@ def test_query_in_database_comes_first_at_distance_zero(demo, trained, tmp_path)
         assert t["relevant"] is bool((labels[t["index"]] * labels[q]).sum() > 0)
 
 
-def test_cache_reused_then_rebuilt_after_weights_or_list_change(demo, trained, tmp_path, capsys):
-    shared, q = trained.prefix, trained.query
+def test_cache_reused_then_rebuilt_after_weights_or_list_change(demo, tiny_trained, tmp_path,
+                                                                capsys):
+    shared, q = tiny_trained.prefix, tiny_trained.query
     img = query_path(demo, q)
     save = tmp_path / "out"
     prefix = str(tmp_path / "weights")        # a copy this test may overwrite
     shutil.copyfile(shared + ".pdparams", prefix + ".pdparams")
-    first, out = run_predict_inprocess(capsys, predict_argv(demo, prefix, img, save))
+    first, out = run_predict_inprocess(capsys, predict_argv(demo, prefix, img, save, *TINY))
     assert first["codes"] == "built" and "no cache at" in out
-    second, out = run_predict_inprocess(capsys, predict_argv(demo, prefix, img, save))
+    second, out = run_predict_inprocess(capsys, predict_argv(demo, prefix, img, save, *TINY))
     assert second["codes"] == "cache" and "fingerprint matches" in out
     assert second["topk"] == first["topk"]
 
     # other weights under the same file name: rebuilt, and the ranking follows them
-    other = make_checkpoint(prefix, demo, seed=1)
-    third, out = run_predict_inprocess(capsys, predict_argv(demo, prefix, img, save))
+    other = make_checkpoint(prefix, demo, seed=1, arch=TINY[1])
+    third, out = run_predict_inprocess(capsys, predict_argv(demo, prefix, img, save, *TINY))
     assert third["codes"] == "built" and "stale (the weights changed)" in out, out
     other_codes = codes_of(other, database_batch(demo))
     order, dist = brute_topk(other_codes, q, 10)
@@ -164,24 +176,26 @@ def test_cache_reused_then_rebuilt_after_weights_or_list_change(demo, trained, t
     shutil.copytree(demo.list_dir, lists)
     lines = (lists / "database.txt").read_text().splitlines(keepends=True)
     (lists / "database.txt").write_text("".join(lines[:-1]))
-    argv = predict_argv(demo, prefix, img, save)
+    argv = predict_argv(demo, prefix, img, save, *TINY)
     argv[argv.index("--list-dir") + 1] = str(lists)
     fourth, out = run_predict_inprocess(capsys, argv)
     assert fourth["codes"] == "built" and "the database list changed" in out, out
     assert fourth["database_size"] == len(lines) - 1
 
 
-def test_legacy_npy_cache_is_read(demo, trained, tmp_path, capsys):
-    prefix, codes, q = trained.prefix, trained.codes, trained.query
+def test_legacy_npy_cache_is_read(demo, tiny_trained, tmp_path, capsys):
+    prefix, codes, q = tiny_trained.prefix, tiny_trained.codes, tiny_trained.query
     img = query_path(demo, q)
-    built, _ = run_predict_inprocess(capsys, predict_argv(demo, prefix, img, tmp_path / "a"))
+    built, _ = run_predict_inprocess(capsys, predict_argv(demo, prefix, img, tmp_path / "a",
+                                                          *TINY))
     # the reference's format: a ±1 float array [n, bit], no fingerprint
     with np.load(tmp_path / "a" / "database_code_demo_16.npz", allow_pickle=False) as data:
         legacy = unpack_codes(data["packed"], BIT).astype(np.float32)
     np.testing.assert_array_equal(legacy, codes)
     os.makedirs(tmp_path / "b")
     np.save(tmp_path / "b" / "database_code_16.npy", legacy)
-    result, out = run_predict_inprocess(capsys, predict_argv(demo, prefix, img, tmp_path / "b"))
+    result, out = run_predict_inprocess(capsys, predict_argv(demo, prefix, img, tmp_path / "b",
+                                                            *TINY))
     assert result["codes"] == "legacy" and "LEGACY" in out and "UNVERIFIED" in out, out
     assert result["topk"] == built["topk"]
 
