@@ -4,6 +4,7 @@ caffemodel reader and converters on fixture files, the Caffe input pipeline,
 the arch in checkpoints and exports, one training step per arch and recipe."""
 import json
 import os
+import types
 
 import numpy as np
 import paddle
@@ -267,6 +268,10 @@ def test_loading_another_arch_names_both(tmp_path, built):
     assert "--arch caffenet weights, not --arch alexnet: pass --arch caffenet" in message
     os.remove(prefix + ".manifest.json")   # no record: told by its keys
     message = user_error(load_weights, built["vgg16"], prefix, models.arch_of_state)
+    assert "--arch caffenet weights, not --arch vgg16" in message
+    from utils.training import engine   # --resume tells it the same way as --pretrained
+    resume = types.SimpleNamespace(resume=prefix, output_dir=str(tmp_path), bit=BIT)
+    message = user_error(engine.resume, resume, built["vgg16"], None, None, None, None)
     assert "--arch caffenet weights, not --arch vgg16" in message
     load_weights(models.build("caffenet", BIT), prefix, models.arch_of_state)
 

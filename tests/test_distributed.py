@@ -153,10 +153,9 @@ def test_two_by_b_equals_one_by_two_b(two_by_b, make_args):
     same 3 steps (16, 16, then a short 8), the memory bank carrying over.
     Dropout is off (its masks differ between the two), and so is weight
     decay, so that parameters move by the loss gradient alone."""
-    tmp_path = two_by_b.root
-    engine.run(make_args(*two_by_b.flags, "-bs", "16", "--arch", NODROPOUT,
-                         out=tmp_path / "single"))
-    got, ref = (paddle.load(str(tmp_path / run / "output" / "last_16.pdparams"))
+    root = two_by_b.root
+    engine.run(make_args(*two_by_b.flags, "-bs", "16", "--arch", NODROPOUT, out=root / "single"))
+    got, ref = (paddle.load(str(root / run / "output" / "last_16.pdparams"))
                 for run in ("multi", "single"))
     paddle.seed(3)
     init = state_numpy(TinyWithoutDropout(16))  # what the engine built after set_seed(3)
@@ -169,7 +168,7 @@ def test_two_by_b_equals_one_by_two_b(two_by_b, make_args):
         update = np.abs(single - init[key]).max()
         assert update > 0, key
         assert np.abs(multi - single).max() <= 0.01 * update, key
-    got, ref = (paddle.load(str(tmp_path / run / "output" / "last_16.pdopt"))["training"]
+    got, ref = (paddle.load(str(root / run / "output" / "last_16.pdopt"))["training"]
                 for run in ("multi", "single"))
     np.testing.assert_allclose(got["bank"]["U"].numpy(), ref["bank"]["U"].numpy(), atol=1e-6)
     assert got["history"][0]["loss"] == pytest.approx(ref["history"][0]["loss"], abs=1e-6)

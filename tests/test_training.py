@@ -353,8 +353,11 @@ def test_short_training_raises_map(tmp_path, monkeypatch):
     # Only the last epoch's weights are read below: the other saves (460 MB
     # each, the best model's included) are skipped.
     write = engine.save
-    monkeypatch.setattr(engine, "save", lambda args, name, *rest: write(args, name, *rest)
-                        if (name, rest[-1]["epoch"]) == ("last", args.epoch) else None)
+
+    def save_last_epoch_only(args, name, model, optimizer, criterion, state):
+        if (name, state["epoch"]) == ("last", args.epoch):
+            write(args, name, model, optimizer, criterion, state)
+    monkeypatch.setattr(engine, "save", save_last_epoch_only)
     state = engine.run(args)
     after = state["history"][-1]["map"]
     report = (f"mAP untrained {untrained:.4f}, warm backbone {warm_only:.4f}, after HashNet "

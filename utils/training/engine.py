@@ -310,7 +310,7 @@ def resume(args, model, optimizer, criterion, state, log):
     of another recipe, optimizer or training list is refused before anything
     is restored; other changed settings are named (config.json records them)."""
     prefix = newest_checkpoint(args.output_dir, args.bit) if args.resume == "auto" else args.resume
-    load_weights(model, prefix)
+    load_weights(model, prefix, models.arch_of_state)
     saved = load_training_state(prefix, model, optimizer,
                                 check=lambda training: check_resumable(args, training, prefix))
     if "bank" in saved:
