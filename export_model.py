@@ -27,11 +27,11 @@ import paddle
 
 from deploy.cli import THREADS, SIDE, Range, add, check_ranges, check_sizes
 import models
-from models.hashnet import load_hashnet
+from utils.inference.checkpoints import load_trained_model
 from utils.base.errors import run_cli
 from utils.base.io import ensure_writable_dir
 from utils.base.runtime import available_cores, set_num_threads
-from utils.config import BITS
+from models.registry import BITS
 from utils.data.caffe_pipeline import PIPELINES, resolve_pipeline
 from utils.inference.export import FORMATS, TOLERANCE, ExportMismatch, export_checked
 
@@ -52,7 +52,7 @@ def build_parser():
     a("--pretrained", default=None,
       help="checkpoint path without .pdparams (default output/model_best_<bit>, "
            "else output/weights_<bit>)")
-    a("--arch", default="alexnet", choices=models.ARCHS,
+    a("--arch", default=models.DEFAULT_ARCH, choices=models.ARCHS,
       help="the checkpoint's backbone (recorded in inference_<bit>.export.json)")
     a("--input_pipeline", "--input-pipeline", dest="input_pipeline", default="auto",
       choices=PIPELINES, help="the transforms infer.py applies (auto: caffe for --arch "
@@ -75,7 +75,7 @@ def main(argv):
     check_sizes(args.img_size, flag="--img_size", min_crop=arch.min_crop, label=arch.label)
     set_num_threads(args.num_threads)
     ensure_writable_dir(args.save_inference_dir, "--save-inference-dir")  # before any work
-    model, weights = load_hashnet(args.bit, args.pretrained, args.arch)
+    model, weights = load_trained_model(args.bit, args.pretrained, args.arch)
     print(f"loaded {weights} ({args.bit} bits, --arch {args.arch})")
     out_dir = args.save_inference_dir
     info = {"weights": weights, "paddle": paddle.__version__, "arch": args.arch,

@@ -4,7 +4,7 @@
     paddle.hub.list("path/to/this/repo", source="local")        # ['hashnet']
     model = paddle.hub.load("path/to/this/repo", "hashnet", source="local",
                             bit=64, pretrained="output/model_best_64")
-    z = model(x)    # x: [N, 3, 224, 224] normalised like utils.datasets.normalize;
+    z = model(x)    # x: [N, 3, 224, 224] normalised like utils.data.transforms.normalize;
                     # z: [N, bit] in (-1, 1), sign(z) is the hash code
 
 paddle.hub lists every public callable of this module as an entry point, so
@@ -13,16 +13,17 @@ the imports below live inside the function or under private names.
 dependencies = ["paddle", "numpy", "PIL"]
 
 
-def hashnet(bit=64, pretrained=None, arch="alexnet"):
-    """HashNet with a ``bit``-bit hash layer on the ``arch`` backbone, in eval
-    mode. ``pretrained``: a checkpoint path (with or without .pdparams, as
+def hashnet(bit=64, pretrained=None, arch=None):
+    """HashNet with a ``bit``-bit hash layer on the ``arch`` backbone (default
+    ``models.DEFAULT_ARCH``, AlexNet), in eval mode. ``pretrained``: a checkpoint path (with or without .pdparams, as
     written by main_single_gpu.py or the reference's released weights_<bit>);
     None returns the untrained network (random init, for fine-tuning elsewhere)."""
     import models
-    from models.hashnet import load_hashnet
+    from utils.inference.checkpoints import load_trained_model
+    arch = arch or models.DEFAULT_ARCH
     if pretrained is None:
         model = models.build(arch, bit)
         model.eval()
         return model
-    model, _ = load_hashnet(bit, pretrained, arch=arch)
+    model, _ = load_trained_model(bit, pretrained, arch=arch)
     return model

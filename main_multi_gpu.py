@@ -13,8 +13,8 @@ trains on its shard of the data: 79 steps per epoch on COCO with 2 processes.
 """
 import sys
 
-from utils.config import parse_args
-from utils.distributed import launch
+from utils.training.config import parse_args
+from utils.base.distributed import launch
 from utils.training.engine import run
 from utils.base.errors import run_cli
 

@@ -5,7 +5,7 @@
 """
 import sys
 
-from utils.config import parse_args
+from utils.training.config import parse_args
 from utils.training.engine import run
 from utils.base.errors import run_cli
 

@@ -23,16 +23,14 @@ import sys
 import utils  # noqa: F401  (first: silences Paddle's import-time ccache warning)
 import paddle
 
-from deploy.cli import BATCH, add, add_retrieval_args, parse_retrieval_args, query_pipeline_of
-from deploy.database import (database_code_cache, database_index, database_loader,
-                             database_search_index, database_tail, open_database)
-from deploy.report import write_retrieval_report
-from deploy.search import search_database
-from models.hashnet import load_hashnet, sign_codes
-from utils.datasets import load_query_image
-from utils.inference.encoder import encode_batches, fastest_forward
+import models
+from deploy.cli import add_retrieval_args, parse_retrieval_args, set_pipeline
+from deploy.retrieve import Encoder, load_query, open_coded_database, retrieve
 from utils.base.errors import run_cli
+from utils.base.flags import BATCH, add
 from utils.base.runtime import set_num_threads
+from utils.inference.checkpoints import load_trained_model
+from utils.inference.encoder import dygraph_forward, fastest_forward
 
 
 def build_parser():
@@ -48,29 +46,15 @@ def build_parser():
 
 @paddle.no_grad()
 def main(argv):
-    args = parse_retrieval_args(build_parser(), argv)
+    args = set_pipeline(parse_retrieval_args(build_parser(), argv))
     set_num_threads(args.num_threads)
-    db = open_database(args)
-    query = load_query_image(args.img, args.resize_size, args.crop_size,
-                             upright=not args.ignore_exif_orientation,
-                             pipeline=query_pipeline_of(args))
-    model, weights = load_hashnet(args.bit, args.pretrained, args.arch or "alexnet")
-    query_code = sign_codes(model(paddle.to_tensor(query)))
+    load_query(args)   # an unreadable query fails before anything is encoded
+    model, weights = load_trained_model(args.bit, args.pretrained,
+                                        args.arch or models.DEFAULT_ARCH)
     print(f"weights: {weights}")
-
-    def build(start=0):   # the forward a full rebuild uses, also for appended images
-        loader = database_loader(database_tail(db, start), args.batch_size)
-        codes, labels, _ = encode_batches(fastest_forward(model, len(db)), loader,
-                                          "encoding database")
-        return codes, labels
-
-    cache = database_code_cache(args, [weights])
-    packed, labels, source = cache.get(build, len(db), args.rebuild_cache, (db.paths, db.labels))
-    index = database_search_index(args, cache, packed)
-    indices, distances = search_database(query_code, packed, args.topk,
-                                         database_index(args.img, db), index)
-    return write_retrieval_report(args, db, indices[0], distances[0],
-                                  db.labels if labels is None else labels, source)
+    encoder = Encoder(query=dygraph_forward(model), files=(weights,),
+                      database=lambda n: fastest_forward(model, n))
+    return retrieve(args, encoder, open_coded_database(args, encoder, args.batch_size))
 
 
 if __name__ == "__main__":

@@ -23,8 +23,8 @@ import numpy as np  # noqa: E402
 import paddle  # noqa: E402
 
 import models  # noqa: E402
-from models.hashnet import load_hashnet  # noqa: E402
-from utils.datasets import ImageList, build_loader  # noqa: E402
+from utils.inference.checkpoints import load_trained_model  # noqa: E402
+from utils.data.loaders import ImageList, build_loader  # noqa: E402
 from utils.inference.encoder import dygraph_forward, inference_forward  # noqa: E402
 from utils.base.runtime import available_cores, set_num_threads  # noqa: E402
 
@@ -51,7 +51,7 @@ def speed(model, size, batch, batches):
 
 def parity(args):
     """Codes and z of a list, dygraph vs the fast encoder."""
-    model, weights = load_hashnet(args.bit, args.checkpoint, args.arch)
+    model, weights = load_trained_model(args.bit, args.checkpoint, args.arch)
     data = ImageList(args.list, args.data_path, args.num_class, train=False,
                      resize_size=args.resize_size, crop_size=args.crop_size)
     dygraph, fast = dygraph_forward(model), inference_forward(model)
@@ -75,7 +75,7 @@ def main():
     p.add_argument("--list", default="data/demo/database.txt")
     p.add_argument("--num_class", type=int, default=10)
     p.add_argument("--bit", type=int, default=64)
-    p.add_argument("--arch", default="alexnet", choices=models.ARCHS,
+    p.add_argument("--arch", default=models.DEFAULT_ARCH, choices=models.ARCHS,
                    help="the backbone to time (random weights)")
     p.add_argument("--crop_size", type=int, default=64)
     p.add_argument("--resize_size", type=int, default=72)

@@ -34,8 +34,8 @@ from PIL import Image, ImageDraw, ImageFilter
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from utils.data import image_cache  # noqa: E402
-from utils.config import parse_args  # noqa: E402
-from utils.datasets import build_datasets  # noqa: E402
+from utils.training.config import parse_args  # noqa: E402
+from utils.data.loaders import build_datasets  # noqa: E402
 from utils.base.runtime import available_cores  # noqa: E402
 
 # COCO: 10,000 train, 5,000 queries, 112,218 database images; 150 epochs,

@@ -19,10 +19,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import utils  # noqa: E402,F401  (first: silences Paddle's import-time ccache warning)
 import paddle  # noqa: E402
 
-from models.hashnet import HashNet  # noqa: E402
+from models.alexnet import AlexNetHash  # noqa: E402
 from utils.base.checkpoint import load_state_file, save_checkpoint  # noqa: E402
 from utils.base.safe_pickle import load_paddle_file  # noqa: E402
-from utils.lr_scheduler import build_optimizer  # noqa: E402
+from utils.training.schedules import build_optimizer  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -35,7 +35,7 @@ def parse_args(argv=None):
 
 
 def write_checkpoint(folder, bit):
-    model = HashNet(bit)
+    model = AlexNetHash(bit)
     optimizer = build_optimizer("sgd", model.parameters(), 1e-3, 5e-4)
     model(paddle.randn([2, 3, 64, 64])).sum().backward()
     optimizer.step()  # the momentum buffers: a .pdopt as large as the weights

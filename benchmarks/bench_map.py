@@ -1,5 +1,5 @@
 """mAP@K at COCO scale: the per-query argsort loop against the packed,
-counting-sort fast path (utils.tools), side by side in one run.
+counting-sort fast path (utils.retrieval.metrics), side by side in one run.
 
 Synthetic, label-correlated data: every class has a random direction in
 R^bit; an item's code is sign(sum of its classes' directions / sqrt(#labels)
@@ -26,8 +26,8 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from utils.retrieval import hamming  # noqa: E402
-from utils.tools import (mean_average_precision, mean_average_precision_reference,  # noqa: E402
-                         retrieval_metrics)
+from utils.retrieval.metrics import (mean_average_precision, mean_average_precision_reference,
+                                     retrieval_metrics)
 
 
 def synthetic_coco(n_query, n_db, bit, n_class, noise, seed):

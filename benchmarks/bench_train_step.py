@@ -17,11 +17,12 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # noqa: E402
 import paddle  # noqa: E402
 
-from models.hashnet import HashNet, sign_codes  # noqa: E402
+from models.alexnet import AlexNetHash  # noqa: E402
+from utils.retrieval.codes import sign_codes  # noqa: E402
 from utils.base.runtime import available_cores, set_num_threads  # noqa: E402
-from utils.training.engine import train_step  # noqa: E402
-from utils.loss import HashNetLoss  # noqa: E402
-from utils.lr_scheduler import build_optimizer  # noqa: E402
+from utils.training.step import train_step  # noqa: E402
+from utils.methods.hashnet import HashNetLoss  # noqa: E402
+from utils.training.schedules import build_optimizer  # noqa: E402
 
 
 def baseline_step(model, criterion, optimizer, x, y, ind):
@@ -43,7 +44,7 @@ def images_per_second(fn, batch, steps):
 def measure(size, batch, steps, threads, step_fn):
     set_num_threads(threads)
     paddle.seed(0)
-    model = HashNet(64)
+    model = AlexNetHash(64)
     criterion = HashNetLoss(10 * batch, 64, 80)
     optimizer = build_optimizer("sgd", model.parameters(), 1e-3, 5e-4)
     rng = np.random.default_rng(0)

@@ -4,16 +4,15 @@ import argparse
 import os
 
 import models
-
-from utils.config import BITS, DATASET_PRESETS, need_num_class
 from utils.base.errors import UserError
+from utils.base.flags import (AT_LEAST_1, MIN_CROP, NUM_CLASS, SIDE, THREADS, Range, add,
+                              check_ranges, check_sizes)
 from utils.base.io import check_input_dir, ensure_writable_dir
-from utils.base.flags import (AT_LEAST_0, AT_LEAST_1, BATCH, MIN_CROP, NUM_CLASS,  # noqa: F401
-                         SIDE, THREADS, Range, add, check_ranges, check_sizes)
+from utils.base.runtime import available_cores
 from utils.data.caffe_pipeline import PIPELINES, build_pipeline, resolve_pipeline
 from utils.data.images import DEFAULT_MAX_PIXELS, set_max_pixels
-from utils.base.runtime import available_cores
-from utils.retrieval.index import DEFAULT_SPEC, is_saved_index, parse_spec
+from utils.data.presets import DATASET_PRESETS, need_num_class
+from utils.retrieval.index import DEFAULT_SPEC, index_help, is_saved_index, parse_spec
 
 TOP_RESULTS = Range(low=1, high=1000)   # each one is a tile of the montage
 
@@ -35,7 +34,7 @@ def add_retrieval_args(p, crop_default=224):
     carry their range (utils/base/flags.py); parse_retrieval_args checks them."""
     def a(*names, **kwargs):
         return add(p, *names, **kwargs)
-    a("--bit", type=int, default=64, choices=BITS)
+    a("--bit", type=int, default=64, choices=models.BITS)
     a("--dataset", default="coco", choices=sorted(DATASET_PRESETS),
       help="a dataset with list files (CIFAR-10 splits have none)")
     a("--data_path", "--data-path", dest="data_path", default=None,
@@ -59,12 +58,7 @@ def add_retrieval_args(p, crop_default=224):
     a("--topk", type=int, default=10, valid=TOP_RESULTS, help="how many database images to return")
     a("--num_threads", "--num-threads", dest="num_threads", type=int, default=available_cores(),
       valid=THREADS, help="CPU math threads")
-    a("--index", default=DEFAULT_SPEC,
-      help="search index: BACKEND[:KIND][,key=value...] -- exact (the scan), "
-      "faiss:ivf|multihash|hnsw|flat (pip install faiss-cpu), milvus:bin_flat|bin_ivf_flat"
-      "[,uri=http://HOST:19530] (pip install pymilvus; no uri: embedded milvus-lite) -- "
-      "built once under --save_path and reused while the code cache's fingerprint matches; "
-      "or the folder of a saved index (README: Retrieval at scale)")
+    a("--index", default=DEFAULT_SPEC, help=index_help())
     a("--rebuild_cache", "--rebuild-cache", dest="rebuild_cache", action="store_true",
       help="re-encode the database even if a matching cache exists")
     a("--ignore-exif-orientation", "--ignore_exif_orientation", dest="ignore_exif_orientation",
@@ -132,7 +126,7 @@ def fit_sizes_to_model(args, side, program):
 
 
 def check_arch_sizes(args):
-    arch = models.model_class(args.arch or "alexnet")
+    arch = models.model_class(args.arch or models.DEFAULT_ARCH)
     check_sizes(args.crop_size, args.resize_size, "--crop_size", min_crop=arch.min_crop,
                 label=arch.label)
 
@@ -140,7 +134,7 @@ def check_arch_sizes(args):
 def fit_arch_to_model(args, info, program):
     """infer.py: --arch and --input_pipeline are the exported model's (its
     export.json ``info``); a different --arch is an error."""
-    recorded = info.get("arch", "alexnet")
+    recorded = info.get("arch", models.DEFAULT_ARCH)
     if args.arch not in (None, recorded):
         raise UserError(f"{program} is an --arch {recorded} model, not --arch {args.arch}: "
                         f"pass --arch {recorded} (or export a --arch {args.arch} checkpoint)")
@@ -150,7 +144,10 @@ def fit_arch_to_model(args, info, program):
     return args
 
 
-def query_pipeline_of(args):
-    """The transforms of the query and database images: None (the reference's)
-    or the Caffe pipeline (utils/data/caffe_pipeline.py)."""
-    return build_pipeline(resolve_pipeline(args.input_pipeline, args.arch or "alexnet"))
+def set_pipeline(args):
+    """``args.pipeline``: the transforms of the query and database images,
+    None (the reference's) or the Caffe pipeline (utils/data/caffe_pipeline.py),
+    by --input_pipeline and --arch (known once the model is). Returns ``args``."""
+    args.pipeline = build_pipeline(resolve_pipeline(args.input_pipeline,
+                                                    args.arch or models.DEFAULT_ARCH))
+    return args

@@ -4,10 +4,10 @@ database entry)."""
 import copy
 import os
 
-from deploy.cli import query_pipeline_of
 from utils.retrieval.code_cache import DatabaseCodeCache, make_fingerprint
 from utils.retrieval.index import is_saved_index, open_saved_index, parse_spec
-from utils.datasets import ImageList, build_loader, parse_list
+from utils.data.loaders import ImageList, build_loader
+from utils.data.list_format import parse_list
 from utils.base.errors import UserError
 
 
@@ -16,10 +16,11 @@ def database_list(args):
 
 
 def open_database(args):
-    """The database list (parsed, images not yet checked)."""
+    """The database list (parsed, images not yet checked), read with
+    ``args.pipeline`` (deploy/cli.py set_pipeline)."""
     return ImageList(database_list(args), args.data_path, args.num_class,
                      train=False, resize_size=args.resize_size, crop_size=args.crop_size,
-                     pipeline=query_pipeline_of(args))
+                     pipeline=args.pipeline)
 
 
 def database_loader(db, batch_size):

@@ -1,12 +1,19 @@
-"""AlexNet in the torchvision layout, so ImageNet weights map key for key.
+"""AlexNet in the torchvision layout, so ImageNet weights map key for key, and
+the reference's HashNet network on it, registered as ``--arch alexnet``.
 
 Keys (``features.{0,3,6,8,10}``, ``classifier.{1,4,6}``) follow torchvision's
 ``alexnet``; Paddle's Linear weights are [in, out], the transpose of torch's.
+The hash network keeps the reference's keys: fc6/fc7 are
+``classifier_plus.{1,4}`` and the hash layer ``classifier_plus.6``, so the
+reference's released weights load unchanged.
 """
 import math
 
 import paddle
 import paddle.nn as nn
+
+from models.backbone import HashModel, hash_linear
+from models.registry import register
 
 FEATURE_DIM = 256 * 6 * 6  # 9216, the flattened pool5 output fc6 reads
 
@@ -68,3 +75,49 @@ class AlexNet(nn.Layer):
     def forward(self, x):                    # x: [N, 3, S, S]
         x = self.avgpool(self.features(x))   # [N, 256, 6, 6]
         return self.classifier(paddle.flatten(x, 1))  # [N, num_classes]
+
+
+BACKBONE_HELP = (
+    "pass --backbone imagenet to download them, or get ImageNet AlexNet weights as "
+    "torchvision's alexnet-owt-*.pth or paddle.vision's alexnet .pdparams and convert them with "
+    "`python -m scripts.convert_alexnet SRC models/AlexNet_pretrained.pdparams`, "
+    "or pass --backbone random for random init")
+
+
+@register("alexnet")
+class AlexNetHash(HashModel):
+    """AlexNet (paddle.vision's layout: dropout before fc6 and fc7, none
+    before the hash layer) + the hash layer, in the reference's keys."""
+    min_crop = 63        # three stride-2 max-pools after a stride-4 conv need 63 px
+    label = "AlexNet"
+    signature = "classifier_plus.6.weight"   # the reference's hash layer
+    backbone_hint = BACKBONE_HELP
+    weights_arch = "alexnet"   # also for the tests' variants registered under other names
+
+    def __init__(self, bit):
+        super().__init__()
+        self.bit = bit
+        self.features = alexnet_features()
+        self.avgpool = nn.AdaptiveAvgPool2D((6, 6))
+        self.classifier_plus = nn.Sequential(*fc67(), hash_linear(4096, bit))
+
+    @property
+    def hash_layer(self):
+        return self.classifier_plus[6]
+
+    def backbone_keys(self, state):
+        """An AlexNet file (torchvision keys, Paddle shapes) in this model's
+        keys: features.* unchanged, classifier.{1,4} -> classifier_plus.{1,4};
+        the ImageNet classifier (classifier.6) has no counterpart and goes."""
+        mapped = {}
+        for key, value in state.items():
+            if key.startswith("features."):
+                mapped[key] = value
+            elif key.split(".")[:2] in (["classifier", "1"], ["classifier", "4"]):
+                mapped["classifier_plus" + key[len("classifier"):]] = value
+        return mapped
+
+    def forward(self, x):                           # x: [N, 3, S, S]
+        x = self.avgpool(self.features(x))          # [N, 256, 6, 6]
+        x = paddle.reshape(x, [-1, FEATURE_DIM])    # [N, 9216]
+        return self.classifier_plus(x)              # z: [N, bit]

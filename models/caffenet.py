@@ -17,7 +17,7 @@ The weights expect BGR 0–255 minus the ImageNet mean (``--input_pipeline caffe
 import paddle
 import paddle.nn as nn
 
-from models.backbone import hash_linear, load_backbone_weights, smallest_input
+from models.backbone import HashModel, hash_linear, smallest_input
 from models.registry import register
 
 LRN = dict(size=5, alpha=1e-4, beta=0.75, k=1.0)
@@ -51,10 +51,11 @@ def caffe_pool():
 
 
 @register("caffenet")
-class CaffeNet(nn.Layer):
+class CaffeNet(HashModel):
     min_crop = smallest_input(SPATIAL)   # 55
     default_crop = 227                   # the prototxt's crop_size
     label = "CaffeNet"
+    backbone_hint = "--backbone imagenet converts BVLC's bvlc_reference_caffenet.caffemodel"
     signature = "conv1.weight"   # a key only this arch's checkpoints have
 
     def __init__(self, bit):
@@ -77,10 +78,6 @@ class CaffeNet(nn.Layer):
     @property
     def hash_layer(self):
         return self.fc8_flickr
-
-    def load_backbone(self, path):
-        load_backbone_weights(self, path, "--backbone imagenet converts BVLC's "
-                                          "bvlc_reference_caffenet.caffemodel")
 
     def features(self, x):                                   # x: [N, 3, 227, 227]
         x = self.norm1(self.pool1(self.relu(self.conv1(x))))  # [N, 96, 27, 27]

@@ -15,6 +15,7 @@ the URL and checksum at a local server, as for every other download.
 """
 import os
 
+from models.registry import DEFAULT_ARCH
 from utils.base.download import Remote, fetch, mirrored, through_paddle
 
 IMAGENET = "imagenet"
@@ -22,7 +23,7 @@ CAFFENET_REMOTE = Remote("http://dl.caffe.berkeleyvision.org/bvlc_reference_caff
                          "sha1:4c8d77deb20ea792f84eb5e6d0a11ca0a8660a46")
 
 
-def paddle_vision_remote(arch="alexnet"):
+def paddle_vision_remote(arch=DEFAULT_ARCH):
     import importlib
     module = "resnet" if arch.startswith("resnet") else arch.rstrip("0123456789")
     url, md5 = importlib.import_module(f"paddle.vision.models.{module}").model_urls[arch]
@@ -86,7 +87,7 @@ SOURCES = {
 }
 
 
-def imagenet_backbone(arch="alexnet"):
+def imagenet_backbone(arch=DEFAULT_ARCH):
     """Path of the converted ImageNet backbone of ``arch``, fetching and
     converting it on first use."""
     remote_of, fetch_source, convert = SOURCES[arch]

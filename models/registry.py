@@ -1,23 +1,20 @@
 """The model registry: every network the project trains, by its ``--arch`` name.
 
-A backbone is one file that defines a HashNet model class and registers it
-here with ``@register("name")``; ``models/__init__.py`` imports that file.
+A backbone is one file that defines a ``HashModel`` subclass
+(models/backbone.py: the interface) and registers it here with
+``@register("name")``; ``models/__init__.py`` imports that file.
 The engine, the export, predict, infer and the GPU check all get their model
 from ``build(arch, bit)``, so a new backbone never touches them, and a test
 registers a small model instead of patching a module global.
 
-A registered class is built as ``cls(bit)`` and provides
-  * ``forward(x [N, 3, S, S]) -> z [N, bit]`` and ``hash_layer`` (the Linear
-    that makes z; its learning-rate multipliers differ from the backbone's);
-  * ``arch`` (its registry name), ``min_crop`` (the smallest input side it
-    takes) and ``label`` (its name in messages);
-  * ``signature``: a state-dict key no other arch has (``arch_of_state``
-    names the arch of a checkpoint loaded with the wrong ``--arch``);
-  * ``load_backbone(path)``: ImageNet (``"imagenet"``), a local file or
-    ``"random"`` initialisation of everything but the hash layer.
+A registered class is built as ``cls(bit)``; what it provides is written
+down in ``HashModel``.
 """
 
 ARCHS = {}   # name -> model class; argparse takes its choices from this dict
+DEFAULT_ARCH = "alexnet"    # the reference's network, the default of every --arch
+DEFAULT_CROP = 224          # the reference's crop; an arch may declare its own default_crop
+BITS = (16, 32, 48, 64)     # the code lengths of the paper's tables (--bit choices)
 
 
 def register(name):
@@ -46,7 +43,6 @@ def model_class(arch):
 def build(arch, bit):
     """A fresh ``arch`` model with a ``bit``-bit hash layer (random init)."""
     return model_class(arch)(bit)
-
 
 
 def arch_of_state(keys):

@@ -3,10 +3,9 @@ PyTorch network.py ResNetFc does; registered as ``--arch resnet50``. The
 backbone is paddle.vision's ResNet without its classifier, under
 ``backbone.*`` (paddle.vision's keys behind that prefix)."""
 import paddle
-import paddle.nn as nn
 from paddle.vision.models.resnet import BottleneckBlock, ResNet
 
-from models.backbone import hash_linear, load_backbone_weights, smallest_input
+from models.backbone import HashModel, hash_linear, smallest_input
 from models.registry import register
 
 FEATURE_DIM = 2048
@@ -16,9 +15,10 @@ SPATIAL = [(7, 2, 3, False), (3, 2, 1, False)] + [(3, s, 1, False) for s in (1, 
 
 
 @register("resnet50")
-class ResNet50Hash(nn.Layer):
+class ResNet50Hash(HashModel):
     min_crop = smallest_input(SPATIAL)   # 1: every stride-2 layer pads, so any side passes
     label = "ResNet50"
+    backbone_hint = "--backbone imagenet converts paddle.vision's resnet50"
     signature = "backbone.layer4.2.conv3.weight"
 
     def __init__(self, bit):
@@ -30,9 +30,6 @@ class ResNet50Hash(nn.Layer):
     @property
     def hash_layer(self):
         return self.hash
-
-    def load_backbone(self, path):
-        load_backbone_weights(self, path, "--backbone imagenet converts paddle.vision's resnet50")
 
     def forward(self, x):                                                  # x: [N, 3, S, S]
         return self.hash(paddle.reshape(self.backbone(x), [-1, FEATURE_DIM]))  # z: [N, bit]

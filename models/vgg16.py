@@ -6,7 +6,7 @@ import paddle
 import paddle.nn as nn
 from paddle.vision.models.vgg import cfgs, make_layers
 
-from models.backbone import hash_linear, load_backbone_weights, smallest_input
+from models.backbone import HashModel, hash_linear, smallest_input
 from models.registry import register
 
 POOL5_DIM = 512 * 7 * 7
@@ -15,9 +15,10 @@ SPATIAL = [layer for n in (2, 2, 3, 3, 3) for layer in [CONV] * n + [POOL]]
 
 
 @register("vgg16")
-class VGG16Hash(nn.Layer):
+class VGG16Hash(HashModel):
     min_crop = smallest_input(SPATIAL)   # 32: five 2x2 stride-2 max-pools
     label = "VGG16"
+    backbone_hint = "--backbone imagenet converts paddle.vision's vgg16"
     signature = "classifier.3.weight"
 
     def __init__(self, bit):
@@ -33,9 +34,6 @@ class VGG16Hash(nn.Layer):
     @property
     def hash_layer(self):
         return self.hash
-
-    def load_backbone(self, path):
-        load_backbone_weights(self, path, "--backbone imagenet converts paddle.vision's vgg16")
 
     def forward(self, x):                                             # x: [N, 3, S, S]
         x = paddle.reshape(self.avgpool(self.features(x)), [-1, POOL5_DIM])

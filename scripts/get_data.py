@@ -29,13 +29,13 @@ import functools
 import os
 import sys
 
-from utils.config import DATASET_PRESETS
+from utils.data.presets import DATASET_PRESETS
 from utils.base.download import (Remote, check_mirror_settings, fetch, run_downloads,
                                  through_paddle, unpack_zip)
 from utils.base.errors import UserError, run_cli
 from utils.base.io import ensure_writable_dir
 from utils.data.list_format import numbered_lines, split_line, write_list
-from utils.datasets import SPLITS
+from utils.data.splits import SPLITS
 
 AUTHORS_COMMIT = "85387b814fcf95daff887bd325cbaa0e8def7323"
 AUTHORS_DATA = f"https://raw.githubusercontent.com/thuml/HashNet/{AUTHORS_COMMIT}/pytorch/data"

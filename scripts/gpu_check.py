@@ -30,18 +30,22 @@ import tempfile
 
 import numpy as np
 
-from utils import distributed as dist
+import models
+from utils.base import distributed as dist
 from utils.base.errors import UserError, run_cli
 from utils.base.flags import AT_LEAST_0, add, check_ranges
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-REFERENCE = os.path.join(HERE, "gpu_check_reference.json")   # --arch alexnet's
+REFERENCE = os.path.join(HERE, "gpu_check_reference.json")   # the default arch's
 CHECK_SUFFIX = "-gpu-check"
 
 
 def reference_file(arch):
-    """The recorded CPU values of ``arch`` (AlexNet's keeps its old name)."""
-    return REFERENCE if arch == "alexnet" else os.path.join(HERE, f"gpu_check_reference_{arch}.json")
+    """The recorded CPU values of ``arch`` (the default arch's file has no suffix)."""
+    return (REFERENCE if arch == models.DEFAULT_ARCH
+            else os.path.join(HERE, f"gpu_check_reference_{arch}.json"))
+
+
 BIT, BATCH, EPOCHS = 16, 16, 2
 N_TRAIN, N_TEST, N_EXTRA, IMAGE_SIZE = 32, 8, 8, 72
 LOSS_RTOL, UPDATE_RTOL, INFERENCE_ATOL = 1e-3, 1e-2, 1e-4
@@ -55,7 +59,7 @@ def make_tiny_set(root):
     return image_dir, list_dir
 
 
-def run_argv(data, out, batch, arch="alexnet"):
+def run_argv(data, out, batch, arch=models.DEFAULT_ARCH):
     image_dir, list_dir = data
     return ["--dataset", "demo", "--data-path", image_dir, "--list-dir", list_dir,
             "--bit", str(BIT), "--crop_size", "64", "--resize_size", str(IMAGE_SIZE),
@@ -64,10 +68,9 @@ def run_argv(data, out, batch, arch="alexnet"):
             "--output-dir", os.path.join(out, "output"), "--log_path", os.path.join(out, "logs")]
 
 
-def initial_state(arch="alexnet", seed=0):
+def initial_state(arch=models.DEFAULT_ARCH, seed=0):
     """The initial weights every run of ``arch`` starts from, built on the CPU."""
     import paddle
-    import models
     from utils.base.checkpoint import hash_weight_key
     device = paddle.get_device()
     paddle.set_device("cpu")
@@ -83,10 +86,9 @@ def initial_state(arch="alexnet", seed=0):
     return state
 
 
-def register_check_model(arch="alexnet"):
+def register_check_model(arch=models.DEFAULT_ARCH):
     """Register the check's model, ``--arch <arch>-gpu-check``: the arch with
     dropout off and the CPU-built initial weights."""
-    import models
     from models.alexnet import disable_dropout
     if arch + CHECK_SUFFIX in models.ARCHS:   # already, in this process
         return
@@ -106,23 +108,23 @@ def train_worker(args):
     engine.run(args)
 
 
-def train(device, data, out, gpus=1, arch="alexnet"):
+def train(device, data, out, gpus=1, arch=models.DEFAULT_ARCH):
     """Train on ``device`` ('cpu' or 'gpu') with ``gpus`` processes; return the summary."""
     import paddle
-    from utils.config import parse_args
+    from utils.training.config import parse_args
     register_check_model(arch)   # parse_args takes --arch's choices from the registry
     if gpus == 1:
         paddle.set_device("cpu" if device == "cpu" else "gpu:0")
         train_worker(parse_args(run_argv(data, out, BATCH, arch)))
     else:
-        from utils.distributed import launch
+        from utils.base.distributed import launch
         args = parse_args(run_argv(data, out, BATCH // gpus, arch), batch_size=BATCH // gpus)
         args.nprocs = gpus
         launch(train_worker, args)
     return summarize(os.path.join(out, "output", f"last_{BIT}"), arch)
 
 
-def summarize(prefix, arch="alexnet"):
+def summarize(prefix, arch=models.DEFAULT_ARCH):
     """A few numbers per run: epoch losses; per parameter the update's norm
     and its projection on a fixed random unit vector."""
     from utils.base.checkpoint import load_state_file
@@ -161,13 +163,13 @@ def compare(measured, reference):
     return verdicts
 
 
-def check_inference(prefix, out, use_gpu, arch="alexnet"):
+def check_inference(prefix, out, use_gpu, arch=models.DEFAULT_ARCH):
     """Export ``prefix`` (checked on the CPU, as export_model.py does) and
     compare Paddle Inference on ``use_gpu`` with the dygraph model."""
-    from models.hashnet import load_hashnet
+    from utils.inference.checkpoints import load_trained_model
     from utils.inference.export import compare_with_dygraph, dygraph_outputs, export_checked
     export_dir = os.path.join(out, "inference")
-    model, weights = load_hashnet(BIT, prefix, arch)
+    model, weights = load_trained_model(BIT, prefix, arch)
     export_checked(model, export_dir, 64, {"weights": weights, "arch": arch}, num_threads=2)
     x = np.random.default_rng(0).standard_normal((4, 3, 64, 64)).astype(np.float32)
     err, _ = compare_with_dygraph(export_dir, BIT, x, dygraph_outputs(model, x), use_gpu, 2)
@@ -192,7 +194,7 @@ def report(name, verdicts):
     return all(passed for passed, _ in verdicts)
 
 
-def run_checks(reference_path, work, gpus, arch="alexnet"):
+def run_checks(reference_path, work, gpus, arch=models.DEFAULT_ARCH):
     with open(reference_path) as f:
         reference = json.load(f)
     data = make_tiny_set(os.path.join(work, "data"))
@@ -213,15 +215,12 @@ def run_checks(reference_path, work, gpus, arch="alexnet"):
     return ok
 
 
-ARCH_CHOICES = ("alexnet", "caffenet", "vgg16", "resnet50")   # models.ARCHS, without importing paddle
-
-
 def main(argv):
     p = argparse.ArgumentParser(prog="python -m scripts.gpu_check", description=__doc__.splitlines()[0])
     p.add_argument("--record", action="store_true",
                    help="train on the CPU and write the reference values (to --reference)")
-    p.add_argument("--arch", default="alexnet",
-                   choices=[a for a in ARCH_CHOICES if not a.endswith(CHECK_SUFFIX)],
+    p.add_argument("--arch", default=models.DEFAULT_ARCH,
+                   choices=[a for a in models.ARCHS if not a.endswith(CHECK_SUFFIX)],
                    help="the backbone to check (each has its recorded CPU values)")
     p.add_argument("--reference", default=None,
                    help="the recorded CPU values (JSON; default scripts/gpu_check_reference"

@@ -25,8 +25,9 @@ from utils.base.flags import AT_LEAST_1, NUM_CLASS, SEED, Range, add, check_rang
 from utils.base.io import atomic_write_json, ensure_writable_dir
 from utils.data.list_check import (check_lists, first_problems, format_report,
                                    lists_fingerprint, split_fingerprint)
-from utils.data.list_sources import (CLASSES_FILE, SPLITS, default_root, images_from_coco,
-                                     images_from_csv, images_from_folder, make_lists)
+from utils.data.list_sources import (CLASSES_FILE, default_root, images_from_coco, images_from_csv,
+                                     images_from_folder, make_lists)
+from utils.data.splits import SPLITS
 from utils.data.splits import DATABASES, PROTOCOLS, Protocol
 
 CHECK_WORKERS = Range(low=1, high=4 * machine_cores(), high_note="4 x this machine's cores")

@@ -9,10 +9,10 @@ NUM_WORKERS=${NUM_WORKERS:-4}  # JPEG decoding in worker processes keeps a GPU f
 IMAGE_CACHE=${IMAGE_CACHE-output/image_cache}
 DEFAULT_WEIGHTS='output/coco_{bit}/model_best_{bit}'  # (a literal } would end ${WEIGHTS:-...})
 WEIGHTS=${WEIGHTS:-$DEFAULT_WEIGHTS}
-# Seeds of the released runs per bit, read from utils/config.py RECIPE_SEEDS (their one home).
+# Seeds of the released runs per bit, read from utils/training/config.py RECIPE_SEEDS (their one home).
 declare -A SEED
 while read -r bit seed; do SEED[$bit]=$seed; done < <(
-  python -c 'from utils.config import RECIPE_SEEDS; [print(b, s) for b, s in RECIPE_SEEDS.items()]')
+  python -c 'from utils.training.config import RECIPE_SEEDS; [print(b, s) for b, s in RECIPE_SEEDS.items()]')
 BITS=("$@"); [ ${#BITS[@]} -gt 0 ] || BITS=(16 32 48 64)
 RECIPE=(--dataset coco --data-path "$COCO_PATH" -lr 1e-3 -e 150 -ee 10 --de_step 50
         --step_continuation 20 -op sgd -wd 5e-4 --momentum 0.9 --alpha 0.1

@@ -20,7 +20,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
-from utils.config import parse_args  # noqa: E402
+from utils.training.config import parse_args  # noqa: E402
 from scripts.demo.data import generate  # noqa: E402
 from utils.base.errors import UserError  # noqa: E402
 from utils.base.runtime import set_num_threads  # noqa: E402
@@ -134,7 +134,7 @@ def demo_argv(demo, out_dir, *extra, bit=16):
 @pytest.fixture
 def make_args(demo, tmp_path):
     """``make_args(*flags, bit=16, out=tmp_path)`` -> an ``args`` namespace
-    from ``utils.config.parse_args`` for a tiny run on the demo set."""
+    from ``utils.training.config.parse_args`` for a tiny run on the demo set."""
     def build(*extra, bit=16, out=None):
         return parse_args(demo_argv(demo, out or tmp_path, *extra, bit=bit))
     return build
@@ -233,12 +233,11 @@ def assert_same(actual, expected, key=""):
 
 
 def check_backbone_load(model, path, alexnet_state):
-    """load_backbone(model, path) must set features.* and fc6/fc7
+    """model.load_backbone(path) must set features.* and fc6/fc7
     (classifier_plus.1/.4) to ``alexnet_state`` (torchvision keys, Paddle
     shapes) exactly and leave the hash layer (classifier_plus.6) alone."""
-    from models.hashnet import load_backbone
     before = state_numpy(model)
-    load_backbone(model, path)
+    model.load_backbone(path)
     got = state_numpy(model)
     for key, value in got.items():
         if key.startswith("classifier_plus.6."):

@@ -19,6 +19,8 @@ from utils.base import caffe_proto
 from utils.base import download
 from utils.base.checkpoint import load_weights
 from utils.base.io import atomic_save
+from utils.training import recipes
+from utils.training.config import build_method, parse_args
 
 BIT = 16
 SMALL = {"alexnet": 63, "caffenet": 55, "vgg16": 32, "resnet50": 32}   # crops the tests use
@@ -51,7 +53,14 @@ def test_forward_shape_and_parameter_count(built, arch):
     assert trainable(model) == PARAMETERS[arch]
     hash_in = {"alexnet": 4096, "caffenet": 4096, "vgg16": 4096, "resnet50": 2048}[arch]
     assert model.hash_layer.weight.shape == [hash_in, BIT]
+    # the reference recipe's optimizer gives the hash layer HashNet's 10x
+    args = parse_args(["--arch", arch, "--bit", str(BIT)])
+    recipes.build(args, build_method(args)).optimizer(model)
     assert model.hash_layer.weight.optimize_attr["learning_rate"] == 10.0
+    assert model.hash_layer.bias.optimize_attr["learning_rate"] == 10.0
+    others = [p for p in model.parameters() if p.name != model.hash_layer.weight.name
+              and p.name != model.hash_layer.bias.name]
+    assert {p.optimize_attr["learning_rate"] for p in others} == {1.0}
 
 
 def test_min_crop_is_the_smallest_valid_input():
@@ -246,12 +255,15 @@ def test_caffe_pipeline_train_and_test(tmp_path):
 
 def test_input_pipeline_defaults(make_args):
     assert make_args("--arch", "caffenet").input_pipeline == "auto"
-    from utils.datasets import input_pipeline
+    from utils.training.config import data_settings
+
+    def input_pipeline(args):
+        return data_settings(args).pipeline
     assert input_pipeline(make_args("--arch", "caffenet", "--recipe", "caffe")) == "caffe"
     assert input_pipeline(make_args("--arch", "alexnet")) == "reference"
     assert input_pipeline(make_args("--arch", "caffenet", "--input_pipeline", "reference")) == \
         "reference"
-    from utils.config import parse_args
+    from utils.training.config import parse_args
     assert parse_args(["--arch", "caffenet"]).crop_size == 227
     assert parse_args([]).crop_size == 224
 
@@ -271,7 +283,7 @@ def test_loading_another_arch_names_both(tmp_path, built):
     assert "--arch caffenet weights, not --arch vgg16" in message
     from utils.training import engine   # --resume tells it the same way as --pretrained
     resume = types.SimpleNamespace(resume=prefix, output_dir=str(tmp_path), bit=BIT)
-    message = user_error(engine.resume, resume, built["vgg16"], None, None, None, None)
+    message = user_error(engine.resume, resume, None, (built["vgg16"], None, None), None, None)
     assert "--arch caffenet weights, not --arch vgg16" in message
     load_weights(models.build("caffenet", BIT), prefix, models.arch_of_state)
 
@@ -317,7 +329,7 @@ RECIPE_FLAGS = {"reference": ["-e", "1", "-ee", "1", "-bs", "2"],
 @pytest.mark.parametrize("arch", ["caffenet", "vgg16", "resnet50"])
 def test_one_training_step(demo, tmp_path, arch, recipe, no_evaluation):
     """Trains, saves and reloads; no evaluation (nothing here reads an mAP)."""
-    from utils.config import parse_args
+    from utils.training.config import parse_args
     from utils.training import engine
     crop = max(SMALL[arch], 32)
     argv = demo_argv(demo, tmp_path, "--arch", arch, "--recipe", recipe,
@@ -342,7 +354,7 @@ def test_readme_names_every_arch():
 def test_caffenet_caffe_recipe_with_its_input_pipeline(demo, tmp_path, fixture_server):
     """The default for --recipe caffe --arch caffenet: the Caffe pipeline, its
     mean file fetched from the authors' repo (here: the fixture server)."""
-    from utils.config import parse_args
+    from utils.training.config import parse_args
     from utils.data.caffe_pipeline import MEAN_REMOTE
     from utils.training import engine
     url = Url(MEAN_REMOTE.url)

@@ -14,12 +14,14 @@ from PIL import Image
 
 from conftest import (CROP, GUARD_DIR, REPO, RESIZE, assert_cli_error, run_python,
                       user_error)
-from models.hashnet import HashNet
+from models.alexnet import AlexNetHash
 from utils.base import download
 from utils.base.download import Remote, check_mirror_settings, mirrored
 from utils.data import images
 from utils.data.transforms import load_query_image, load_rgb
-from utils.datasets import ImageList, build_datasets, parse_list
+from utils.data.loaders import ImageList, build_datasets
+from utils.training.config import data_settings
+from utils.data.list_format import parse_list
 
 
 # ------------------------------------------------------------------ rule 3
@@ -56,7 +58,7 @@ def test_get_data_root_or_list_dir_that_is_a_file(tmp_path, a_file, flag):
 
 
 def test_training_list_dir_that_is_a_file(make_args, a_file):
-    message = user_error(build_datasets, make_args("--list-dir", a_file))
+    message = user_error(build_datasets, data_settings(make_args("--list-dir", a_file)))
     assert message.startswith(f"--list-dir {a_file} is a file, not a folder")
 
 
@@ -181,7 +183,7 @@ def test_a_split_with_only_zero_labels_is_refused(make_args, demo, tmp_path):
             text = "".join(line.split()[0] + " 0" * 10 + "\n" for line in text.splitlines())
         (lists / f"{split}.txt").write_text(text)
     args = make_args("--list-dir", str(lists))
-    message = user_error(build_datasets, args)
+    message = user_error(build_datasets, data_settings(args))
     assert "test.txt: every line's labels are all 0" in message
 
 
@@ -223,7 +225,7 @@ def long_lists(demo, tmp_path_factory):
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory):
     prefix = str(tmp_path_factory.mktemp("w") / "w_16")
-    paddle.save(HashNet(16).state_dict(), prefix + ".pdparams")
+    paddle.save(AlexNetHash(16).state_dict(), prefix + ".pdparams")
     return prefix
 
 

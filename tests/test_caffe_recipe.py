@@ -24,16 +24,18 @@ import paddle
 import pytest
 
 from conftest import REPO, TINY, assert_same, demo_argv, state_numpy, user_error
-from models.hashnet import HashNet
+from models.alexnet import AlexNetHash
 from test_distributed import NODROPOUT, TinyWithoutDropout, ok, worker  # 2 gloo processes
 from test_docs import demo_sh_settings, read
 from utils.training import engine
-from utils.lr_scheduler import build_caffe_optimizer, caffe_beta, caffe_lr
+from utils.training.step import STOP, train_step
+from utils.training.schedules import build_caffe_optimizer, caffe_lr
+from utils.methods.hashnet_caffe import caffe_beta
 from utils.training import caffe
 from utils.training.caffe import StreamBatches, TwoStreams
-from utils.config import parse_args
-from utils.loss import CaffePairwiseLoss
-from utils.tools import mean_average_precision_reference, retrieval_metrics
+from utils.training.config import parse_args
+from utils.methods.hashnet_caffe import CaffePairwiseLoss
+from utils.retrieval.metrics import mean_average_precision_reference, retrieval_metrics
 
 BIT = 16
 
@@ -181,7 +183,7 @@ def test_lr_and_decay_multipliers_of_every_parameter():
     with (m, d) = (1, 1) weights and (2, 0) biases of conv1-fc7, (10, 1) and
     (20, 0) for the hash layer (the reference's ParamAttr 10x replaced)."""
     paddle.seed(0)
-    model = HashNet(BIT)
+    model = AlexNetHash(BIT)
     lr, decay = 0.01, 0.1
     optimizer = build_caffe_optimizer(model, lr, decay, momentum=0.9)
     before = state_numpy(model)
@@ -191,7 +193,7 @@ def test_lr_and_decay_multipliers_of_every_parameter():
     assert len(before) == 16
     for key, w in before.items():
         bias = key.endswith("bias")
-        mult = (20.0 if bias else 10.0) if key.startswith("classifier_plus.6.") else \
+        mult = (20.0 if bias else 10.0) if key.startswith("classifier_plus.6.") else\
             (2.0 if bias else 1.0)
         expected = w - lr * mult * (1 + (0.0 if bias else decay) * w)
         np.testing.assert_allclose(after[key], expected, rtol=1e-5, atol=1e-7, err_msg=key)
@@ -199,7 +201,7 @@ def test_lr_and_decay_multipliers_of_every_parameter():
 
 def test_caffe_flags_and_presets(demo):
     coco = parse_args(["--recipe", "caffe", "--bit", "48"])
-    assert (coco.batch_size, coco.base_lr, coco.class_num, coco.topK, coco.max_iter) == \
+    assert (coco.batch_size, coco.base_lr, coco.class_num, coco.topK, coco.max_iter) ==\
         (256, 5e-5, 1.0, 5000, 10000)
     assert coco.sigmoid_param == pytest.approx(10 / 48) and coco.eval_iter == 10000
     imagenet = parse_args(["--recipe", "caffe", "--dataset", "imagenet"])
@@ -235,7 +237,7 @@ def test_coco_script_sets_the_authors_values(tmp_path, nprocs, entry, batch):
     args = parse_args(argv[1:])
     assert (args.recipe, args.dataset, args.bit, args.batch_size * (int(nprocs or 1)),
             args.max_iter, args.base_lr, args.class_num, args.weight_decay, args.momentum,
-            args.topK, args.skip_no_relevant_in_database, args.seed) == \
+            args.topK, args.skip_no_relevant_in_database, args.seed) ==\
         ("caffe", "coco", 48, 256, 10000, 5e-5, 1.0, 5e-4, 0.9, 5000, True, 200)
     assert args.batch_size == batch and args.sigmoid_param == pytest.approx(10 / 48)
 
@@ -246,7 +248,7 @@ def test_readme_caffe_demo_settings_are_the_scripts():
     stated = re.search(r"two streams\s+of (\d+) images, (\d+) iterations.*?their base_lr ([0-9.e-]+)",
                        read("README.md"), re.S)
     assert stated, "README no longer states the Caffe demo settings"
-    assert (int(script["CAFFE_BATCH"]), int(script["CAFFE_ITER"]), float(script["CAFFE_LR"])) == \
+    assert (int(script["CAFFE_BATCH"]), int(script["CAFFE_ITER"]), float(script["CAFFE_LR"])) ==\
         (int(stated[1]), int(stated[2]), float(stated[3]))
 
 
@@ -324,12 +326,12 @@ def test_stopped_then_resumed_equals_uninterrupted(make_args, tmp_path, monkeypa
     flags = [*CAFFE, "--max_iter", "4", "-bs", "8", *TINY]   # the engine's, on the tiny net
     whole = tmp_path / "whole"
     engine.run(make_args(*flags, out=whole))
-    step, calls = engine.train_step, []
+    step, calls = train_step, []
 
     def stopped_at_two(*a):
         calls.append(1)
         if len(calls) == 2:
-            engine.STOP.signum = signal.SIGTERM
+            STOP.signum = signal.SIGTERM
         return step(*a)
     monkeypatch.setattr(caffe, "train_step", stopped_at_two)
     parted = tmp_path / "parted"

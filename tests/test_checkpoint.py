@@ -8,10 +8,10 @@ import pytest
 
 from conftest import assert_same, check_backbone_load, state_numpy, user_error
 from models.alexnet import AlexNet
-from models.hashnet import HashNet, load_backbone
+from models.alexnet import AlexNetHash
 from utils.base.checkpoint import (load_training_state, load_weights, newest_checkpoint,
                               save_checkpoint)
-from utils.lr_scheduler import build_optimizer
+from utils.training.schedules import build_optimizer
 
 
 def images(n=3, size=64, seed=0):
@@ -23,7 +23,7 @@ def images(n=3, size=64, seed=0):
 def saved(tmp_path_factory):
     """A 16-bit HashNet after one optimizer step, saved as <dir>/ckpt_16."""
     paddle.seed(3)
-    model = HashNet(16)
+    model = AlexNetHash(16)
     opt = build_optimizer("sgd", model.parameters(), 0.01, 5e-4)
     model(images()).sum().backward()
     opt.step()
@@ -46,7 +46,7 @@ def test_save_writes_reference_layout(saved):
 def test_save_load_identical_outputs(saved):
     prefix, model, _, out = saved
     paddle.seed(99)
-    other = HashNet(16)
+    other = AlexNetHash(16)
     other.eval()
     with paddle.no_grad():
         assert not np.array_equal(other(images()).numpy(), out)  # different before loading
@@ -60,7 +60,7 @@ def test_save_load_identical_outputs(saved):
 
 def test_load_accepts_the_suffix(saved):
     prefix, _, _, out = saved
-    other = HashNet(16)
+    other = AlexNetHash(16)
     other.eval()
     load_weights(other, prefix + ".pdparams")
     with paddle.no_grad():
@@ -81,23 +81,23 @@ def test_training_state_round_trip(saved):
 
 
 def test_bit_mismatch_is_user_error(saved):
-    message = user_error(load_weights, HashNet(32), saved[0])
+    message = user_error(load_weights, AlexNetHash(32), saved[0])
     assert "16" in message and "32" in message
 
 
 def test_non_hashnet_checkpoint_is_user_error(alexnet):
-    message = user_error(load_weights, HashNet(16), alexnet.path[: -len(".pdparams")])
+    message = user_error(load_weights, AlexNetHash(16), alexnet.path[: -len(".pdparams")])
     assert "alexnet.pdparams" in message
 
 
 def test_missing_checkpoint_is_user_error(tmp_path):
-    message = user_error(load_weights, HashNet(16), str(tmp_path / "nothing"))
+    message = user_error(load_weights, AlexNetHash(16), str(tmp_path / "nothing"))
     assert "nothing.pdparams" in message
 
 
 def test_garbage_checkpoint_is_user_error(tmp_path):
     (tmp_path / "bad.pdparams").write_bytes(b"not a pickle at all")
-    user_error(load_weights, HashNet(16), str(tmp_path / "bad"))
+    user_error(load_weights, AlexNetHash(16), str(tmp_path / "bad"))
 
 
 def test_resume_without_pdopt_is_user_error(saved, tmp_path):
@@ -119,15 +119,15 @@ def test_newest_checkpoint(tmp_path):
 
 # ------------------------------------------------------------- the backbone
 def test_missing_backbone_names_the_converter(tmp_path):
-    message = user_error(load_backbone, HashNet(16), str(tmp_path / "AlexNet_pretrained.pdparams"))
+    message = user_error(AlexNetHash(16).load_backbone, str(tmp_path / "AlexNet_pretrained.pdparams"))
     assert "convert_alexnet" in message and "AlexNet_pretrained.pdparams" in message
 
 
 def test_random_backbone_keeps_init():
     paddle.seed(5)
-    model = HashNet(16)
+    model = AlexNetHash(16)
     before = state_numpy(model)
-    load_backbone(model, "random")
+    model.load_backbone("random")
     after = state_numpy(model)
     for key in before:
         assert_same(after[key], before[key], key)
@@ -145,24 +145,24 @@ def alexnet(tmp_path_factory):
 
 def test_backbone_from_alexnet_state_dict(alexnet):
     paddle.seed(7)
-    check_backbone_load(HashNet(16), alexnet.path, alexnet.state)
+    check_backbone_load(AlexNetHash(16), alexnet.path, alexnet.state)
 
 
 def test_backbone_with_torch_shapes_is_user_error(alexnet, tmp_path):
     state = dict(alexnet.state)
     state["classifier.1.weight"] = np.ascontiguousarray(state["classifier.1.weight"].T)  # [out, in]
     paddle.save({k: paddle.to_tensor(v) for k, v in state.items()}, str(tmp_path / "t.pdparams"))
-    message = user_error(load_backbone, HashNet(16), str(tmp_path / "t.pdparams"))
+    message = user_error(AlexNetHash(16).load_backbone, str(tmp_path / "t.pdparams"))
     assert "classifier_plus.1.weight" in message and "convert_alexnet" in message
 
 
 def test_backbone_missing_layers_is_user_error(alexnet, tmp_path):
     features = {k: paddle.to_tensor(v) for k, v in alexnet.state.items() if k.startswith("features")}
     paddle.save(features, str(tmp_path / "partial.pdparams"))
-    message = user_error(load_backbone, HashNet(16), str(tmp_path / "partial.pdparams"))
+    message = user_error(AlexNetHash(16).load_backbone, str(tmp_path / "partial.pdparams"))
     assert "classifier_plus.1.weight" in message
 
 
 def test_unreadable_backbone_is_user_error(tmp_path):
     (tmp_path / "junk.pdparams").write_bytes(b"junk")
-    assert "convert_alexnet" in user_error(load_backbone, HashNet(16), str(tmp_path / "junk.pdparams"))
+    assert "convert_alexnet" in user_error(AlexNetHash(16).load_backbone, str(tmp_path / "junk.pdparams"))

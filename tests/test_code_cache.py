@@ -13,7 +13,8 @@ import numpy as np
 import paddle
 import pytest
 
-from utils.retrieval.code_cache import DatabaseCodeCache, make_fingerprint, sha256_file
+from utils.retrieval.code_cache import DatabaseCodeCache, make_fingerprint
+from utils.base.fingerprint import sha256_file
 from utils.retrieval.hamming import pack_codes, unpack_codes
 
 BIT, N, C = 16, 12, 10
@@ -201,7 +202,7 @@ class GrowingEncoder:
 
 
 def list_entries(lst):
-    from utils.datasets import parse_list
+    from utils.data.list_format import parse_list
     return parse_list(str(lst), C)
 
 

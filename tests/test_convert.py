@@ -8,7 +8,7 @@ from conftest import (assert_cli_error, assert_same, check_backbone_load, run_in
                       run_python, state_numpy, user_error)
 from models.alexnet import AlexNet
 from models.convert import convert, read_state
-from models.hashnet import HashNet
+from models.alexnet import AlexNetHash
 
 # torchvision's alexnet: Linear weights are [out, in]
 TORCH_SHAPES = {
@@ -160,7 +160,7 @@ def test_cli_converts_pdparams_and_hashnet_loads_it(torch_state, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert dst in proc.stdout
     paddle.seed(2)
-    check_backbone_load(HashNet(32), dst, paddle_layout(torch_state))
+    check_backbone_load(AlexNetHash(32), dst, paddle_layout(torch_state))
 
 
 def test_cli_missing_source(tmp_path):

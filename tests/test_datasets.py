@@ -8,9 +8,12 @@ import pytest
 from PIL import Image
 
 from conftest import user_error
-from utils.config import parse_args
-from utils.datasets import (ArrayImages, ImageList, ShardedBatchSampler, build_datasets,
-                            cifar10_split, load_rgb, parse_list, read_cifar10)
+from utils.training.config import parse_args
+from utils.data.loaders import (ArrayImages, ImageList, ShardedBatchSampler, build_datasets,
+                                cifar10_split, read_cifar10)
+from utils.training.config import data_settings
+from utils.data.transforms import load_rgb
+from utils.data.list_format import parse_list
 
 MEAN = np.array([0.485, 0.456, 0.406])  # ImageNet, spec §4
 STD = np.array([0.229, 0.224, 0.225])
@@ -81,7 +84,7 @@ def test_corrupt_image(tmp_path):
 def test_demo_lists_load_with_expected_sizes(demo):
     args = parse_args(["--dataset", "demo", "--data-path", demo.image_dir,
                        "--list-dir", demo.list_dir, "--crop_size", "64", "--resize_size", "72"])
-    sets = build_datasets(args)
+    sets = build_datasets(data_settings(args))
     sizes = {k: len(v) for k, v in sets.items()}
     assert sizes == demo.counts
     assert sets["train"].train and not sets["test"].train and not sets["database"].train
@@ -308,7 +311,7 @@ def test_build_datasets_cifar(tmp_path):
     folder, rows, labels = fake_cifar(tmp_path, per_batch=1200, seed=1)
     args = parse_args(["--dataset", "cifar10-1", "--data-path", str(folder), "--seed", "9",
                        "--split_seed", "4", "--crop_size", "32", "--resize_size", "32"])
-    sets = build_datasets(args)
+    sets = build_datasets(data_settings(args))
     train, test, db = cifar10_split(labels, "cifar10-1", seed=4)  # --split_seed, not --seed
     images = rows.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
     for split, idx in (("train", train), ("test", test), ("database", db)):
@@ -322,7 +325,7 @@ def test_build_datasets_cifar(tmp_path):
 
 def test_resize_short_truncates_the_long_side_like_torchvision():
     from PIL import Image
-    from utils.datasets import resize_short
+    from utils.data.transforms import resize_short
     assert resize_short(Image.new("RGB", (640, 427)), 256).size == (383, 256)
     assert resize_short(Image.new("RGB", (427, 640)), 256).size == (256, 383)
 
@@ -335,7 +338,7 @@ def test_cifar_split_is_shared_by_training_seeds(tmp_path):
     def queries(*flags):
         args = parse_args(["--dataset", "cifar10", "--data-path", str(folder),
                            "--crop_size", "32", "--resize_size", "32", *flags])
-        return build_datasets(args, ("test",))["test"].images
+        return build_datasets(data_settings(args), ("test",))["test"].images
 
     default = queries("--seed", "0")
     np.testing.assert_array_equal(queries("--seed", "2000"), default)

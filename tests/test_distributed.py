@@ -9,7 +9,7 @@
   within seconds; a stop signal to one process stops all at the same step.
 
 The other runs start their processes with main_multi_gpu.py's own launcher
-(utils.distributed.launch, i.e. paddle.distributed.spawn), some through
+(utils.base.distributed.launch, i.e. paddle.distributed.spawn), some through
 ``python tests/test_distributed.py MODE OUT_DIR FLAGS...``, which runs one
 of the worker functions at the bottom of this module in every process.
 """
@@ -30,11 +30,12 @@ from conftest import TINY, assert_cli_error, demo_argv, log_lines, run_python, s
 from tiny_model import TinyHashNet
 from models.alexnet import disable_dropout
 import models
-from models.hashnet import HashNet
-from utils import distributed as dist
+from models.alexnet import AlexNetHash
+from utils.base import distributed as dist
 from utils.training import engine
+from utils.training.step import STOP_CHECK_STEPS
 from utils.base.checkpoint import load_weights
-from utils.config import parse_args
+from utils.training.config import parse_args
 
 NPROCS = 2
 # main_multi_gpu.py's extra flags: 2 gloo processes sharing the 2 cores.
@@ -104,7 +105,7 @@ def test_checkpoint_interchangeable_and_bank_global(trained, demo):
     out = trained
     prefix = str(out / "output" / "last_16")
     params = paddle.load(prefix + ".pdparams")
-    model = HashNet(16)
+    model = AlexNetHash(16)
     assert sorted(params) == sorted(model.state_dict())  # no "_layers." prefix
     load_weights(model, prefix)
     bank = paddle.load(prefix + ".pdopt")["training"]["bank"]
@@ -218,13 +219,13 @@ def test_dead_process_fails_the_run_quickly(demo, tmp_path):
 
 def test_signal_to_one_process_stops_all_at_the_same_step(demo, tmp_path):
     """SIGTERM reaches process 1 only, at its 2nd step: every process stops
-    after the next stop check (every engine.STOP_CHECK_STEPS global steps),
+    after the next stop check (every STOP_CHECK_STEPS global steps),
     rank 0 saves `last` mid-epoch, the run exits 128+15."""
     proc = worker("term", tmp_path, demo_argv(demo, tmp_path, "-bs", "4", "-e", "2", *TINY),
                   timeout=DEATH_DEADLINE)
     assert proc.returncode == 128 + signal.SIGTERM, proc.stderr[-3000:]
     steps = demo.counts["train"] // (4 * NPROCS)                 # 6 per epoch
-    check = -(-2 // engine.STOP_CHECK_STEPS) * engine.STOP_CHECK_STEPS
+    check = -(-2 // STOP_CHECK_STEPS) * STOP_CHECK_STEPS
     assert check < 2 * steps and check % steps                   # mid-epoch, within the run
     epoch, step = check // steps + 1, check % steps
     training = paddle.load(str(tmp_path / "output" / "last_16.pdopt"))["training"]

@@ -135,14 +135,14 @@ def test_mirror_maps_host_and_path(monkeypatch, tmp_path):
     overrides.write_text(json.dumps({"https://h.org/x/y.txt": {"checksum": "md5:ab", "size": 3}}))
     monkeypatch.setenv(download.BASE_ENV, "http://127.0.0.1:1/")
     monkeypatch.setenv(download.CHECKSUMS_ENV, str(overrides))
-    assert download.mirrored(Remote("https://h.org/x/y.txt", "md5:cd", 9)) == \
+    assert download.mirrored(Remote("https://h.org/x/y.txt", "md5:cd", 9)) ==\
         Remote("http://127.0.0.1:1/h.org/x/y.txt", "md5:ab", 3)
     assert download.mirrored(Remote("https://h.org/z", "md5:cd")).checksum == "md5:cd"
 
 
 def test_git_blob_checksum_is_gits(tmp_path):
     (tmp_path / "f").write_bytes(b"hello\n")  # `echo hello | git hash-object --stdin`
-    assert file_checksum(str(tmp_path / "f"), "git-blob-sha1") == \
+    assert file_checksum(str(tmp_path / "f"), "git-blob-sha1") ==\
         "git-blob-sha1:ce013625030ba8dba906f756967f9e9ca394464a"
 
 
@@ -202,7 +202,7 @@ def test_rewrite_list_cuts_the_authors_prefix(tmp_path):
 
 
 def test_get_data_coco_from_the_fixture_server(mirror, tmp_path):
-    from utils.datasets import parse_list
+    from utils.data.list_format import parse_list
     from scripts.get_data import main
     root, lists = tmp_path / "coco", tmp_path / "lists"
     main(["coco", "--root", str(root), "--list-dir", str(lists)])
@@ -235,7 +235,7 @@ def test_get_data_nuswide_lists_and_the_images_note(mirror, monkeypatch, tmp_pat
 
 
 def test_backbone_defaults_to_imagenet():
-    from utils.config import parse_args
+    from utils.training.config import parse_args
     assert parse_args([]).backbone == "imagenet"
 
 
@@ -243,7 +243,7 @@ def test_backbone_defaults_to_imagenet():
 def test_backbone_imagenet_downloads_converts_once(mirror, monkeypatch, tmp_path):
     from paddle.utils import download as paddle_download
     from models.convert import convert, read_state
-    from models.hashnet import HashNet, load_backbone
+    from models.alexnet import AlexNetHash
     from models.imagenet_backbone import cached_paths, imagenet_backbone, paddle_vision_remote
     from conftest import check_backbone_load
     monkeypatch.setattr(paddle_download, "WEIGHTS_HOME", str(tmp_path))
@@ -251,16 +251,16 @@ def test_backbone_imagenet_downloads_converts_once(mirror, monkeypatch, tmp_path
     cached, converted = cached_paths(paddle_vision_remote())
     assert path == converted and os.path.dirname(path) == str(tmp_path)
     assert sorted(os.listdir(tmp_path)) == sorted(map(os.path.basename, (cached, converted)))
-    check_backbone_load(HashNet(16), "imagenet", convert(read_state(cached)))
+    check_backbone_load(AlexNetHash(16), "imagenet", convert(read_state(cached)))
     assert len(mirror.seen) == 1  # the second use read the converted file
     os.remove(cached)
-    load_backbone(HashNet(16), "imagenet")
+    AlexNetHash(16).load_backbone("imagenet")
     assert len(mirror.seen) == 1
 
 
 def test_backbone_md5_mismatch_is_one_line_and_leaves_nothing(monkeypatch, tmp_path):
     from paddle.utils import download as paddle_download
-    from models.hashnet import HashNet, load_backbone
+    from models.alexnet import AlexNetHash
     from models.imagenet_backbone import paddle_vision_remote
     checksums = {}
     put(str(tmp_path / "mirror"), paddle_vision_remote().url, b"not the weights", checksums)
@@ -268,7 +268,7 @@ def test_backbone_md5_mismatch_is_one_line_and_leaves_nothing(monkeypatch, tmp_p
     monkeypatch.setenv(download.BASE_ENV, corrupt.base)
     weights = tmp_path / "weights"
     monkeypatch.setattr(paddle_download, "WEIGHTS_HOME", str(weights))
-    message = user_error(load_backbone, HashNet(16), "imagenet")
+    message = user_error(AlexNetHash(16).load_backbone, "imagenet")
     corrupt.shutdown()
     md5 = paddle_vision_remote().checksum.split(":")[1]
     assert f"md5 differs from {md5}: deleted it" in message
@@ -291,7 +291,7 @@ def cifar_archive():
 def test_cifar10_through_paddle_vision_download(mirror, monkeypatch, tmp_path, capsys):
     from paddle.dataset import common
     from paddle.vision.datasets import cifar
-    from utils.datasets import read_cifar10
+    from utils.data.loaders import read_cifar10
     from scripts.get_data import main
     checksums = {}
     put(mirror.root, cifar.CIFAR10_URL, cifar_archive(), checksums)

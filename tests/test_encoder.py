@@ -18,7 +18,7 @@ from conftest import CROP, RESIZE, run_python
 from utils.inference.predictor import InferenceModel
 from test_predict import database_batch, make_checkpoint
 from utils.inference import encoder
-from utils.datasets import ImageList, build_loader
+from utils.data.loaders import ImageList, build_loader
 from utils.base.runtime import set_num_threads
 
 
@@ -96,13 +96,13 @@ FORCED_KERNELS_CHILD = """
 import json
 import numpy as np
 import paddle
-from models.hashnet import HashNet
+from models.alexnet import AlexNetHash
 from utils.base.runtime import set_num_threads
 from utils.inference import encoder
 
 set_num_threads(2)
 paddle.seed(0)
-model = HashNet(16)
+model = AlexNetHash(16)
 model.eval()   # no dropout: every forward is the same function
 x = paddle.to_tensor(np.random.default_rng(0).normal(0, 1, (4, 3, 64, 64)).astype("float32"))
 

@@ -76,7 +76,7 @@ def test_every_out_of_range_value_is_refused_by_the_entry_point(module, monkeypa
 
 
 def test_in_range_values_pass_the_check(monkeypatch):
-    from utils.config import parse_args
+    from utils.training.config import parse_args
     args = parse_args(["--crop_size", "64", "--resize_size", "64", "-lr", "1e-5",
                        "--momentum", "0", "--topK", "-1", "--num_workers", "0"])
     assert args.topK == -1 and args.learning_rate == 1e-5

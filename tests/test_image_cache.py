@@ -20,10 +20,12 @@ import pytest
 from PIL import Image
 
 from conftest import TINY, demo_argv, log_lines, run_python, user_error
-from utils import distributed as dist
+from utils.base import distributed as dist
 from utils.training import engine
-from utils.config import parse_args
-from utils.datasets import build_datasets, build_loader, crop_origin, set_epoch
+from utils.training.config import parse_args
+from utils.data.loaders import build_datasets, build_loader, set_epoch
+from utils.training.config import data_settings
+from utils.data.transforms import crop_origin
 from utils.data import image_cache
 from utils.data.image_cache import CachedImageList
 
@@ -79,8 +81,9 @@ def make(photos, *extra, image_dir=None, list_dir=None):
 
 def both(photos, cache_dir, *extra, splits=("train", "test", "database"), **dirs):
     """({split: uncached dataset}, {split: cached dataset}) with the same flags."""
-    plain = build_datasets(make(photos, *extra, **dirs), splits)
-    cached = build_datasets(make(photos, "--image_cache", str(cache_dir), *extra, **dirs), splits)
+    plain = build_datasets(data_settings(make(photos, *extra, **dirs)), splits)
+    cached = build_datasets(data_settings(make(photos, "--image_cache", str(cache_dir), *extra,
+                                                    **dirs)), splits)
     return plain, cached
 
 
@@ -232,7 +235,8 @@ def test_not_enough_disk_is_refused(photos, tmp_path, monkeypatch):
     usage = shutil.disk_usage(tmp_path)
     monkeypatch.setattr(shutil, "disk_usage", lambda path: usage._replace(free=50_000))
     cache = tmp_path / "cache"
-    message = user_error(build_datasets, make(photos, "--image_cache", str(cache)), ("database",))
+    message = user_error(build_datasets, data_settings(make(photos, "--image_cache", str(cache))),
+                         ("database",))
     need = len(photos.names) * CROP * CROP * 3
     assert message.startswith(f"--image_cache {cache}: database-crop-") and "\n" not in message
     units = {"B": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30}
@@ -248,7 +252,8 @@ def test_disk_full_while_writing_is_one_error_and_leaves_nothing(photos, tmp_pat
         raise OSError(28, "No space left on device")
     monkeypatch.setattr(image_cache.DecodedImageCache, "index_bytes", full)
     cache = tmp_path / "cache"
-    message = user_error(build_datasets, make(photos, "--image_cache", str(cache)), ("test",))
+    message = user_error(build_datasets, data_settings(make(photos, "--image_cache", str(cache))),
+                         ("test",))
     assert message.startswith("--image_cache: writing ") and "No space left on device" in message
     assert os.listdir(cache) == []
 
@@ -266,12 +271,13 @@ def one_bad_image(photos, tmp_path):
 
 def test_bad_image_stops_the_build_naming_it(photos, tmp_path, one_bad_image):
     image_dir, bad = one_bad_image
-    message = user_error(build_datasets, make(photos, "--image_cache", str(tmp_path / "cache"),
-                                              image_dir=image_dir), ("train",))
+    message = user_error(build_datasets, data_settings(make(photos, "--image_cache",
+                                                            str(tmp_path / "cache"),
+                                                            image_dir=image_dir)), ("train",))
     assert message.startswith(f"image {bad} is unreadable or corrupt")
     assert os.listdir(tmp_path / "cache") == []
     # as without the cache, where the loader stops at that image
-    plain = build_datasets(make(photos, image_dir=image_dir), ("train",))["train"]
+    plain = build_datasets(data_settings(make(photos, image_dir=image_dir)), ("train",))["train"]
     assert user_error(plain.__getitem__, 3) == message
 
 

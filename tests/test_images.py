@@ -11,7 +11,9 @@ from PIL import Image
 
 from conftest import user_error
 from utils.data import images
-from utils.datasets import ImageList, load_query_image, load_rgb
+from utils.data.loaders import ImageList
+from utils.data.transforms import load_query_image
+from utils.data.transforms import load_rgb
 from utils.data.images import open_rgb, to_rgb
 
 

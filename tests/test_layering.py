@@ -14,14 +14,17 @@ import pytest
 from conftest import REPO
 
 # Library layers, lowest first: a module may import modules of its own layer
-# and of the layers before it. Longest matching prefix decides.
+# and of the layers before it. A layer is a folder; the package ``utils``
+# itself (its __init__) is the base. A module outside these folders (a loose
+# utils/x.py) has no layer, and the test below refuses it.
 LAYERS = [
-    ("base", ["utils", "utils.base", "utils.distributed"]),
-    ("data", ["utils.data", "utils.datasets"]),
-    ("retrieval", ["utils.retrieval", "utils.tools"]),
+    ("base", ["utils.base"]),
+    ("data", ["utils.data"]),
+    ("retrieval", ["utils.retrieval"]),
     ("models", ["models"]),
+    ("methods", ["utils.methods"]),
     ("inference", ["utils.inference"]),
-    ("training", ["utils.training", "utils.loss", "utils.lr_scheduler", "utils.config"]),
+    ("training", ["utils.training"]),
 ]
 LIBRARY = ("utils", "models")
 
@@ -42,8 +45,8 @@ def project_modules(repo=REPO):
 def imported_modules(source, module, is_package, modules):
     """The project modules the import statements in ``source`` name (absolute
     and relative, at any depth of the file): ``from utils.training import
-    engine`` names the module utils.training.engine, ``from utils.tools import
-    x`` names utils.tools (as import-graph tools count them)."""
+    engine`` names the module utils.training.engine, ``from utils.retrieval.metrics
+    import x`` names utils.retrieval.metrics (as import-graph tools count them)."""
     package = module if is_package else module.rpartition(".")[0]
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):
@@ -102,14 +105,13 @@ def cycles(graph):
 
 
 def layer_of(module):
-    """Index of the library layer ``module`` belongs to, None outside the library."""
-    best = None
+    """Index of the library layer ``module`` belongs to, None outside the layers."""
+    if module == "utils":
+        return 0
     for i, (_, prefixes) in enumerate(LAYERS):
-        for prefix in prefixes:
-            if module == prefix or module.startswith(prefix + "."):
-                if best is None or len(prefix) > best[1]:
-                    best = (i, len(prefix))
-    return None if best is None else best[0]
+        if any(module == prefix or module.startswith(prefix + ".") for prefix in prefixes):
+            return i
+    return None
 
 
 def layering_violations(graph):
@@ -160,6 +162,16 @@ def test_an_injected_cycle_and_an_upward_import_are_caught(tmp_path):
     assert any("utils.base.io" in c and "utils.training.engine" in c for c in cycles(graph))
     assert ("utils.base.io", "utils.training.engine",
             "layer base imports the higher layer training") in layering_violations(graph)
-    graph["models.hashnet"] = graph["models.hashnet"] | {"deploy.search"}
-    assert ("models.hashnet", "deploy.search",
+    graph["models.alexnet"] = graph["models.alexnet"] | {"deploy.search"}
+    assert ("models.alexnet", "deploy.search",
             "library code imports a tool or an entry point") in layering_violations(graph)
+    graph["utils.methods.hashnet"] = graph["utils.methods.hashnet"] | {"utils.training.engine"}
+    assert ("utils.methods.hashnet", "utils.training.engine",
+            "layer methods imports the higher layer training") in layering_violations(graph)
+    graph["utils.training.recipes"] = graph["utils.training.recipes"] | {"utils.methods.registry"}
+    assert not [v for v in layering_violations(graph) if v[0] == "utils.training.recipes"]
+
+
+def test_a_loose_module_has_no_layer():
+    assert layer_of("utils.tools") is None and layer_of("utils.loss") is None
+    assert layer_of("utils") == 0 and layer_of("utils.methods.registry") == 4

@@ -77,7 +77,7 @@ def test_writers_refuse_paths_the_rule_cannot_hold(bad):
 
 
 def test_image_list_reads_an_image_whose_path_has_spaces(tmp_path):
-    from utils.datasets import ImageList
+    from utils.data.loaders import ImageList
     save_image(str(tmp_path / "my photos" / "cat 1.jpg"), (200, 0, 0), 0, size=80)
     write_list(str(tmp_path / "train.txt"), ["my photos/cat 1.jpg"], [[1, 0]])
     data = ImageList(str(tmp_path / "train.txt"), str(tmp_path), 2, train=False,
@@ -275,7 +275,7 @@ def test_presets_draw_the_papers_splits():
 
 
 def test_cifar_in_memory_split_is_the_list_preset():
-    from utils.datasets import cifar10_split
+    from utils.data.loaders import cifar10_split
     classes = np.random.default_rng(1).permutation(np.repeat(np.arange(10), 6000))
     train, test, database = cifar10_split(classes, "cifar10", 5)
     parts = draw_split(np.eye(10, dtype=np.uint8)[classes], PROTOCOLS["cifar10"], 5)
@@ -441,7 +441,7 @@ def test_every_numeric_flag_of_both_jobs_has_a_range():
 # ---------------------------------------------------------------- end to end
 def test_training_on_lists_made_from_a_folder_tree(tmp_path):
     """make -> check -> a 1-epoch training run (in this process) -> predict."""
-    from utils.config import parse_args
+    from utils.training.config import parse_args
     from utils.training import engine
     root = folder_tree(str(tmp_path / "my photos"), per_class=8, size=RESIZE)
     list_dir = str(tmp_path / "lists")

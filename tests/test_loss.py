@@ -1,4 +1,4 @@
-"""utils.loss.HashNetLoss against an independent numpy version of spec §2.
+"""utils.methods.hashnet.HashNetLoss against an independent numpy version of spec §2.
 
 The numpy side is float64: the loss is written straight from the spec's six
 steps and its gradient w.r.t. z is taken by central finite differences, so
@@ -9,7 +9,7 @@ import numpy as np
 import paddle
 import pytest
 
-from utils.loss import HashNetLoss, weighted_pair_loss
+from utils.methods.hashnet import HashNetLoss, weighted_pair_loss
 
 ALPHA = 0.1
 

@@ -1,4 +1,4 @@
-"""utils/tools.py metrics against brute-force definitions written out here:
+"""utils/retrieval/metrics.py metrics against brute-force definitions written out here:
 mAP@K (ties by database index), tie-aware mAP (exhaustive expectation and
 Monte Carlo), precision/recall within a Hamming radius, PR curve, P@N."""
 import io
@@ -14,8 +14,8 @@ import pytest
 
 from conftest import backend_params
 from utils.retrieval import hamming
-from utils.tools import (mean_average_precision, mean_average_precision_reference,
-                         retrieval_metrics)
+from utils.retrieval.metrics import (mean_average_precision, mean_average_precision_reference,
+                                     retrieval_metrics)
 
 BACKENDS = backend_params()  # numba skipped, with the reason, when missing
 INSTALLED = hamming.available_backends()

@@ -6,8 +6,10 @@ import numpy as np
 import paddle
 import pytest
 
-from models.hashnet import HashNet, sign_codes
-from utils.lr_scheduler import build_optimizer
+from models.alexnet import AlexNetHash
+from utils.retrieval.codes import sign_codes
+from utils.methods import method_class
+from utils.training.schedules import build_optimizer, hash_layer_groups
 
 
 def spec_shapes(bit):
@@ -27,14 +29,14 @@ def spec_shapes(bit):
 @pytest.fixture(scope="module")
 def model64():
     paddle.seed(0)
-    model = HashNet(64)
+    model = AlexNetHash(64)
     model.eval()
     return model
 
 
 @pytest.mark.parametrize("bit", [16, 32, 48])
 def test_state_dict_matches_spec_table(bit):
-    state = HashNet(bit).state_dict()
+    state = AlexNetHash(bit).state_dict()
     assert {k: list(v.shape) for k, v in state.items()} == spec_shapes(bit)
 
 
@@ -92,8 +94,9 @@ def first_step(optimizer_name, loss_of, keys, lr, **kwargs):
     """One optimizer step on a fresh 16-bit HashNet at 64 px; returns
     {key: (value before, grad, value after)} for the named parameters."""
     paddle.seed(1)
-    model = HashNet(16)
-    opt = build_optimizer(optimizer_name, model.parameters(), lr, weight_decay=0.0, **kwargs)
+    model = AlexNetHash(16)
+    groups = hash_layer_groups(model, method_class("hashnet").hash_lr)   # the reference recipe's
+    opt = build_optimizer(optimizer_name, groups, lr, weight_decay=0.0, **kwargs)
     x = paddle.to_tensor(np.random.default_rng(2).normal(size=(2, 3, 64, 64)).astype("float32"))
     loss_of(model(x)).backward()
     params = dict(model.named_parameters())

@@ -26,12 +26,14 @@ import paddle
 import pytest
 
 from conftest import TINY, demo_argv, run_python
-from utils import distributed as dist
+from utils.base import distributed as dist
 from utils.base import runtime
-from utils.training import engine, reference
-from utils.config import parse_args
-from utils.datasets import ShardedBatchSampler
-from utils.loss import HashNetLoss
+from utils.training import engine
+from utils.training.step import STOP, STOP_CHECK_STEPS, stop_agreed
+from utils.training.config import parse_args
+from utils.data.loaders import ShardedBatchSampler
+from utils.methods import hashnet
+from utils.methods.hashnet import HashNetLoss
 
 NPROCS = 2
 
@@ -94,18 +96,18 @@ def test_stop_is_checked_every_few_steps_with_several_processes(monkeypatch):
         asked.append(flag)
         return flag
     monkeypatch.setattr(dist, "any_process", any_process)
-    monkeypatch.setattr(engine.STOP, "signum", None)
-    monkeypatch.setattr(engine.STOP, "agreed", False)   # stop_agreed sets it: restored after
-    k = engine.STOP_CHECK_STEPS
+    monkeypatch.setattr(STOP, "signum", None)
+    monkeypatch.setattr(STOP, "agreed", False)   # stop_agreed sets it: restored after
+    k = STOP_CHECK_STEPS
     assert k > 1
     for world in (2, 1):
         monkeypatch.setattr(dist, "world_size", lambda: world)
-        engine.STOP.signum, asked[:] = None, []
+        STOP.signum, asked[:] = None, []
         stops = []
         for step in range(1, 2 * k + 2):
             if step == 3:
-                engine.STOP.signum = 15       # reaches this process at step 3
-            stops.append(engine.stop_agreed(step))
+                STOP.signum = 15       # reaches this process at step 3
+            stops.append(stop_agreed(step))
         first = stops.index(True) + 1
         if world == 2:   # a collective every k-th step only; the stop lands at step k
             assert len(asked) == 2 and first == k
@@ -120,7 +122,7 @@ def test_readme_states_the_stop_check_interval():
     stated = re.search(r"within (\d+) steps \(whether a signal reached any\s+process is "
                        r"asked every (\d+)th step, `STOP_CHECK_STEPS`", text)
     assert stated, "README no longer states the stop check interval"
-    assert int(stated.group(1)) == int(stated.group(2)) == engine.STOP_CHECK_STEPS
+    assert int(stated.group(1)) == int(stated.group(2)) == STOP_CHECK_STEPS
 
 
 # ---------------------------------------------------------------- sampler
@@ -209,7 +211,7 @@ def recording_worker(out, args):
             super().__init__(*a, **k)
             losses.append(self)
 
-    engine.retrieval_metrics, reference.HashNetLoss = counted_metrics, RecordedLoss
+    engine.retrieval_metrics, hashnet.HashNetLoss = counted_metrics, RecordedLoss
     state = engine.run(args)
     report = {"metrics_calls": len(calls), "num_threads": args.num_threads,
               "numba_threads": numba.get_num_threads(),

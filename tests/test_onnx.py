@@ -15,7 +15,7 @@ pytest.importorskip("paddle2onnx", reason="ONNX export needs paddle2onnx (requir
 pytest.importorskip("onnxruntime", reason="ONNX inference needs onnxruntime (requirements-dev.txt)")
 
 from conftest import assert_cli_error  # noqa: E402
-from models.hashnet import load_hashnet  # noqa: E402
+from utils.inference.checkpoints import load_trained_model  # noqa: E402
 from test_predict import BIT, query_path, run_script, trained  # noqa: E402,F401 (a fixture)
 from utils.base.errors import UserError  # noqa: E402
 from utils.inference.export import ExportMismatch, export_checked  # noqa: E402
@@ -48,7 +48,7 @@ def test_onnx_export_passes_its_parity_check(onnx_export):
 
 
 def test_failed_check_installs_nothing(trained, tmp_path):  # noqa: F811
-    model, _ = load_hashnet(BIT, trained.prefix)
+    model, _ = load_trained_model(BIT, trained.prefix)
     with pytest.raises(ExportMismatch):
         export_checked(model, str(tmp_path), SIDE, {}, batch=2, num_threads=2,
                        tolerance=-1.0, fmt="onnx")
@@ -56,7 +56,7 @@ def test_failed_check_installs_nothing(trained, tmp_path):  # noqa: F811
 
 
 def test_size_onnx_cannot_express_is_one_line_and_installs_nothing(trained, tmp_path):  # noqa: F811
-    model, _ = load_hashnet(BIT, trained.prefix)
+    model, _ = load_trained_model(BIT, trained.prefix)
     with pytest.raises(UserError, match="onnxruntime cannot load"):
         export_checked(model, str(tmp_path), 64, {}, batch=2, num_threads=2, fmt="onnx")
     assert os.listdir(tmp_path) == []

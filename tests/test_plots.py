@@ -12,7 +12,7 @@ from scripts.compare_runs import compare, load_metrics, main
 from utils.base.errors import UserError
 from utils.base.io import atomic_write_json
 from utils.training.plots import save_evaluation_plots, save_training_plot
-from utils.tools import retrieval_metrics
+from utils.retrieval.metrics import retrieval_metrics
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PNG = b"\x89PNG\r\n\x1a\n"

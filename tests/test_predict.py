@@ -19,8 +19,8 @@ import pytest
 
 from conftest import CROP, GUARD_DIR, REPO, RESIZE, TINY, assert_cli_error, run_in_process
 import models
-from models.hashnet import HashNet, sign_codes
-from utils.datasets import ImageList
+from utils.retrieval.codes import sign_codes
+from utils.data.loaders import ImageList
 from utils.retrieval.hamming import unpack_codes
 
 BIT = 16

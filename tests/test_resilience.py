@@ -81,9 +81,10 @@ def test_mid_epoch_resume_restores_the_rng_streams(make_args):
     would have followed the save. (The SIGTERM test above shows the end result.)"""
     import logging
     import random
-    from utils.training import engine, reference
-    from utils.loss import HashNetLoss
-    from utils.lr_scheduler import build_optimizer
+    from utils.methods.hashnet import HashNetLoss
+    from utils.training import engine, recipes, reference
+    from utils.training.config import build_method
+    from utils.training.schedules import build_optimizer
     args = make_args("-bs", "16", *TINY)
 
     def run_state():
@@ -104,7 +105,8 @@ def test_mid_epoch_resume_restores_the_rng_streams(make_args):
     model, optimizer, criterion = run_state()
     resumed = {"epoch": 0}
     args.resume = os.path.join(args.output_dir, "last_16")
-    engine.resume(args, model, optimizer, criterion, resumed, logging.getLogger("test"))
+    engine.resume(args, recipes.build(args, build_method(args)), (model, optimizer, criterion),
+                  resumed, logging.getLogger("test"))
     assert resumed["partial"] == reference.EpochProgress(1, step=2, loss_sum=2.5)
     got = draws()
     for a, b in zip(got, expected):
@@ -122,7 +124,7 @@ sys.path.insert(0, os.path.join(os.getcwd(), "tests"))
 import tiny_model  # registers --arch tiny
 tiny_model.skip_engine_plots()
 from utils.base import checkpoint, io
-from utils.config import parse_args
+from utils.training.config import parse_args
 from utils.training.engine import run
 
 argv, marker = json.loads(sys.argv[1]), sys.argv[2]
@@ -220,9 +222,9 @@ def test_non_finite_loss_takes_no_step():
     neither the parameters nor the momentum move; the next finite batch
     trains normally (no NaN gradient left behind)."""
     from conftest import state_numpy
-    from utils.training import engine
-    from utils.loss import HashNetLoss
-    from utils.lr_scheduler import build_optimizer
+    from utils.methods.hashnet import HashNetLoss
+    from utils.training.schedules import build_optimizer
+    from utils.training.step import train_step
     paddle.seed(0)
     model = paddle.nn.Sequential(paddle.nn.Flatten(), paddle.nn.Linear(12, 8))
     criterion = HashNetLoss(6, 8, 3)
@@ -231,13 +233,13 @@ def test_non_finite_loss_takes_no_step():
     x = rng.normal(size=(4, 3, 2, 2)).astype("float32")
     y = paddle.to_tensor(np.eye(3, dtype="float32")[[0, 1, 0, 2]])
     ind = paddle.to_tensor(np.array([0, 1, 2, 3]))
-    value = engine.train_step(model, criterion, optimizer, paddle.to_tensor(x), y, ind)
+    value = train_step(model, criterion, optimizer, paddle.to_tensor(x), y, ind)
     assert math.isfinite(value)
     before = state_numpy(model), {k: np.asarray(v) for k, v in optimizer.state_dict().items()
                                   if "velocity" in k}
     poisoned = x.copy()
     poisoned[1, 0, 0, 0] = np.nan
-    value = engine.train_step(model, criterion, optimizer, paddle.to_tensor(poisoned), y, ind)
+    value = train_step(model, criterion, optimizer, paddle.to_tensor(poisoned), y, ind)
     assert math.isnan(value)
     after = state_numpy(model), {k: np.asarray(v) for k, v in optimizer.state_dict().items()
                                  if "velocity" in k}
@@ -245,7 +247,7 @@ def test_non_finite_loss_takes_no_step():
         assert was.keys() == now.keys() and was
         for key in was:
             assert_same(now[key], was[key], key)
-    value = engine.train_step(model, criterion, optimizer, paddle.to_tensor(x), y, ind)
+    value = train_step(model, criterion, optimizer, paddle.to_tensor(x), y, ind)
     assert math.isfinite(value)
     moved = state_numpy(model)
     assert all(np.isfinite(v).all() for v in moved.values())
@@ -338,9 +340,9 @@ def test_missing_backbone_weights(demo, tmp_path):
 
 
 def test_checkpoint_of_other_bit_and_not_hashnet(demo, tmp_path):
-    from models.hashnet import HashNet
+    from models.alexnet import AlexNetHash
     from utils.base.io import atomic_save
-    atomic_save(HashNet(48).state_dict(), str(tmp_path / "h48.pdparams"))
+    atomic_save(AlexNetHash(48).state_dict(), str(tmp_path / "h48.pdparams"))
     atomic_save({"linear.weight": paddle.zeros([2, 2])}, str(tmp_path / "other.pdparams"))
     proc = cli(demo, tmp_path, "--eval", "--pretrained", str(tmp_path / "h48"))
     assert_cli_error(proc, "48-bit weights but --bit is 16")
@@ -374,14 +376,14 @@ def test_debug_shows_the_traceback(demo, tmp_path):
     (["--topK", "0"], "--topK must be -1 (whole database) or >= 1, got 0"),
 ])
 def test_non_positive_numeric_flags(demo, tmp_path, flags, fragment):
-    from utils.config import parse_args
+    from utils.training.config import parse_args
     from conftest import user_error
     assert fragment in user_error(parse_args, demo_argv(demo, tmp_path, *flags))
 
 
 def test_resume_refuses_a_bank_of_another_training_set():
     from utils.training.engine import load_bank
-    from utils.loss import HashNetLoss
+    from utils.methods.hashnet import HashNetLoss
     from conftest import user_error
     saved = HashNetLoss(48, 16, 10).state_dict()
     message = user_error(load_bank, HashNetLoss(50, 16, 10), saved, "output/last_16")

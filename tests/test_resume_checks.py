@@ -15,7 +15,7 @@ from utils.training import engine
 def trained(demo, tmp_path_factory):
     """A finished 1-epoch run, its lists beside it (copied, so a test may change them)."""
     from conftest import demo_argv
-    from utils.config import parse_args
+    from utils.training.config import parse_args
     out = tmp_path_factory.mktemp("resume_checks")
     lists = out / "lists"
     shutil.copytree(demo.list_dir, lists)
@@ -26,7 +26,7 @@ def trained(demo, tmp_path_factory):
 
 
 def resumed(argv, *extra):
-    from utils.config import parse_args
+    from utils.training.config import parse_args
     return parse_args([*argv, "--resume", *extra])
 
 

@@ -99,9 +99,9 @@ def test_training_with_a_full_disk_exits_2_naming_the_checkpoint(demo, tmp_path)
 
 
 def test_export_cut_short_by_the_disk_is_an_error_and_installs_nothing(tmp_path):
-    from models.hashnet import HashNet
+    from models.alexnet import AlexNetHash
     prefix = tmp_path / "w_16"
-    paddle.save(HashNet(16).state_dict(), str(prefix) + ".pdparams")
+    paddle.save(AlexNetHash(16).state_dict(), str(prefix) + ".pdparams")
     out = tmp_path / "inference"
     code = ("import runpy\nsys.argv = sys.argv[1:]\n"
             "runpy.run_path(sys.argv[0], run_name='__main__')")
@@ -146,10 +146,10 @@ def test_written_files_get_the_umask_permissions_not_0600(tmp_path, umask):
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     """A saved 16-bit checkpoint (model, optimizer, training state)."""
-    from models.hashnet import HashNet
+    from models.alexnet import AlexNetHash
     from utils.base.checkpoint import save_checkpoint
     paddle.seed(0)
-    model = HashNet(16)
+    model = AlexNetHash(16)
     opt = paddle.optimizer.Momentum(0.1, parameters=model.parameters())
     prefix = str(tmp_path_factory.mktemp("ckpt") / "last_16")
     save_checkpoint(prefix, model, opt, {"epoch": 1})
@@ -169,18 +169,18 @@ def test_checkpoint_manifest_names_both_files_with_checksums(checkpoint):
 
 def test_a_changed_checkpoint_file_is_refused_naming_it(checkpoint, tmp_path):
     import shutil
-    from models.hashnet import HashNet
+    from models.alexnet import AlexNetHash
     from utils.base.checkpoint import load_weights
     copy = str(tmp_path / "last_16")
     for suffix in (".pdparams", ".pdopt", ".manifest.json"):
         shutil.copy(checkpoint + suffix, copy + suffix)
-    load_weights(HashNet(16), copy)                     # intact: loads
+    load_weights(AlexNetHash(16), copy)                     # intact: loads
     with open(copy + ".pdparams", "r+b") as f:          # one flipped byte deep in fc6
         f.seek(100_000_000)
         byte = f.read(1)
         f.seek(100_000_000)
         f.write(bytes([byte[0] ^ 1]))
-    message = user_error(load_weights, HashNet(16), copy)
+    message = user_error(load_weights, AlexNetHash(16), copy)
     assert message.startswith(f"{copy}.pdparams does not match {copy}.manifest.json "
                               "(sha256 differs)")
 
@@ -218,11 +218,11 @@ def test_killed_between_the_two_halves_resume_names_the_mismatch(demo, tmp_path)
 
 
 def test_reference_weights_without_a_manifest_still_load(tmp_path):
-    from models.hashnet import HashNet
+    from models.alexnet import AlexNetHash
     from utils.base.checkpoint import load_weights
-    model = HashNet(16)
+    model = AlexNetHash(16)
     paddle.save(model.state_dict(), str(tmp_path / "weights_16.pdparams"))   # as released
-    load_weights(HashNet(16), str(tmp_path / "weights_16"))
+    load_weights(AlexNetHash(16), str(tmp_path / "weights_16"))
 
 
 # ---------------------------------------------------------------- one run per --output-dir
@@ -285,7 +285,7 @@ LIST = ["a.jpg 0 1 0", "b/c.jpg 1 0 0"]
     ("UTF-16 BE", b"\xfe\xff" + ("\r\n".join(LIST)).encode("utf-16-be")),
 ])
 def test_list_files_as_editors_write_them_are_read(tmp_path, name, data):
-    from utils.datasets import parse_list
+    from utils.data.list_format import parse_list
     path = tmp_path / "train.txt"
     path.write_bytes(data)
     paths, labels = parse_list(str(path), 3)
@@ -300,7 +300,7 @@ def test_list_files_as_editors_write_them_are_read(tmp_path, name, data):
      "train.txt:2: byte 0xe9 is not UTF-8 (saved in a legacy code page?)"),
 ])
 def test_list_files_in_other_encodings_are_refused_naming_the_cause(tmp_path, data, fragment):
-    from utils.datasets import parse_list
+    from utils.data.list_format import parse_list
     path = tmp_path / "train.txt"
     path.write_bytes(data)
     assert fragment in user_error(parse_list, str(path), 3)

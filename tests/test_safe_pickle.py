@@ -11,11 +11,11 @@ import pytest
 
 from conftest import run_python, user_error
 from models.alexnet import AlexNet
-from models.hashnet import HashNet, load_backbone
+from models.alexnet import AlexNetHash
 from utils.base.checkpoint import load_state_file, load_weights, save_checkpoint
 from utils.base.safe_pickle import RefusedPickle, load_paddle_file, restricted_load
-from utils.datasets import read_cifar10
-from utils.lr_scheduler import build_optimizer
+from utils.data.loaders import read_cifar10
+from utils.training.schedules import build_optimizer
 
 
 class Payload:
@@ -91,7 +91,7 @@ def test_export_model_refuses_crafted_pretrained(tmp_path):
 def test_backbone_crafted_is_refused(tmp_path):
     marker = tmp_path / "marker"
     path = crafted(tmp_path / "evil.pdparams", marker)
-    assert "refused" in user_error(load_backbone, HashNet(16), path)
+    assert "refused" in user_error(AlexNetHash(16).load_backbone, path)
     assert not marker.exists()
 
 
@@ -133,7 +133,7 @@ def checkpoint(tmp_path_factory):
     """A HashNet checkpoint as training writes it (momentum buffers, the
     training state with RNG states and numpy scalars)."""
     paddle.seed(1)
-    model = HashNet(16)
+    model = AlexNetHash(16)
     optimizer = build_optimizer("sgd", model.parameters(), 0.01, 5e-4)
     model(paddle.randn([2, 3, 64, 64])).sum().backward()
     optimizer.step()
@@ -191,7 +191,7 @@ def test_split_big_params_are_joined(tmp_path):
 def saved_with(tmp_path, change):
     """A 16-bit HashNet's state with ``change(state)`` applied, saved; its prefix."""
     paddle.seed(2)
-    state = {k: v.numpy() for k, v in HashNet(16).state_dict().items()}
+    state = {k: v.numpy() for k, v in AlexNetHash(16).state_dict().items()}
     change(state)
     prefix = str(tmp_path / "w_16")
     paddle.save({k: paddle.to_tensor(v) for k, v in state.items()}, prefix + ".pdparams")
@@ -200,7 +200,7 @@ def saved_with(tmp_path, change):
 
 def test_nan_weights_are_refused(tmp_path):
     prefix, _ = saved_with(tmp_path, lambda s: s["features.0.bias"].__setitem__(1, np.nan))
-    message = user_error(load_weights, HashNet(16), prefix)
+    message = user_error(load_weights, AlexNetHash(16), prefix)
     assert "features.0.bias has 1 NaN/inf" in message
 
 
@@ -209,13 +209,13 @@ def test_inf_backbone_is_refused(tmp_path):
     state = {k: v.numpy() for k, v in AlexNet(num_classes=10).state_dict().items()}
     state["features.3.weight"][0, 0, 0, 0] = np.inf
     paddle.save({k: paddle.to_tensor(v) for k, v in state.items()}, path)
-    assert "features.3.weight has 1 NaN/inf" in user_error(load_backbone, HashNet(16), path)
+    assert "features.3.weight has 1 NaN/inf" in user_error(AlexNetHash(16).load_backbone, path)
 
 
 def test_float64_weights_are_converted(tmp_path):
     prefix, state = saved_with(tmp_path, lambda s: s.update(
         {k: v.astype(np.float64) for k, v in s.items()}))
-    model = HashNet(16)
+    model = AlexNetHash(16)
     load_weights(model, prefix)
     for key, value in model.state_dict().items():
         assert value.dtype == paddle.float32
@@ -226,12 +226,12 @@ def test_float64_weights_are_converted(tmp_path):
 def test_other_dtypes_are_refused(tmp_path, dtype):
     prefix, _ = saved_with(tmp_path, lambda s: s.update(
         {"features.0.weight": s["features.0.weight"].astype(dtype)}))
-    message = user_error(load_weights, HashNet(16), prefix)
+    message = user_error(load_weights, AlexNetHash(16), prefix)
     assert f"features.0.weight is {np.dtype(dtype).name}, expected float32" in message
 
 
 def test_wrong_shape_is_refused(tmp_path):
     prefix, _ = saved_with(tmp_path, lambda s: s.update(
         {"features.0.bias": np.zeros(3, np.float32)}))
-    assert "features.0.bias has shape [3], expected [64]" in user_error(load_weights, HashNet(16),
+    assert "features.0.bias has shape [3], expected [64]" in user_error(load_weights, AlexNetHash(16),
                                                                      prefix)

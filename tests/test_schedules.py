@@ -7,11 +7,12 @@ import numpy as np
 import paddle
 import pytest
 
-from utils.training import engine, reference
-from utils.config import parse_args
-from utils.datasets import ArrayImages, build_loader
-from utils.loss import HashNetLoss
-from utils.lr_scheduler import base_lr, build_optimizer, continuation_beta, step_lr
+from utils.training import engine, recipes, reference
+from utils.training.config import build_method, parse_args
+from utils.data.loaders import ArrayImages, build_loader
+from utils.methods.hashnet import HashNetLoss
+from utils.training.schedules import base_lr, build_optimizer, step_lr
+from utils.methods.hashnet import continuation_beta
 
 # spec §3: β = 1 for epochs 1-20, √2 for 21-40, ..., √8 for 141-150
 BETA = {1: 1.0, 20: 1.0, 21: math.sqrt(2), 40: math.sqrt(2), 41: math.sqrt(3),
@@ -162,8 +163,9 @@ def test_train_one_epoch_sets_lr_and_beta(tiny_loader, flags, epoch):
     step_lrs = []
     original_step = optimizer.step
     optimizer.step = lambda: (step_lrs.append(optimizer.get_lr()), original_step())
-    reference.train_one_epoch(model, criterion, optimizer, tiny_loader, args,
-                           logging.getLogger("test_schedules"), reference.EpochProgress(epoch))
+    recipe = recipes.build(args, build_method(args))
+    reference.train_one_epoch(recipe, model, criterion, optimizer, tiny_loader,
+                              logging.getLogger("test_schedules"), reference.EpochProgress(epoch))
     step = 1 if flags else 20
     decay = 1 if flags else 50
     expected_beta = math.sqrt((epoch - 1) // step + 1)

@@ -13,7 +13,7 @@ import paddle
 import pytest
 
 from conftest import REPO
-from utils.config import RECIPE_SEEDS
+from utils.training.config import RECIPE_SEEDS
 
 CONFIG = "test_tipc/configs/hashnet_{bit}/train_infer_python.txt"
 LITE = "lite_train_lite_infer"

@@ -44,7 +44,7 @@ sys.path.insert(0, os.path.join(os.getcwd(), "tests"))
 import tiny_model  # registers --arch tiny
 tiny_model.skip_engine_plots()
 from utils.training import engine, reference
-from utils.config import parse_args
+from utils.training.config import parse_args
 
 argv, dump = json.loads(sys.argv[1]), sys.argv[2]
 seen = {"epochs": []}
@@ -52,12 +52,13 @@ arrays = {}
 original_train, original_resume = reference.train_one_epoch, engine.resume
 
 
-def recording_resume(args, model, optimizer, criterion, state, log):
-    original_resume(args, model, optimizer, criterion, state, log)
+def recording_resume(args, recipe, training, state, log):
+    original_resume(args, recipe, training, state, log)
     seen["state"] = {k: state[k] for k in ("epoch", "best_map", "best_epoch", "history")}
 
 
-def recording_train(model, criterion, optimizer, loader, args, log, progress, *run_log):
+def recording_train(recipe, model, criterion, optimizer, loader, log, progress):
+    args = recipe.args
     if not seen["epochs"]:
         arrays["U"], arrays["Y"] = criterion.U.numpy(), criterion.Y.numpy()
         hash_params = {id(p) for p in model.hash_layer.parameters()}
@@ -70,7 +71,7 @@ def recording_train(model, criterion, optimizer, loader, args, log, progress, *r
         for i, value in enumerate(sorted(velocity, key=np.size)):
             arrays[f"velocity{i}"] = value
     seen["epochs"].append(progress.epoch)
-    out = original_train(model, criterion, optimizer, loader, args, log, progress, *run_log)
+    out = original_train(recipe, model, criterion, optimizer, loader, log, progress)
     seen["beta"], seen["lr"] = criterion.beta, optimizer.get_lr()
     return out
 
@@ -101,7 +102,7 @@ def hash_velocity(optimizer_state, bit=BIT):
 def runs(demo, tmp_path_factory):
     """2 epochs, then --resume (auto) to 3, each in a fresh process (the
     second records what it held when epoch 3 started); and 3 epochs in one go."""
-    from utils.config import parse_args
+    from utils.training.config import parse_args
     root = tmp_path_factory.mktemp("resume")
     resumed, full = root / "resumed", root / "full"
 
@@ -300,8 +301,8 @@ def test_cli_bad_list_line(demo, tmp_path):
 def objective(model, args):
     """HashNet's loss over the whole training set as one batch, bank empty,
     β = 1, test transform, eval mode: a fixed yardstick for two models."""
-    from utils.datasets import ImageList
-    from utils.loss import HashNetLoss
+    from utils.data.loaders import ImageList
+    from utils.methods.hashnet import HashNetLoss
     data = ImageList(os.path.join(args.list_dir, "train.txt"), args.data_path, args.num_class,
                      resize_size=args.resize_size, crop_size=args.crop_size, train=False)
     x = np.stack([data[i][0] for i in range(len(data))])
@@ -320,10 +321,10 @@ def test_short_training_raises_map(tmp_path, monkeypatch):
     epoch). The trained model must beat the untrained one (random init)
     clearly, and the HashNet stage must not collapse the warm backbone's
     codes (collapse falls to the untrained level, ~0.45 here)."""
-    from models.hashnet import HashNet, load_backbone
+    from models.alexnet import AlexNetHash
     from utils.base.checkpoint import load_weights
-    from utils.config import parse_args
-    from utils.datasets import build_loader
+    from utils.training.config import parse_args
+    from utils.data.loaders import build_loader
     from scripts.demo.backbone import pretrain
     from scripts.demo.data import generate
     from utils.base.io import atomic_save
@@ -342,13 +343,13 @@ def test_short_training_raises_map(tmp_path, monkeypatch):
         return engine.evaluate(model, loaders["test"], loaders["database"], args)["map"]
 
     set_seed(args.seed)  # as engine.run does before it builds the model
-    untrained = map_of(HashNet(64))
+    untrained = map_of(AlexNetHash(64))
     warm = pretrain(build_loader(loaders["train"].dataset, 16, shuffle=True, seed=0), 10,
                     epochs=10, lr=2e-2, log=lambda line: None)
     atomic_save(warm.state_dict(), backbone)
     set_seed(args.seed)
-    initial = HashNet(64)
-    load_backbone(initial, backbone)
+    initial = AlexNetHash(64)
+    initial.load_backbone(backbone)
     warm_only = map_of(initial)
     # Only the last epoch's weights are read below: the other saves (460 MB
     # each, the best model's included) are skipped.
@@ -368,7 +369,7 @@ def test_short_training_raises_map(tmp_path, monkeypatch):
     # itself trained: every parameter moved, and HashNet's objective over the
     # training set fell (at β = 1, without dropout or augmentation: the
     # logged epoch losses rise with β, which goes up every epoch here).
-    trained = HashNet(64)
+    trained = AlexNetHash(64)
     load_weights(trained, os.path.join(args.output_dir, "last_64"))
     for key, value in initial.state_dict().items():
         moved = float(np.abs(trained.state_dict()[key].numpy() - value.numpy()).max())

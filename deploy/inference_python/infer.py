@@ -24,7 +24,6 @@ inference / postprocess ms and images/s.
 import argparse
 import os
 import sys
-import time
 
 import numpy as np
 
@@ -32,19 +31,14 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
-from deploy.cli import (BATCH, AT_LEAST_0, AT_LEAST_1, add, add_retrieval_args,  # noqa: E402
-                        fit_arch_to_model, fit_sizes_to_model, parse_retrieval_args,
-                        query_pipeline_of, str2bool)
-from deploy.database import (database_code_cache, database_index, database_loader,  # noqa: E402
-                             database_search_index, database_tail, open_database)
+from deploy.cli import (add_retrieval_args, fit_arch_to_model, fit_sizes_to_model,  # noqa: E402
+                        parse_retrieval_args, set_pipeline, str2bool)
+from deploy.retrieve import (Encoder, Timer, load_query, open_coded_database,  # noqa: E402
+                             query_topk, retrieve)
+from utils.base.errors import UserError, run_cli  # noqa: E402
+from utils.base.flags import AT_LEAST_0, AT_LEAST_1, BATCH, add  # noqa: E402
 from utils.inference.export import load_exported  # noqa: E402
 from utils.inference.predictor import read_export_info, resolve_use_gpu  # noqa: E402
-from deploy.report import write_retrieval_report  # noqa: E402
-from deploy.search import search_database  # noqa: E402
-from models.hashnet import sign_codes  # noqa: E402
-from utils.datasets import load_query_image  # noqa: E402
-from utils.inference.encoder import encode_batches  # noqa: E402
-from utils.base.errors import UserError, run_cli  # noqa: E402
 
 
 def build_parser():
@@ -71,33 +65,10 @@ def build_parser():
     return p
 
 
-class Timer:
-    def __init__(self):
-        self.total = {"preprocess": 0.0, "inference": 0.0, "postprocess": 0.0}
-
-    def stage(self, name, fn, *args):
-        start = time.perf_counter()
-        out = fn(*args)
-        self.total[name] += time.perf_counter() - start
-        return out
-
-
-def query_pipeline(args, model, packed, index, batch, timer, self_index=None):
-    """preprocess -> inference -> postprocess (sign, Hamming top-k) for a
-    batch of ``batch`` copies of the query; returns (indices, distances)."""
-    x = timer.stage("preprocess", lambda: np.concatenate(
-        [load_query_image(args.img, args.resize_size, args.crop_size,
-                          upright=not args.ignore_exif_orientation, pipeline=args.pipeline)
-         for _ in range(batch)]))
-    z = timer.stage("inference", model.run, x)
-    return timer.stage("postprocess", lambda: search_database(sign_codes(z), packed, args.topk,
-                                                                 self_index, index))
-
-
-def benchmark(args, model, packed, index, n_db):
+def benchmark(args, model, database):
     timer = Timer()
     for _ in range(args.benchmark_runs):
-        query_pipeline(args, model, packed, index, args.batch_size, timer)
+        query_topk(args, model.run, database, args.batch_size, timer)
     ms = {k: 1000 * v / args.benchmark_runs for k, v in timer.total.items()}
     total = sum(ms.values())
     device = "GPU" if model.use_gpu else f"CPU, {args.num_threads} threads"
@@ -106,7 +77,7 @@ def benchmark(args, model, packed, index, n_db):
     print(f"  preprocess  {ms['preprocess']:9.2f} ms")
     print(f"  inference   {ms['inference']:9.2f} ms")
     print(f"  postprocess {ms['postprocess']:9.2f} ms (sign + Hamming top-{args.topk} "
-          f"over {n_db:,} codes, --index {index.spec})")
+          f"over {len(database.images):,} codes, --index {database.index.spec})")
     print(f"  throughput  {1000 * args.batch_size / total:9.1f} images/s end to end, "
           f"{1000 * args.batch_size / ms['inference']:.1f} images/s inference alone")
     return {"device": device, "batch_size": args.batch_size, "runs": args.benchmark_runs,
@@ -122,32 +93,19 @@ def main(argv):
     model = load_exported(args.model_dir, args.bit, fmt, use_gpu, args.num_threads)
     fit_arch_to_model(args, read_export_info(args.model_dir, args.bit), model.files[0])
     fit_sizes_to_model(args, model.image_size, model.files[0])
-    args.pipeline = query_pipeline_of(args)
-    db = open_database(args)
-    load_query_image(args.img, args.resize_size, args.crop_size,  # an unreadable query fails now
-                     upright=not args.ignore_exif_orientation, pipeline=args.pipeline)
+    set_pipeline(args)
+    load_query(args)   # an unreadable query fails before anything is encoded
     print(f"model: {' + '.join(model.files)} on {'onnxruntime, ' if args.use_onnx else ''}"
           f"{'GPU' if use_gpu else f'CPU ({args.num_threads} threads)'}")
     for _ in range(args.warmup):
         model.run(np.zeros((args.batch_size, 3, args.crop_size, args.crop_size), np.float32))
-
-    def build(start=0):
-        codes, labels, _ = encode_batches(model.run, database_loader(database_tail(db, start),
-                                                                     args.db_batch_size),
-                                          "encoding database")
-        return codes, labels
-
-    cache = database_code_cache(args, model.files, tag=tag, device="gpu" if use_gpu else "cpu")
-    packed, labels, source = cache.get(build, len(db), args.rebuild_cache, (db.paths, db.labels))
-    index = database_search_index(args, cache, packed, tag=tag)
-    indices, distances = query_pipeline(args, model, packed, index, 1, Timer(),
-                                        database_index(args.img, db))
-    extra = {"model_files": list(model.files), "index": index.spec}
+    encoder = Encoder(query=model.run, database=lambda n: model.run, files=tuple(model.files),
+                      tag=tag, device="gpu" if use_gpu else "cpu")
+    database = open_coded_database(args, encoder, args.db_batch_size)
+    extra = {"model_files": list(model.files), "index": database.index.spec}
     if args.benchmark:
-        extra["benchmark"] = benchmark(args, model, packed, index, len(db))
-    return write_retrieval_report(args, db, indices[0], distances[0],
-                                  db.labels if labels is None else labels, source,
-                                  tag=tag, extra=extra)
+        extra["benchmark"] = benchmark(args, model, database)
+    return retrieve(args, encoder, database, extra)
 
 
 if __name__ == "__main__":

@@ -17,12 +17,12 @@ import paddle
 import paddle.nn.functional as F
 
 from models.alexnet import AlexNet, disable_dropout
-from utils.datasets import ImageList, build_loader, set_epoch
+from utils.data.loaders import ImageList, build_loader, set_epoch
 from utils.base.errors import run_cli
 from utils.base.flags import (AT_LEAST_1, BATCH, MIN_CROP, NUM_CLASS, POSITIVE_FLOAT, SEED, SIDE,
                          THREADS, add, check_ranges, check_sizes)
 from utils.base.io import atomic_save
-from utils.lr_scheduler import base_lr, build_optimizer
+from utils.training.schedules import base_lr, build_optimizer
 from utils.base.runtime import available_cores, set_num_threads, set_seed
 
 

@@ -19,7 +19,7 @@ import numpy as np
 from utils.data.list_format import list_num_class, parse_list
 from utils.base.errors import UserError, run_cli
 from utils.base.flags import Range, add, check_ranges
-from utils.tools import mean_average_precision
+from utils.retrieval.metrics import mean_average_precision
 
 
 def random_codes_map(query_labels, db_labels, bit, topk, seeds=(0, 1, 2)):

@@ -1,3 +1,4 @@
-"""The base layer: errors, flags, files, processes, downloads and checkpoint files.
+"""The base layer: errors, flags, files, processes (one or several: distributed.py),
+downloads and checkpoint files.
 
-It imports nothing else of the project (tests/test_layering.py checks it)."""
+It imports nothing else of the project (the layering test checks it)."""

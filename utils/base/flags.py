@@ -16,7 +16,7 @@ from utils.base.errors import UserError
 
 # AlexNet's five stride/pool stages leave nothing of a crop under 63 px
 # (Paddle Inference then dies with SIGFPE instead of an error).
-MIN_CROP = 63             # AlexNet's (models/hashnet.py HashNet.min_crop), the default arch
+MIN_CROP = 63             # AlexNet's (models/alexnet.py AlexNetHash.min_crop), the default arch
 MAX_SIDE = 4096          # a crop/resize side beyond this is a typo, not a setting
 
 
@@ -137,3 +137,29 @@ def check_sizes(crop, resize=None, flag="--crop_size", min_crop=MIN_CROP, label=
 def check_resize(crop, resize):
     if resize < crop:
         raise UserError(f"--resize_size {resize} is smaller than --crop_size {crop}")
+
+
+def option(default, help, valid=None, kind=None):
+    """A field of a plug-in's settings dataclass that is also a flag
+    (``--<field name>``): its default, help and Range. ``kind`` (the flag's
+    type) defaults to the default's type; a bool is a switch."""
+    kind = kind or (default.__class__ if default is not None else str)
+    return dataclasses.field(default=default,
+                             metadata={"help": help, "valid": valid, "type": kind})
+
+
+def add_options(group, settings_cls, seen):
+    """Add ``settings_cls``'s option fields to ``group`` as flags with default
+    None (so the plug-in that is chosen fills in its own default); a name in
+    ``seen`` (another plug-in's flag of the same name) is not added twice."""
+    for field in dataclasses.fields(settings_cls):
+        if field.name in seen:
+            continue
+        seen.add(field.name)
+        meta, default = field.metadata, field.default
+        text = f"{meta['help']} (default {default})" if default is not None else meta["help"]
+        if meta["type"] is bool:
+            group.add_argument(f"--{field.name}", action="store_true", default=None, help=text)
+        else:
+            add(group, f"--{field.name}", type=meta["type"], default=None, valid=meta["valid"],
+                help=text)

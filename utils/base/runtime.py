@@ -101,7 +101,7 @@ def new_run_dir(root, name):
     by rank 0 and broadcast, so that all processes log into one folder. Two
     runs started in the same second get ``…-HHMMSS`` and ``…-HHMMSS-2``:
     ``mkdir`` is atomic, so only one of them can create a given name."""
-    from utils import distributed as dist
+    from utils.base import distributed as dist
     path = None
     if dist.is_main_process():
         base = os.path.join(root, f"{name}-{time.strftime('%Y%m%d-%H%M%S')}")

@@ -1,3 +1,3 @@
-"""The data layer: image files to 8-bit RGB and the decoded-image cache.
-
-Builds on utils.base only; utils/datasets.py (the reference's name) builds on it."""
+"""The data layer: image files to 8-bit RGB, transforms, list files and
+splits, the decoded-image cache, and the datasets and loaders of a run
+(loaders.py). Builds on utils.base only."""

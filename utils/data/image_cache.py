@@ -53,12 +53,12 @@ import PIL
 from PIL import Image
 from tqdm import tqdm
 
-from utils import distributed as dist
+from utils.base import distributed as dist
 from utils.base.fingerprint import CacheError, StaleCache, check_fingerprint, sha256_file
 from utils.data.hashing_dataset import HashingDataset
 from utils.data.images import check_pixels
-from utils.data.transforms import (crop, crop_origin, load_rgb, resize_short, short_side_size,
-                                   to_normalized_array)
+from utils.data.transforms import crop, crop_origin, load_rgb, resize_short, to_normalized_array
+from utils.data.images import short_side_size
 from utils.base.errors import UserError
 from utils.base.io import (DiskFullError, atomic_write, ensure_writable_dir, free_space,
                            human_bytes, remove_leftovers, temp_file_prefix)

@@ -33,8 +33,8 @@ from utils.base.errors import UserError
 from utils.base.fingerprint import sha256_file
 from utils.data.images import check_is_file, check_pixels, open_rgb
 from utils.data.list_format import label_count, numbered_lines, split_line
-from utils.data.list_sources import CLASSES_FILE, SPLITS, progress
-from utils.data.splits import PROTOCOLS
+from utils.data.list_sources import CLASSES_FILE, progress
+from utils.data.splits import PROTOCOLS, SPLITS
 
 EXAMPLES = 20          # messages kept per kind of problem
 # the overlaps a protocol's database rule forbids, besides train & test

@@ -35,11 +35,10 @@ from utils.base.errors import UserError
 from utils.base.io import atomic_write
 from utils.base.text_files import read_lines
 from utils.data.list_format import check_writable_path, write_list
-from utils.data.splits import draw_split
+from utils.data.splits import SPLITS, draw_split
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp",
                     ".ppm", ".pgm", ".pbm")
-SPLITS = ("train", "test", "database")
 CLASSES_FILE = "classes.txt"
 
 

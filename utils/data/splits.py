@@ -35,6 +35,8 @@ import numpy as np
 
 from utils.base.errors import UserError
 
+SPLITS = ("train", "test", "database")   # the three lists of a data set, in this order
+
 # what the database holds besides the images neither queried nor trained on
 DATABASES = {
     "rest": "neither queries nor training images",

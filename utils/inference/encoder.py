@@ -22,7 +22,7 @@ import numpy as np
 import paddle
 from tqdm import tqdm
 
-from models.hashnet import sign_codes
+from utils.retrieval.codes import sign_codes
 from utils.base.io import make_temp_dir, remove_leftovers
 from utils.base.runtime import num_threads
 from utils.inference.export import save_inference_model

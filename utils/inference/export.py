@@ -19,10 +19,10 @@ import numpy as np
 import paddle
 from paddle.static import InputSpec
 
-from models.hashnet import sign_codes
+from utils.retrieval.codes import sign_codes
 from utils.base.io import (atomic_write_json, check_not_cut_short, disk_full_is_user_error,
                            fsync_dir, fsync_file, make_temp_dir, remove_leftovers)
-from utils.datasets import normalize
+from utils.data.transforms import normalize
 from utils.inference.onnx_model import OnnxModel, convert_to_onnx, onnx_path
 from utils.inference.predictor import (MODEL_SUFFIXES, InferenceModel, export_info_path,
                                        write_export_manifest)

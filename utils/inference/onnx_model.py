@@ -16,7 +16,7 @@ import os
 
 import numpy as np
 
-from models.hashnet import sign_codes
+from utils.retrieval.codes import sign_codes
 from utils.base.errors import UserError
 from utils.base.io import atomic_write
 from utils.inference.predictor import checked_output, export_info_path, exported_image_size

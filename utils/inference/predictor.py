@@ -20,8 +20,8 @@ import os
 
 import numpy as np
 
-from models.hashnet import sign_codes
-from utils.distributed import gpu_count
+from utils.retrieval.codes import sign_codes
+from utils.base.distributed import gpu_count
 from utils.base.checkpoint import verify_against_manifest, write_manifest
 from utils.base.errors import UserError
 from utils.base.runtime import restoring_num_threads

@@ -1,3 +1,3 @@
-"""The retrieval layer: packed codes, exact Hamming search, its compiled kernels
-and the database code cache. utils/tools.py (the reference's name) computes the
-metrics on top of it."""
+"""The retrieval layer: the code rule (codes.py), packed codes and exact
+Hamming search (hamming.py, its compiled kernels numba_kernels.py), the
+metrics (metrics.py), the database code cache and the search indexes (index/)."""

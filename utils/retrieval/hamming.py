@@ -1,5 +1,5 @@
 """Packed binary codes and exact Hamming search: the one kernel shared by
-evaluation (utils/tools.py), predict.py and Paddle Inference.
+evaluation (utils/retrieval/metrics.py), predict.py and Paddle Inference.
 
 Codes are ±1 arrays [n, bit] (z == 0 already mapped to +1; here any value
 >= 0 is a 1 bit). ``pack_codes`` stores them with ``np.packbits`` as uint8

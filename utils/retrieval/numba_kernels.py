@@ -1,5 +1,5 @@
 """The compiled kernels (optional: ``pip install numba``), numba twins of
-the numpy code in utils/retrieval/hamming.py (the Hamming scan) and utils/tools.py
+the numpy code in utils/retrieval/hamming.py (the Hamming scan) and utils/retrieval/metrics.py
 (the AP sums). Each computes the same integers, or adds the same floats in
 the same order, as its numpy twin, so the two backends agree bit for bit.
 utils.retrieval.hamming imports this module only when numba is installed and chosen.
@@ -201,7 +201,7 @@ def scan(q_words, words_t, depth, q_labels, bitmaps, histograms, nbins, nchunks,
 @numba.njit(cache=True, nogil=True, parallel=True)
 def precision_sums(hits):
     """Sum over ranks p of hit_p * (hits up to p) / p per row of ranked
-    relevance flags (utils/tools.py's AP numerator), in rank order."""
+    relevance flags (utils/retrieval/metrics.py's AP numerator), in rank order."""
     out = np.zeros(hits.shape[0])
     for i in numba.prange(hits.shape[0]):   # rows are independent: same sums
         count = 0

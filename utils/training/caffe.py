@@ -1,33 +1,29 @@
 """The authors' Caffe recipe (``--recipe caffe``, spec §8): only what differs
-from the reference recipe — two streams of batches, the loss on their pairs,
-and iterations instead of epochs. Its schedules are in utils/lr_scheduler.py;
-evaluation, checkpoints, logging, stop and resume are the run skeleton's
-(utils/training/engine.py).
+from the reference recipe — two streams of batches whose pairs the method's
+loss takes (``--method hashnet_caffe``: their PairwiseLoss), and iterations
+instead of epochs. Its lr schedule and optimizer groups are in
+utils/training/schedules.py; evaluation, checkpoints, logging, stop and
+resume are the run skeleton's (utils/training/engine.py).
 
 Source: github.com/thuml/HashNet, ``caffe/`` (the code behind the paper's
-table): models/train/<dataset>/{train_val,solver}.prototxt and the layers
-src/caffe/layers/{pairwise_loss,scale_tanh}_layer.*.
+table): models/train/<dataset>/{train_val,solver}.prototxt.
 """
 import math
 
 import numpy as np
 import paddle
-import paddle.nn as nn
 
-from utils import distributed as dist
+from utils.base import distributed as dist
 from utils.base.errors import UserError
-from utils.datasets import BatchLoader
-from utils.loss import CaffePairwiseLoss
-from utils.lr_scheduler import build_caffe_optimizer, caffe_beta, caffe_lr
-from utils.training.engine import seed_epoch, stop_agreed, train_step
-from utils.training.recipes import Recipe, register
+from utils.base.flags import AT_LEAST_1, POSITIVE_FLOAT, add
+from utils.data.loaders import BatchLoader
+from utils.training.recipes import Recipe, register, scale_of
+from utils.training.schedules import build_caffe_optimizer, caffe_lr
+from utils.training.step import seed_epoch, stop_agreed, train_step
 
-# train_val.prototxt "continuation" (ScaleTanH) and solver.prototxt "step" policy
-BETA_STEP, BETA_GAMMA, BETA_POWER = 200, 0.005, 0.5
-LR_STEP, LR_GAMMA = 2000, 0.5
-# lr_mult / decay_mult of train_val.prototxt: conv1-fc7, then the hash layer (fc8_flickr)
-BACKBONE_MULT = {"weight": (1.0, 1.0), "bias": (2.0, 0.0)}
-HASH_MULT = {"weight": (10.0, 1.0), "bias": (20.0, 0.0)}
+# dataset -> base_lr of the authors' solver.prototxts (other datasets: COCO's)
+BASE_LR = {"coco": 5e-5, "nuswide_81_m": 5e-5, "imagenet": 2e-4}
+STREAM_BATCH = 256  # images per stream (train_val.prototxt image_data_param batch_size)
 
 
 # ---------------------------------------------------------------- two streams
@@ -68,7 +64,7 @@ class StreamBatches(paddle.io.Sampler):
     same positions of stream 2. The global batch of W processes is positions
     [k·W·b, (k+1)·W·b) and process r holds the r-th contiguous block of it,
     so the gathered batch is the one-process batch in the same row order
-    (the Caffe gradient depends on row order, see CaffePairwiseLoss)."""
+    (the Caffe gradient depends on row order: utils/methods/hashnet_caffe.py)."""
 
     def __init__(self, batch_size, start, stop, rank=0, world_size=1):
         self.batch_size, self.start, self.stop = batch_size, start, stop
@@ -91,28 +87,6 @@ def stream_loader(train_set, args, start):
     return BatchLoader(TwoStreams(train_set, args.seed), batches, args.num_workers)
 
 
-class TwoStreamLoss(nn.Layer):
-    """u = tanh(β·z), then CaffePairwiseLoss(stream 1, stream 2) on the
-    gathered batch. Gathered, it is W blocks [stream 1 (b rows); stream 2
-    (b rows)] in rank order; the streams are regrouped into [W·b] each."""
-
-    def __init__(self, args):
-        super().__init__()
-        self.beta = 1.0  # set every iteration by the loop (caffe_beta)
-        self.pairwise = CaffePairwiseLoss(args.sigmoid_param, class_num=args.class_num)
-
-    def forward(self, z, y, ind):                               # z [W·2b, bit], y [W·2b, C]
-        u = paddle.tanh(self.beta * z)
-        (u1, u2), (y1, y2) = split_streams(u), split_streams(y)  # [W·b, bit], [W·b, C]
-        return self.pairwise(u1, y1, u2, y2)
-
-
-def split_streams(x):
-    """[W·2b, d] of W blocks [stream 1; stream 2] -> (stream 1, stream 2), [W·b, d] each."""
-    blocks = x.reshape([dist.world_size(), 2, -1, x.shape[-1]])  # [W, 2, b, d]
-    return tuple(blocks[:, s].reshape([-1, x.shape[-1]]) for s in (0, 1))
-
-
 # ---------------------------------------------------------------- the recipe
 @register("caffe")
 class CaffeRecipe(Recipe):
@@ -120,17 +94,45 @@ class CaffeRecipe(Recipe):
     every --eval_iter and at the last, save ``last`` every --snapshot_iter.
     A period runs up to the next of those iterations."""
     unit = "iter"
+    default_method = "hashnet_caffe"
+    default_batch = STREAM_BATCH
 
-    def __init__(self, args):
-        super().__init__(args)
+    def __init__(self, args, method):
+        super().__init__(args, method)
         self.batches = None   # the two-stream iterator, opened where the run stands
+
+    @classmethod
+    def add_flags(cls, parser):
+        c = parser.add_argument_group("--recipe caffe (iteration-based: -e, -ee, -lr, --de_step "
+                                      "do not apply; SGD only)")
+        add(c, "--max_iter", type=int, default=10000, valid=AT_LEAST_1,
+            help="iterations (default 10000)")
+        add(c, "--eval_iter", type=int, default=None, valid=AT_LEAST_1,
+            help="evaluate every N iterations and at the last (default: at the last)")
+        add(c, "--snapshot_iter", type=int, default=1000, valid=AT_LEAST_1,
+            help="save last_{bit} every N")
+        add(c, "--base_lr", type=float, default=None, valid=POSITIVE_FLOAT,
+            help="lr of iterations 0-1999, halved every 2000, not scaled by the batch "
+                 "(default: the dataset's solver.prototxt, BASE_LR: COCO and NUS-WIDE 5e-5, "
+                 "ImageNet 2e-4, else 5e-5)")
+
+    @classmethod
+    def resolve(cls, args):
+        if args.base_lr is None:
+            args.base_lr = BASE_LR.get(args.dataset, BASE_LR["coco"])
+        if args.eval_iter is None:
+            args.eval_iter = args.max_iter
+        if args.optimizer != "sgd":
+            raise UserError(f"-op {args.optimizer}: --recipe caffe is the authors' momentum "
+                            "SGD only")
+        if args.skip_bad_images:
+            raise UserError("--skip-bad-images does not work with --recipe caffe: a skipped "
+                            "image would leave the two streams of unequal size; fix or drop "
+                            "the image")
 
     def initial_state(self):
         return {"iter": 0, "best_map": 0.0, "best_iter": 0, "history": [], "loss_sum": 0.0,
                 "world_size": dist.world_size()}
-
-    def criterion(self, n_train):
-        return TwoStreamLoss(self.args)
 
     def optimizer(self, model):
         args = self.args
@@ -153,7 +155,8 @@ class CaffeRecipe(Recipe):
             it = state["iter"]
             model.train()
             seed_epoch(args.seed, it)  # dropout: a function of (seed, iteration, rank)
-            criterion.beta, lr = caffe_beta(it), caffe_lr(it, args.base_lr)
+            self.set_period_parameters(criterion, it)
+            lr = caffe_lr(it, args.base_lr)
             optimizer.set_lr(lr)
             value = train_step(model, criterion, optimizer, x, y, ind)
             if not math.isfinite(value):
@@ -163,8 +166,8 @@ class CaffeRecipe(Recipe):
             done = state["iter"]
             if done % args.debug_steps == 0 or done == args.max_iter:
                 log.info(f"Iter[{done:05d}/{args.max_iter:05d}], lr:{lr:.9f}, "
-                         f"scale:{criterion.beta:.3f}, Loss: {value:.4f}")
-                self.run_log.step(done, value, lr, criterion.beta, iter=done)
+                         f"scale:{scale_of(criterion):.3f}, Loss: {value:.4f}")
+                self.run_log.step(done, value, lr, scale_of(criterion), iter=done)
             if stop_agreed(done):
                 break
         return state["iter"] == end

@@ -1,51 +1,42 @@
 """The run skeleton behind main_single_gpu.py and main_multi_gpu.py, written
-once for every recipe: setup, the training step, the stop signal, evaluation
-and its record, keep-best, checkpoints and resume.
+once for every recipe and method: setup, evaluation and its record,
+keep-best, checkpoints and resume.
 
 A recipe (utils/training/recipes.py: the reference's epochs, the authors'
-Caffe iterations) supplies only what differs: its loss, optimizer, schedules,
-the periods it trains in and its log lines. The model comes from the model
-registry (``models.build(--arch, --bit)``). Multi-process specifics live in
-utils/distributed.py."""
-import contextlib
+Caffe iterations) supplies only what differs: its optimizer, schedules, the
+periods it trains in and its log lines; the method (utils/methods/) the
+loss. One step, the stop signal and the RNG streams are utils/training/step.py.
+The model comes from the model registry (``models.build(--arch, --bit)``).
+Multi-process specifics live in utils/base/distributed.py."""
 import dataclasses
 import json
 import logging
-import math
 import os
-import random
-import signal
 import sys
-import threading
 import time
 
-import numpy as np
-import paddle
-
 import models
-from utils import distributed as dist
+from utils.base import distributed as dist
 from utils.base.checkpoint import (load_training_state, load_weights, newest_checkpoint,
-                              save_checkpoint)
-from utils.datasets import SPLITS, build_datasets, build_loader
-from utils.inference.encoder import encode_batches, fastest_forward
+                                   save_checkpoint)
 from utils.base.errors import UserError
 from utils.base.fingerprint import sha256_file
 from utils.base.flags import check_sizes
-from utils.data.images import set_max_pixels
 from utils.base.io import atomic_write_json, ensure_writable_dir
-from utils.training.plots import save_evaluation_plots, save_training_plot
-from utils.training.run_log import RunLog
 from utils.base.run_lock import output_dir_lock
 from utils.base.runtime import (new_run_dir, set_deterministic, set_num_threads, set_seed,
-                           setup_logger, threads_per_process)
-from utils.tools import retrieval_metrics
+                                setup_logger, threads_per_process)
+from utils.data.images import set_max_pixels
+from utils.data.loaders import build_datasets, build_loader
+from utils.data.splits import SPLITS
+from utils.inference.encoder import encode_batches, fastest_forward
+from utils.retrieval.metrics import retrieval_metrics
+from utils import methods
 from utils.training import recipes
-
-# With several processes, the check "did a stop signal reach any process?" is
-# a collective (every process waits for all); it runs every STOP_CHECK_STEPS
-# global steps, so a stop lands within that many steps (at a step boundary).
-STOP_CHECK_STEPS = 10
-
+from utils.training.config import build_method, data_settings
+from utils.training.plots import save_evaluation_plots, save_training_plot
+from utils.training.run_log import RunLog
+from utils.training.step import STOP, rng_states
 
 def setup_runtime(args):
     """Threads (default: this machine's cores shared by its processes, so
@@ -58,73 +49,6 @@ def setup_runtime(args):
         set_deterministic()
     set_seed(args.seed)
     set_max_pixels(args.max_image_pixels)
-
-
-def seed_epoch(seed, epoch):
-    """Reseed paddle (dropout) from (seed, epoch, rank): an epoch's random
-    draws are then the same whether or not the run was resumed before it."""
-    paddle.seed(int(np.random.SeedSequence([seed, epoch, dist.rank()]).generate_state(1)[0]))
-
-
-def train_step(model, criterion, optimizer, x, y, ind, wanted=None):
-    """One optimisation step; returns the loss value. A non-finite loss is
-    returned without stepping, so the parameters stay as they were.
-    ``wanted``: the global batch's indices when images may be skipped; those
-    missing from the gathered batch leave the memory bank (every process
-    drops the same ones at the same step, so the banks stay equal)."""
-    z = model(x)                                        # [B, bit]
-    z, y, ind = dist.gather_batch(z, y, ind)            # [W·B, ...]: the global batch
-    if wanted is not None:
-        criterion.exclude(np.setdiff1d(wanted, ind.numpy()))
-    loss = criterion(z, y, ind)                         # against the whole bank
-    value = float(loss)
-    if math.isfinite(value):
-        loss.backward()
-        optimizer.step()
-        optimizer.clear_grad(set_to_zero=False)  # zeroing 58M grads costs ~0.6 s a step on CPU
-    return value
-
-
-class StopFlag:
-    """SIGINT/SIGTERM only raise this flag: the loop finishes its step, saves
-    `last` and exits 128+signum, so an interrupted run resumes exactly."""
-
-    def __init__(self):
-        self.signum = None
-        self.agreed = False   # set by stop_agreed: every process stops at this step
-
-    def __call__(self, signum, frame):
-        self.signum = signum
-
-    @contextlib.contextmanager
-    def installed(self):
-        """Catch SIGINT/SIGTERM while training; the old handlers come back after."""
-        self.signum, self.agreed = None, False
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-        previous = {s: signal.signal(s, self) for s in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            yield
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-
-
-STOP = StopFlag()
-
-
-def stop_agreed(global_step):
-    """True when every process is to stop after this step: a stop signal
-    reached one of them. One process checks every step; several, every
-    STOP_CHECK_STEPS-th global step (a collective; see there)."""
-    if dist.world_size() > 1 and global_step % STOP_CHECK_STEPS:
-        return False
-    if dist.any_process(STOP.signum is not None):
-        STOP.signum = STOP.signum or signal.SIGTERM
-        STOP.agreed = True
-        return True
-    return False
 
 
 def encode(forward, loader, desc="encoding"):
@@ -171,7 +95,7 @@ def write_evaluation(metrics, out_dir):
 
 # ---------------------------------------------------------------- the run
 def make_loaders(args, splits):
-    datasets = build_datasets(args, splits)
+    datasets = build_datasets(data_settings(args), splits)
     if "train" in datasets and len(datasets["train"]) < args.batch_size * dist.world_size():
         raise UserError(f"--batch-size {args.batch_size} x {dist.world_size()} process(es) is "
                         f"larger than the training set ({len(datasets['train'])} images)")
@@ -189,17 +113,6 @@ def start_log(args, mode):
         atomic_write_json(vars(args), os.path.join(log_dir, "config.json"))
     log.info("config: " + json.dumps(vars(args), sort_keys=True))
     return log, log_dir
-
-
-def rng_states():
-    return {"python": random.getstate(), "numpy": np.random.get_state(),
-            "paddle": paddle.get_rng_state()}
-
-
-def restore_rng(states):
-    random.setstate(states["python"])
-    np.random.set_state(states["numpy"])
-    paddle.set_rng_state(states["paddle"])
 
 
 def run_eval(args):
@@ -233,7 +146,7 @@ def run_train(args):
     followed by its history record, an evaluation when due (a new best is
     saved as model_best) and ``last`` when due. A stop signal saves ``last``
     where the run stands and exits 128+signum; --resume continues there."""
-    recipe = recipes.build(args)
+    recipe = recipes.build(args, build_method(args))
     ensure_writable_dir(args.output_dir, "--output-dir")
     log, log_dir = start_log(args, "train")
     recipe.run_log = RunLog(log_dir if dist.is_main_process() else None, not args.no_visualdl)
@@ -252,7 +165,7 @@ def train_periods(args, recipe, log, log_dir):
     optimizer = recipe.optimizer(model)
     state = recipe.initial_state()
     if args.resume:
-        resume(args, model, optimizer, criterion, state, log)
+        resume(args, recipe, (model, optimizer, criterion), state, log)
     STOP.agreed = False   # only this run's stop checks count
     start = time.time()
     for period in recipe.periods(state):
@@ -304,18 +217,19 @@ def evaluate_and_keep_best(args, recipe, model, loaders, training, state, record
              f"{state['best_map']:.3f}")
 
 
-def resume(args, model, optimizer, criterion, state, log):
-    """Restore model, optimizer, memory bank and the recipe's counters from a
-    checkpoint (``--resume`` alone: the newest in --output-dir). A checkpoint
-    of another recipe, optimizer or training list is refused before anything
-    is restored; other changed settings are named (config.json records them)."""
+def resume(args, recipe, training, state, log):
+    """Restore model, optimizer, the loss's bank and the recipe's counters
+    (``training`` = (model, optimizer, criterion)) from a checkpoint
+    (``--resume`` alone: the newest in --output-dir). A checkpoint of another
+    recipe, method, optimizer or training list is refused before anything is
+    restored; other changed settings are named (config.json records them)."""
+    model, optimizer, criterion = training
     prefix = newest_checkpoint(args.output_dir, args.bit) if args.resume == "auto" else args.resume
     load_weights(model, prefix, models.arch_of_state)
     saved = load_training_state(prefix, model, optimizer,
                                 check=lambda training: check_resumable(args, training, prefix))
     if "bank" in saved:
         load_bank(criterion, saved.pop("bank"), prefix)
-    recipe = recipes.build(args)
     where = recipe.restore(saved, state, prefix)
     log.info(f"resumed from {prefix} at {where}")
     for key, (was, now) in changed_settings(saved.get("config", {}), vars(args)).items():
@@ -326,9 +240,8 @@ def resume(args, model, optimizer, criterion, state, log):
 
 
 # Settings a resumed run may change, but should not do silently.
-RESUME_SETTINGS = ("learning_rate", "momentum", "weight_decay", "alpha", "step_continuation",
-                   "de_step", "seed", "base_lr", "class_num", "sigmoid_param", "num_class",
-                   "dataset", "crop_size", "resize_size", "arch")
+RESUME_SETTINGS = ("learning_rate", "momentum", "weight_decay", "de_step", "seed", "base_lr",
+                   "num_class", "dataset", "crop_size", "resize_size", "arch")
 
 
 def flag_of(key):
@@ -336,8 +249,12 @@ def flag_of(key):
 
 
 def changed_settings(saved_config, config):
-    return {k: (saved_config[k], config.get(k)) for k in RESUME_SETTINGS
-            if k in saved_config and saved_config[k] != config.get(k)}
+    """{key: (saved, now)} of the settings above and the method's own flags
+    that differ (None now: the flag is not this run's)."""
+    keys = RESUME_SETTINGS + tuple(methods.registry.flag_values(
+        methods.method_class(config["method"]), config))
+    return {k: (saved_config[k], config.get(k)) for k in keys
+            if k in saved_config and config.get(k) is not None and saved_config[k] != config.get(k)}
 
 
 def train_list_digest(args):
@@ -347,12 +264,17 @@ def train_list_digest(args):
 
 
 def check_resumable(args, training, prefix):
-    """Refuse a checkpoint whose recipe, optimizer or training list differs
-    from this run's: its counters, optimizer state or memory bank would not fit."""
+    """Refuse a checkpoint whose recipe, method, optimizer or training list
+    differs from this run's: its counters, optimizer state or bank would not fit."""
     written_by = recipes.checkpoint_recipe(training)
     if written_by != args.recipe:
         raise UserError(f"{prefix} is a --recipe {written_by} checkpoint (not a --recipe "
                         f"{args.recipe} checkpoint): resume it with --recipe {written_by}")
+    trained = recipes.checkpoint_method(training)
+    if trained != args.method:
+        raise UserError(f"{prefix} trained --method {trained}, not --method {args.method}: "
+                        f"resume it with --method {trained} (or start from its weights with "
+                        "--pretrained)")
     optimizer = training.get("config", {}).get("optimizer", args.optimizer)
     if optimizer != args.optimizer:
         raise UserError(f"{prefix} was trained with -op {optimizer}, not -op {args.optimizer}: "
@@ -382,7 +304,8 @@ def save(args, name, model, optimizer, criterion, state):
     if dist.is_main_process():
         training = {k: dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v
                     for k, v in state.items()}
-        training.update(recipe=args.recipe, bank=criterion.state_dict(), rng=rng_states(),
+        training.update(recipe=args.recipe, method=args.method, bank=criterion.state_dict(),
+                        rng=rng_states(),
                         config=vars(args), train_list_sha256=train_list_digest(args))
         save_checkpoint(os.path.join(args.output_dir, f"{name}_{args.bit}"), model, optimizer, training)
 

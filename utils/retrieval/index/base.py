@@ -8,6 +8,8 @@ as in the exact scan, so an exact backend agrees with ``exact`` item by item.
 Backends that cannot return ties in id order themselves ask for more
 candidates than k and re-rank them (``search_complete_ties``).
 """
+import abc
+
 import numpy as np
 
 from utils.base.errors import UserError
@@ -15,15 +17,21 @@ from utils.base.errors import UserError
 MISSING = -1   # id of an empty result slot (an approximate index found fewer than k)
 
 
-class CodeIndex:
-    """Base of the backends (one file each under utils/retrieval/index/).
+class CodeIndex(abc.ABC):
+    """The interface of the backends (one file each under utils/retrieval/index/,
+    registered with ``@register("name")`` from registry.py).
 
-    Subclasses set ``backend`` (the registry name) and implement
-    ``_add(packed, first_id)``, ``_search(packed_queries, k)``,
-    ``save_payload(directory)`` and ``load_payload(directory, count)``;
-    ``params`` (the spec's parameters) make the index re-creatable.
+    Class attributes: ``backend`` (its ``--index`` name, set by ``register``),
+    ``kinds`` (the KINDs of its specs, the first the default) and
+    ``defaults`` ({kind: {parameter: default}}), ``requires`` (what to pip
+    install for it, in the help; "" when nothing). Subclasses implement
+    ``_add``, ``_search``, ``save_payload`` and ``load_payload``; ``params``
+    (the spec's parameters) make the index re-creatable.
     """
     backend = None
+    kinds = ()
+    defaults = {}
+    requires = ""
 
     def __init__(self, bit, directory=None, **params):
         """``directory``: where the index will be saved (an embedded Milvus
@@ -81,18 +89,22 @@ class CodeIndex:
         return np.ascontiguousarray(packed)
 
     # ------------------------------------------------------------ for subclasses
+    @abc.abstractmethod
     def _add(self, packed, first_id):
-        raise NotImplementedError
+        """Store packed codes [n, nbytes] under ids first_id, first_id + 1, ..."""
 
+    @abc.abstractmethod
     def _search(self, packed_queries, k):
-        raise NotImplementedError
+        """Top-k of each query (1 <= k <= len(self)): (ids int64 [nq, k],
+        distances int32 [nq, k]) in (distance, id) order, MISSING where empty."""
 
+    @abc.abstractmethod
     def save_payload(self, directory):
         """Write the backend's own files into ``directory``; return their names."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def load_payload(self, directory, count):
-        raise NotImplementedError
+        """Read back what ``save_payload`` wrote (``count`` codes)."""
 
 
 def rank_candidates(ids, distances, k, bit):

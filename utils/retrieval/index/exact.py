@@ -7,13 +7,14 @@ import numpy as np
 
 from utils.base.io import atomic_write
 from utils.retrieval.hamming import HammingIndex, hamming_topk
+from utils.retrieval.index.registry import register
 from utils.retrieval.index.base import CodeIndex
 
 CODES_FILE = "codes.npy"
 
 
+@register("exact")
 class ExactIndex(CodeIndex):
-    backend = "exact"
     kinds = ("scan",)
     defaults = {}
 

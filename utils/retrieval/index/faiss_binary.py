@@ -22,6 +22,7 @@ import numpy as np
 
 from utils.base.errors import UserError
 from utils.base.io import atomic_write
+from utils.retrieval.index.registry import register
 from utils.retrieval.index.base import CodeIndex, rank_candidates, search_complete_ties
 
 INDEX_FILE = "faiss.index"
@@ -35,8 +36,9 @@ def import_faiss():
     return faiss
 
 
+@register("faiss")
 class FaissIndex(CodeIndex):
-    backend = "faiss"
+    requires = "pip install faiss-cpu"
     kinds = ("ivf", "multihash", "hnsw", "flat")
     defaults = {"ivf": {"nlist": 1024, "nprobe": 16, "train": 0},
                 "multihash": {"tables": 4, "hash_bits": 16, "nflip": 1},

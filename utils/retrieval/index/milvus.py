@@ -21,6 +21,7 @@ import tempfile
 import numpy as np
 
 from utils.base.errors import UserError
+from utils.retrieval.index.registry import register
 from utils.retrieval.index.base import CodeIndex, search_complete_ties
 
 DB_FILE = "milvus.db"
@@ -42,8 +43,9 @@ def import_pymilvus():
     return pymilvus
 
 
+@register("milvus")
 class MilvusIndex(CodeIndex):
-    backend = "milvus"
+    requires = "pip install pymilvus; uri=http://HOST:19530 for a server, else embedded milvus-lite"
     kinds = ("bin_flat", "bin_ivf_flat")
     defaults = {"bin_flat": {"uri": "", "collection": "hashnet_codes"},
                 "bin_ivf_flat": {"uri": "", "collection": "hashnet_codes", "nlist": 1024,

@@ -1,27 +1,36 @@
-"""The backend registry and ``--index`` specs: ``BACKEND[:KIND][,key=value...]``."""
+"""The backend registry and ``--index`` specs: ``BACKEND[:KIND][,key=value...]``.
+
+A backend is one file with a ``CodeIndex`` subclass registered by
+``@register("name")``, plus one import line in utils/retrieval/index/__init__.py."""
 from utils.base.errors import UserError
-from utils.retrieval.index.exact import ExactIndex
-from utils.retrieval.index.faiss_binary import FaissIndex
-from utils.retrieval.index.milvus import MilvusIndex
 
-BACKENDS = {}
-
-
-def register(cls):
-    """Make a CodeIndex subclass available as ``--index <cls.backend>``."""
-    BACKENDS[cls.backend] = cls
-    return cls
-
-
-register(ExactIndex)
-register(FaissIndex)
-register(MilvusIndex)
-
+BACKENDS = {}   # name -> CodeIndex subclass; --index help and the contract tests read it
 DEFAULT_SPEC = "exact"
+
+
+def register(name):
+    """Class decorator: make a CodeIndex subclass available as ``--index name``."""
+    def add(cls):
+        if name in BACKENDS and BACKENDS[name] is not cls:
+            raise ValueError(f"--index {name} is registered twice")
+        cls.backend = name
+        BACKENDS[name] = cls
+        return cls
+    return add
 
 
 def spec_help():
     return "; ".join(f"{name}:{'|'.join(cls.kinds)}" for name, cls in BACKENDS.items())
+
+
+def index_help():
+    """The --index help of predict.py and infer.py, from the registered backends."""
+    backends = " | ".join(f"{name}:{'|'.join(cls.kinds)}" + (f" ({cls.requires})"
+                                                             if cls.requires else "")
+                          for name, cls in BACKENDS.items())
+    return (f"search index: BACKEND[:KIND][,key=value...] with BACKEND:KIND one of {backends}; "
+            "built once under --save_path and reused while the code cache's fingerprint "
+            "matches; or the folder of a saved index (README: Retrieval at scale)")
 
 
 def parse_value(text):

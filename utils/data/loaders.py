@@ -1,4 +1,5 @@
-"""Image lists, transforms, CIFAR-10 splits and the data loaders (spec §4).
+"""The datasets and loaders of a run (spec §4): image lists, CIFAR-10 splits,
+the sharded batch sampler, the loader; built from ``DataSettings``.
 
 A list file has one image per line: ``<relative/path.jpg> <c_1> … <c_C>``
 with c_i in {0, 1}; the labels are the last C fields, so a path may hold
@@ -10,6 +11,7 @@ Augmentation draws from an RNG seeded by (seed, epoch, index), so a sample's
 crop and flip do not depend on worker count, process count or on whether the
 run was resumed.
 """
+import dataclasses
 import logging
 import math
 import os
@@ -22,17 +24,29 @@ from PIL import Image
 from utils.base.errors import UserError
 from utils.base.io import check_input_dir
 from utils.base.safe_pickle import RefusedPickle, restricted_load
-from utils.data.caffe_pipeline import build_pipeline, resolve_pipeline
+from utils.data.caffe_pipeline import build_pipeline
 from utils.data.hashing_dataset import HashingDataset
 from utils.data.image_cache import cached_image_list
 from utils.data.list_format import parse_list, unlabelled_rows
-from utils.data.splits import PROTOCOLS, draw_split
-from utils.data.transforms import (IMAGENET_MEAN, IMAGENET_STD, crop, crop_origin,  # noqa: F401
-                                   load_query_image, load_rgb, normalize, resize_short,
-                                   short_side_size, test_transform, to_normalized_array,
-                                   train_transform)
+from utils.data.splits import PROTOCOLS, SPLITS, draw_split
+from utils.data.transforms import load_rgb
 
-SPLITS = ("train", "test", "database")
+
+@dataclasses.dataclass(frozen=True)
+class DataSettings:
+    """What the datasets of a run are built from (the training config fills it
+    from the flags of the same names)."""
+    dataset: str                  # a preset name (utils/data/presets.py); cifar10* read CIFAR-10
+    data_path: str                # the root of the lists' image paths, or the CIFAR-10 archive
+    list_dir: str                 # the folder of train/test/database.txt
+    num_class: int
+    resize_size: int
+    crop_size: int
+    seed: int = 0                 # augmentation draws: (seed, epoch, index)
+    split_seed: int = 0           # the CIFAR-10 split's own seed
+    pipeline: str = "reference"   # "reference" or "caffe" (utils/data/caffe_pipeline.py)
+    skip_bad_images: bool = False
+    image_cache: str = None       # the decoded-image cache's folder, or None
 
 
 # ---------------------------------------------------------------- list files
@@ -134,38 +148,30 @@ def cifar10_split(classes, name, seed):
 
 
 # ---------------------------------------------------------------- builders
-def input_pipeline(args):
-    """``reference`` or ``caffe``: ``--input_pipeline``, its ``auto`` resolved by ``--arch``."""
-    return resolve_pipeline(getattr(args, "input_pipeline", "reference"),
-                            getattr(args, "arch", "alexnet"))
-
-
-def build_datasets(args, splits=SPLITS):
-    """{split: dataset} for ``args.dataset`` (lists under ``args.list_dir``)."""
-    pipeline = input_pipeline(args)
-    sizes = dict(resize_size=args.resize_size, crop_size=args.crop_size, seed=args.seed,
-                 skip_bad_images=getattr(args, "skip_bad_images", False),
-                 pipeline=build_pipeline(pipeline))
-    if args.dataset.startswith("cifar10"):
-        images, classes = read_cifar10(args.data_path)
+def build_datasets(data, splits=SPLITS):
+    """{split: dataset} of ``data`` (DataSettings): its list files, or CIFAR-10."""
+    sizes = dict(resize_size=data.resize_size, crop_size=data.crop_size, seed=data.seed,
+                 skip_bad_images=data.skip_bad_images, pipeline=build_pipeline(data.pipeline))
+    if data.dataset.startswith("cifar10"):
+        images, classes = read_cifar10(data.data_path)
         onehot = np.eye(10, dtype=np.float32)[classes]
         # its own seed: runs whose training seeds differ are evaluated on one split
-        parts = dict(zip(SPLITS, cifar10_split(classes, args.dataset, args.split_seed)))
+        parts = dict(zip(SPLITS, cifar10_split(classes, data.dataset, data.split_seed)))
         return {s: ArrayImages(images[parts[s]], onehot[parts[s]], train=(s == "train"), **sizes)
                 for s in splits}
-    check_input_dir(args.list_dir, "--list-dir")
+    check_input_dir(data.list_dir, "--list-dir")
     out = {}
     for s in splits:
-        ds = ImageList(os.path.join(args.list_dir, f"{s}.txt"), args.data_path, args.num_class,
+        ds = ImageList(os.path.join(data.list_dir, f"{s}.txt"), data.data_path, data.num_class,
                        train=(s == "train"), **sizes)
         refuse_all_unlabelled(ds.list_file, ds.labels)
         ds.check_files()
         out[s] = ds
-    if getattr(args, "image_cache", None):
-        if pipeline != "reference":
+    if data.image_cache:
+        if data.pipeline != "reference":
             raise UserError("--image_cache caches the reference transforms' pixels: drop it, "
                             "or pass --input_pipeline reference")
-        out = {s: cached_image_list(ds, args.image_cache) for s, ds in out.items()}
+        out = {s: cached_image_list(ds, data.image_cache) for s, ds in out.items()}
     return out
 
 

@@ -5,7 +5,7 @@ engine has one code path. With several processes (one per GPU with nccl, or
 ``--nprocs N`` CPU processes with gloo), started by :func:`launch` or by
 ``python -m paddle.distributed.launch``:
 
-* the training set is sharded by ``utils.datasets.ShardedBatchSampler``;
+* the training set is sharded by ``utils.data.loaders.ShardedBatchSampler``;
 * :func:`gather_batch` all-gathers each step's (z, y, ind), so every process
   computes the same loss on the global batch and keeps the same memory bank;
   its backward hands each process the gradient of its own rows, scaled so

@@ -1,46 +1,31 @@
-"""The one argument parser of main_single_gpu.py and main_multi_gpu.py.
+"""The one argument parser of main_single_gpu.py and main_multi_gpu.py, and the
+typed settings the layers below take from it.
 
 Flags and defaults are the reference recipe's (spec §3, §6); the reference's
 spellings keep working (``-bs``/``--batch-size``, ``--data-path``, ``-ee`` …).
 ``--dataset`` fills ``--num_class`` and ``--topK`` from its preset unless
-they are given. ``--recipe caffe`` selects the authors' Caffe recipe (spec
-§8, utils/training/caffe.py); its flags are grouped below and its dataset
-presets (class_num, base_lr) are CAFFE_PRESETS. The resolved config is saved
-as JSON next to the log and inside every checkpoint.
+they are given. ``--recipe`` (utils/training/recipes.py) and ``--method``
+(utils/methods/) add their own flags, and fill their own defaults. The
+resolved config is saved as JSON next to the log and inside every checkpoint.
 """
 import argparse
+import dataclasses
 import os
 
 import models
+from utils import methods
 from utils.base.errors import UserError
 from utils.base.flags import (AT_LEAST_0, AT_LEAST_1, BATCH, MIN_CROP, NON_NEGATIVE_FLOAT,
-                         NUM_CLASS, POSITIVE_FLOAT, SEED, SIDE, THREADS, WORKERS, Range, add,
-                         check_ranges, check_resize)
-from utils.data.caffe_pipeline import PIPELINES
+                              NUM_CLASS, POSITIVE_FLOAT, SEED, SIDE, THREADS, WORKERS, Range, add,
+                              check_ranges, check_resize)
+from utils.data.caffe_pipeline import PIPELINES, resolve_pipeline
 from utils.data.images import DEFAULT_MAX_PIXELS
+from utils.data.loaders import DataSettings
+from utils.data.presets import DATASET_PRESETS, need_num_class
 from utils.training.recipes import RECIPES
 
-# dataset -> (num_class, topK); topK -1 ranks the whole database
-DATASET_PRESETS = {
-    "coco": (80, 5000), "coco_lite": (80, 5000),  # coco_lite: the reference's TIPC subset
-    "nuswide_21": (21, 5000), "nuswide_21_m": (21, 5000), "nuswide_81_m": (81, 5000),
-    "imagenet": (100, 1000),
-    "cifar10": (10, -1), "cifar10-1": (10, -1), "cifar10-2": (10, -1),
-    "mirflickr": (38, -1), "voc2012": (20, -1),
-    "demo": (10, 100),  # the generated demo set (scripts/demo/data.py)
-    "custom": (None, -1),  # your own lists (python -m scripts.lists make): --num_class needed
-}
-BITS = (16, 32, 48, 64)
-DEFAULT_CROP = 224   # the reference's; an arch may declare its own default_crop
-# --recipe caffe: dataset -> (class_num, base_lr) of the authors' prototxts
-# (caffe/models/train/<dataset>/{train_val,solver}.prototxt); mAP@R uses the
-# topK preset above, which is their R (5000, 5000, 1000). Other datasets:
-# COCO's values. The demo is COCO-like (multi-label, ~37% similar pairs).
-CAFFE_PRESETS = {"coco": (1.0, 5e-5), "nuswide_81_m": (5.0, 5e-5), "imagenet": (100.0, 2e-4)}
-CAFFE_DEFAULT = CAFFE_PRESETS["coco"]
-CAFFE_BATCH = 256  # images per stream (train_val.prototxt image_data_param batch_size)
 # Seeds of the released COCO runs, per bit length: scripts/recipe.sh reads them
-# from here; tests/test_tipc.py checks the TIPC configs against them.
+# from here; the TIPC tests check the TIPC configs against them.
 RECIPE_SEEDS = {16: 0, 32: 2000, 48: 200, 64: 2000}
 TOP_K = Range(low=1, high=10_000_000, also=(-1,), text="-1 (whole database) or >= 1")
 MOMENTUM = Range(low=0.0, high=1.0, open_high=True, text="in [0, 1)")
@@ -53,7 +38,7 @@ def build_parser(batch_size=128):
 
     def a(*names, **kwargs):
         return add(p, *names, **kwargs)
-    a("--bit", type=int, default=64, choices=BITS)
+    a("--bit", type=int, default=64, choices=models.BITS)
     a("--seed", type=int, default=2000, valid=SEED)
     a("--split_seed", type=int, default=0, valid=SEED,
       help="CIFAR-10: seed of the query/train/database split, apart from --seed so that "
@@ -76,13 +61,13 @@ def build_parser(batch_size=128):
     a("--resize_size", type=int, default=256, valid=SIDE, help="at least --crop_size")
     a("-bs", "--batch-size", "--batch_size", dest="batch_size", type=int, default=None,
       valid=BATCH,
-      help=f"per process (default {batch_size}; --recipe caffe: {CAFFE_BATCH} per stream)")
+      help=f"per process (default {batch_size}" + "".join(
+          f"; --recipe {n}: {r.default_batch} per stream" for n, r in sorted(RECIPES.items())
+          if r.default_batch) + ")")
     a("--last_epoch", type=int, default=0, valid=AT_LEAST_0,
       help="epochs already done (with --resume)")
     a("-ee", "--eval_epoch", type=int, default=10, valid=AT_LEAST_1,
       help="evaluate every N epochs and at the last")
-    a("--alpha", type=float, default=0.1, valid=POSITIVE_FLOAT, help="the sigmoid's slope α")
-    a("--step_continuation", type=int, default=20, valid=AT_LEAST_1)
     a("-lr", "--learning_rate", type=float, default=1e-3, valid=POSITIVE_FLOAT,
       help="for a global batch of 64")
     a("--de_step", type=int, default=50, valid=AT_LEAST_1, help="halve lr every N epochs")
@@ -125,7 +110,7 @@ def build_parser(batch_size=128):
       help="no VisualDL scalars in <log dir>/vdl (written when visualdl is installed); "
            "history.jsonl is written anyway")
     a("--debug", action="store_true", help="show tracebacks for bad input")
-    a("--arch", default="alexnet", choices=models.ARCHS,
+    a("--arch", default=models.DEFAULT_ARCH, choices=models.ARCHS,
       help="the backbone (models/registry.py); the hash layer sits on its last feature")
     a("--input_pipeline", "--input-pipeline", dest="input_pipeline", default="auto",
       choices=PIPELINES,
@@ -135,34 +120,26 @@ def build_parser(batch_size=128):
     a("--recipe", default="reference", choices=RECIPES,
       help="reference: the Paddle reproduction's (spec §1-3); caffe: the authors' Caffe "
            "recipe (two streams, their loss and gradient, iteration schedules; spec §8)")
-    c = p.add_argument_group("--recipe caffe (iteration-based: -e, -ee, -lr, --de_step, "
-                             "--step_continuation, --alpha do not apply; SGD only)")
-    add(c, "--max_iter", type=int, default=10000, valid=AT_LEAST_1,
-        help="iterations (default 10000)")
-    add(c, "--eval_iter", type=int, default=None, valid=AT_LEAST_1,
-        help="evaluate every N iterations and at the last (default: at the last)")
-    add(c, "--snapshot_iter", type=int, default=1000, valid=AT_LEAST_1,
-        help="save last_{bit} every N")
-    add(c, "--base_lr", type=float, default=None, valid=POSITIVE_FLOAT,
-        help="lr of iterations 0-1999, halved every 2000, not scaled by the batch "
-             "(default: the dataset's CAFFE_PRESETS value, else 5e-5)")
-    add(c, "--class_num", type=float, default=None, valid=POSITIVE_FLOAT,
-        help="weight of similar pairs (default: CAFFE_PRESETS: COCO 1, NUS-WIDE 5, "
-             "ImageNet 100, else 1)")
-    add(c, "--sigmoid_param", type=float, default=None, valid=POSITIVE_FLOAT,
-        help="α (default 10/bit)")
+    a("--method", default=None, choices=sorted(methods.METHODS),
+      help="the hashing objective (utils/methods/); default: the recipe's own ("
+           + ", ".join(f"--recipe {n}: {r.default_method}" for n, r in sorted(RECIPES.items()))
+           + ")")
+    for recipe in RECIPES.values():
+        recipe.add_flags(p)
+    methods.add_flags(p)
     return p
 
 
 def parse_args(argv=None, batch_size=128):
     parser = build_parser(batch_size)
     args = check_ranges(parser, parser.parse_args(argv))   # None: chosen later (e.g. threads)
+    recipe = RECIPES[args.recipe]
     if args.batch_size is None:
-        args.batch_size = CAFFE_BATCH if args.recipe == "caffe" else batch_size
+        args.batch_size = recipe.default_batch or batch_size
     if args.crop_size is None:
-        args.crop_size = getattr(models.model_class(args.arch), "default_crop", DEFAULT_CROP)
-    if args.recipe == "caffe":
-        resolve_caffe(args)
+        args.crop_size = models.model_class(args.arch).default_crop
+    resolve_method(args, recipe)
+    recipe.resolve(args)
     check_resize(args.crop_size, args.resize_size)  # the --arch minimum: engine.run
     num_class, topk = DATASET_PRESETS[args.dataset]
     if args.num_class is None:
@@ -174,28 +151,37 @@ def parse_args(argv=None, batch_size=128):
     return args
 
 
-def need_num_class(dataset):
-    raise UserError(f"--dataset {dataset} has no class count: pass --num_class (the line count "
-                    "of classes.txt beside your lists)")
+def resolve_method(args, recipe):
+    """``--method`` (default: the recipe's), checked against the recipe, with
+    its own flags' defaults filled in; another method's flag is refused
+    rather than ignored."""
+    args.method = args.method or recipe.default_method
+    cls = methods.method_class(args.method)
+    if args.recipe not in cls.recipes:
+        raise UserError(f"--method {args.method} trains under --recipe "
+                        f"{' or '.join(cls.recipes)}, not --recipe {args.recipe}")
+    foreign = methods.registry.foreign_flag(cls, vars(args))
+    if foreign:
+        raise UserError(f"{foreign[0]} is a flag of --method {foreign[1]}, not of --method "
+                        f"{args.method}: drop it")
+    vars(args).update(dataclasses.asdict(method_settings(args)))
 
 
-def resolve_caffe(args):
-    """Fill the --recipe caffe defaults from the dataset and --bit."""
-    class_num, base_lr = CAFFE_PRESETS.get(args.dataset, CAFFE_DEFAULT)
-    if args.class_num is None:
-        args.class_num = class_num
-    if args.base_lr is None:
-        args.base_lr = base_lr
-    if args.sigmoid_param is None:
-        args.sigmoid_param = 10.0 / args.bit  # train_val.prototxt: "10 / the length of code"
-    if args.eval_iter is None:
-        args.eval_iter = args.max_iter
-    if args.optimizer != "sgd":
-        raise UserError(f"-op {args.optimizer}: --recipe caffe is the authors' momentum SGD only")
-    if args.skip_bad_images:
-        raise UserError("--skip-bad-images does not work with --recipe caffe: a skipped image "
-                        "would leave the two streams of unequal size; fix or drop the image")
-    for flag, value in (("--base_lr", args.base_lr), ("--class_num", args.class_num),
-                        ("--sigmoid_param", args.sigmoid_param)):
-        if not value > 0:
-            raise UserError(f"{flag} must be > 0, got {value}")
+def method_settings(args):
+    cls = methods.method_class(args.method)
+    return cls.resolve(methods.registry.flag_values(cls, vars(args)), args.bit, args.dataset)
+
+
+def build_method(args):
+    """The ``--method`` with its settings, for ``--bit`` and ``--num_class``."""
+    return methods.method_class(args.method)(method_settings(args), args.bit, args.num_class)
+
+
+def data_settings(args):
+    """The data layer's settings from the parsed flags."""
+    return DataSettings(
+        dataset=args.dataset, data_path=args.data_path, list_dir=args.list_dir,
+        num_class=args.num_class, resize_size=args.resize_size, crop_size=args.crop_size,
+        seed=args.seed, split_seed=args.split_seed,
+        pipeline=resolve_pipeline(args.input_pipeline, args.arch),
+        skip_bad_images=args.skip_bad_images, image_cache=args.image_cache)

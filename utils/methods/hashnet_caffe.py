@@ -1,90 +1,86 @@
-"""HashNet's weighted pairwise loss against a memory bank of the training set.
+"""HashNet as the authors trained it in Caffe (``--method hashnet_caffe``, the
+``--recipe caffe`` default; spec §8): their ``PairwiseLoss`` layer on the
+pairs of two streams, u = tanh(β·z) with β from their ScaleTanH layer.
 
-Every training image has a row in the bank: U [num_train, bit] holds its last
-seen u = tanh(β·z), Y [num_train, C] its labels. A batch is compared with the
-whole bank, so each step sees all N training images, not just B·B pairs.
-
-``CaffePairwiseLoss`` is the other recipe's loss (``--recipe caffe``): the
-authors' Caffe layer, two streams of a batch each, no bank.
+Source: github.com/thuml/HashNet, ``caffe/``: models/train/<dataset>/
+train_val.prototxt and src/caffe/layers/{pairwise_loss,scale_tanh}_layer.*.
 """
+import dataclasses
+
 import paddle
 import paddle.nn as nn
 from paddle.autograd import PyLayer
 
+from utils.base import distributed as dist
+from utils.base.flags import POSITIVE_FLOAT, option
+from utils.methods.registry import Method, register
 
-class HashNetLoss(nn.Layer):
-    """ℓ(u_i, U_j) = log(1 + e^{D_ij}) − S_ij·D_ij with D = α·u·Uᵀ, weighted so
-    that similar and dissimilar pairs carry equal total weight (HashNet eq. 5).
+# train_val.prototxt "continuation" (ScaleTanH): β = (1 + γ·iter)^power every STEP
+BETA_STEP, BETA_GAMMA, BETA_POWER = 200, 0.005, 0.5
+# dataset -> class_num (the weight of similar pairs) of the authors' prototxts;
+# other datasets take COCO's. The demo is COCO-like (multi-label, ~37% similar pairs).
+CLASS_NUM = {"coco": 1.0, "nuswide_81_m": 5.0, "imagenet": 100.0}
 
-    Rows of the bank that were never written yet (early in the first epoch)
-    are zeros with zero labels: each is a dissimilar pair with D = 0, adding
-    log 2 to the sum and no gradient of its own. They also count in n0, so
-    they shrink the weight n/n0 of the real dissimilar pairs until the bank
-    fills; that is the recipe (spec §2), kept as it is.
 
-    An image that could not be read (``--skip-bad-images``) would stay such a
-    row for ever, a permanent dissimilar pair of every query. Instead, from
-    the step its read failed on (:meth:`exclude`), it is no pair at all: its
-    column adds no term and counts in none of n, n1, n0, so the weights
-    n/n1, n/n0 are those of a training set without it. Until that step it is
-    an unwritten row like any other. ``keep`` [N] (1 kept, 0 excluded) is a
-    buffer, saved and restored with the bank.
-    """
+def caffe_beta(iteration):
+    """β of training forward ``iteration`` (from 0). ScaleTanH counts its
+    Reshape calls: one in Layer::SetUp, one per Forward (layer.hpp lines 72,
+    456), and sets β = (1 + 0.005·iter)^0.5 when iter % 200 == 0, so forward
+    k sees iter = k + 2: β = 1 for k < 198, √2 from k = 198, √51 at 9999."""
+    layer_iter = iteration + 2
+    return (1 + BETA_GAMMA * (layer_iter // BETA_STEP * BETA_STEP)) ** BETA_POWER
 
-    def __init__(self, num_train, bit, num_class, alpha=0.1):
+
+@register("hashnet_caffe")
+class HashNetCaffe(Method):
+    """``TwoStreamLoss``, β(iteration) by ``caffe_beta``; the hash layer's
+    learning rate is the Caffe recipe's (its prototxt's parameter groups)."""
+    recipes = ("caffe",)
+
+    @dataclasses.dataclass(frozen=True)
+    class Settings:
+        class_num: float = option(None, "weight of similar pairs (default: the dataset's "
+                                        "prototxt: COCO 1, NUS-WIDE 5, ImageNet 100, else 1)",
+                                  POSITIVE_FLOAT, kind=float)
+        sigmoid_param: float = option(None, "α (default 10/bit, the prototxt's)",
+                                      POSITIVE_FLOAT, kind=float)
+
+    @classmethod
+    def resolve(cls, given, bit, dataset):
+        """The prototxts' defaults: class_num by dataset, α = 10/bit ("10 / the
+        length of code")."""
+        defaults = {"class_num": CLASS_NUM.get(dataset, CLASS_NUM["coco"]),
+                    "sigmoid_param": 10.0 / bit}
+        return cls.Settings(**{k: defaults[k] if v is None else v for k, v in given.items()})
+
+    def criterion(self, n_train):
+        return TwoStreamLoss(self.settings.sigmoid_param, self.settings.class_num)
+
+    def period_parameters(self, iteration):
+        return {"beta": caffe_beta(iteration)}
+
+
+class TwoStreamLoss(nn.Layer):
+    """u = tanh(β·z), then CaffePairwiseLoss(stream 1, stream 2) on the
+    gathered batch. Gathered, it is W blocks [stream 1 (b rows); stream 2
+    (b rows)] in rank order (utils/training/caffe.py StreamBatches); the
+    streams are regrouped into [W·b] each."""
+
+    def __init__(self, sigmoid_param, class_num):
         super().__init__()
-        self.alpha = alpha
-        self.beta = 1.0  # continuation scale, set once per epoch by the engine
-        # Buffers, so the bank is saved and restored with the training state.
-        self.register_buffer("U", paddle.zeros([num_train, bit]))
-        self.register_buffer("Y", paddle.zeros([num_train, num_class]))
-        self.register_buffer("keep", paddle.ones([num_train]))
-        self.excluding = False  # any keep == 0 (the recipe's path stays untouched without)
+        self.beta = 1.0  # set every iteration by the recipe (caffe_beta)
+        self.pairwise = CaffePairwiseLoss(sigmoid_param, class_num=class_num)
 
-    def exclude(self, ind):
-        """Take the bank rows of dataset indices ``ind`` out of every pair."""
-        if len(ind):
-            self.keep[paddle.to_tensor(ind, dtype="int64")] = 0.0
-            self.excluding = True
-
-    def set_state_dict(self, state_dict, *args, **kwargs):
-        result = super().set_state_dict(state_dict, *args, **kwargs)
-        self.excluding = bool((self.keep == 0).any())
-        return result
-
-    def forward(self, z, y, ind):
-        """z [B, bit] hash-layer outputs, y [B, C] multi-hot labels, ind [B]
-        dataset indices. Returns the scalar loss."""
-        u = paddle.tanh(self.beta * z)                              # [B, bit]
-        # The batch's own rows are the live u (gradient flows through them,
-        # so u_i is pulled by u_j both as query and as bank entry); the rest
-        # of the bank is constant, from earlier steps.
-        U = paddle.scatter(self.U, ind, u, overwrite=True)          # [N, bit]
-        Y = paddle.scatter(self.Y, ind, y, overwrite=True)          # [N, C]
-        self.U.set_value(U.detach())
-        self.Y.set_value(Y)
-        S = (paddle.matmul(y, Y, transpose_y=True) > 0).astype(u.dtype)  # [B, N]
-        D = self.alpha * paddle.matmul(u, U, transpose_y=True)           # [B, N]
-        return weighted_pair_loss(D, S, self.keep if self.excluding else None)
+    def forward(self, z, y, ind):                               # z [W·2b, bit], y [W·2b, C]
+        u = paddle.tanh(self.beta * z)
+        (u1, u2), (y1, y2) = split_streams(u), split_streams(y)  # [W·b, bit], [W·b, C]
+        return self.pairwise(u1, y1, u2, y2)
 
 
-def weighted_pair_loss(D, S, keep=None):
-    """Σ w·ℓ / n with ℓ = log(1 + e^D) − S·D, computed stably as
-    log(1 + e^{−|D|}) + max(D, 0) − S·D; similar pairs weighted n/n1,
-    dissimilar n/n0. A class with no pairs just has no terms (no 0/0).
-    ``keep`` [N]: 0 marks bank columns that are no pairs (None: all are)."""
-    ell = paddle.log1p(paddle.exp(-paddle.abs(D))) + paddle.clip(D, min=0) - S * D
-    if keep is None:
-        n = float(S.numel())
-    else:
-        ell, S = ell * keep, S * keep                               # [B, N]
-        n = D.shape[0] * keep.sum()
-    n1 = S.sum()
-    n0 = n - n1
-    w_pos = n / paddle.clip(n1, min=1.0)
-    w_neg = n / paddle.clip(n0, min=1.0)
-    weights = S * w_pos + (1 - S) * w_neg
-    return (weights * ell).sum() / n
+def split_streams(x):
+    """[W·2b, d] of W blocks [stream 1; stream 2] -> (stream 1, stream 2), [W·b, d] each."""
+    blocks = x.reshape([dist.world_size(), 2, -1, x.shape[-1]])  # [W, 2, b, d]
+    return tuple(blocks[:, s].reshape([-1, x.shape[-1]]) for s in (0, 1))
 
 
 class CaffePairwiseLoss(nn.Layer):
