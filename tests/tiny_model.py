@@ -30,6 +30,7 @@ class TinyHashNet(HashModel):
     """conv 5x5/4 -> ReLU -> 4x4 average pool -> fc (dropout) -> hash layer."""
     min_crop = 16
     label = "the tiny test net"
+    signature = "conv.weight"   # a key only this arch's checkpoints have
 
     def __init__(self, bit):
         super().__init__()

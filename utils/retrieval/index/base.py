@@ -9,6 +9,7 @@ Backends that cannot return ties in id order themselves ask for more
 candidates than k and re-rank them (``search_complete_ties``).
 """
 import abc
+import importlib.util
 
 import numpy as np
 
@@ -23,14 +24,18 @@ class CodeIndex(abc.ABC):
 
     Class attributes: ``backend`` (its ``--index`` name, set by ``register``),
     ``kinds`` (the KINDs of its specs, the first the default) and
-    ``defaults`` ({kind: {parameter: default}}), ``requires`` (what to pip
-    install for it, in the help; "" when nothing). Subclasses implement
+    ``defaults`` ({kind: {parameter: default}}), ``approximate`` (the kinds
+    whose top-k may miss items; the others equal the exact scan item by item),
+    ``modules`` (the optional packages it imports) and ``requires`` (what to
+    pip install for them, in the help; "" when nothing). Subclasses implement
     ``_add``, ``_search``, ``save_payload`` and ``load_payload``; ``params``
     (the spec's parameters) make the index re-creatable.
     """
     backend = None
     kinds = ()
     defaults = {}
+    approximate = ()
+    modules = ()
     requires = ""
 
     def __init__(self, bit, directory=None, **params):
@@ -43,6 +48,11 @@ class CodeIndex(abc.ABC):
 
     def __len__(self):
         return self.count
+
+    @classmethod
+    def installed(cls):
+        """Whether the optional packages this backend needs are importable."""
+        return all(importlib.util.find_spec(m) is not None for m in cls.modules)
 
     @property
     def spec(self):

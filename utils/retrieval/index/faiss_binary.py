@@ -39,7 +39,9 @@ def import_faiss():
 @register("faiss")
 class FaissIndex(CodeIndex):
     requires = "pip install faiss-cpu"
+    modules = ("faiss",)
     kinds = ("ivf", "multihash", "hnsw", "flat")
+    approximate = ("ivf", "multihash", "hnsw")
     defaults = {"ivf": {"nlist": 1024, "nprobe": 16, "train": 0},
                 "multihash": {"tables": 4, "hash_bits": 16, "nflip": 1},
                 "hnsw": {"m": 16, "ef_search": 128, "ef_construction": 40},

@@ -46,7 +46,9 @@ def import_pymilvus():
 @register("milvus")
 class MilvusIndex(CodeIndex):
     requires = "pip install pymilvus; uri=http://HOST:19530 for a server, else embedded milvus-lite"
+    modules = ("pymilvus", "milvus_lite")
     kinds = ("bin_flat", "bin_ivf_flat")
+    approximate = ("bin_ivf_flat",)
     defaults = {"bin_flat": {"uri": "", "collection": "hashnet_codes"},
                 "bin_ivf_flat": {"uri": "", "collection": "hashnet_codes", "nlist": 1024,
                                  "nprobe": 16}}

@@ -1,0 +1,95 @@
+"""What every registered ``--index`` backend must do (utils/retrieval/index/base.py
+``CodeIndex``), for each of its kinds, at its default parameters: answer
+top-k in (distance, id) order with true distances, equal the exact scan item
+by item where the kind is not ``approximate``, survive save and load, and
+refuse what it cannot do in one line. A backend whose optional packages are
+not installed is skipped, saying what to install."""
+import numpy as np
+import pytest
+
+from conftest import user_error
+from utils.base.errors import UserError
+from utils.retrieval.hamming import hamming_distances, hamming_topk
+from utils.retrieval.index import BACKENDS, MISSING, create_index, load_index, save_index
+
+BIT, K = 64, 20
+
+
+def specs():
+    for name, cls in sorted(BACKENDS.items()):
+        marks = [] if cls.installed() else [pytest.mark.skip(reason=f"{name} needs "
+                                                                    f"{cls.requires}")]
+        for kind in cls.kinds:
+            yield pytest.param(name, kind, marks=marks, id=f"{name}:{kind}")
+
+
+@pytest.fixture(scope="module")
+def codes():
+    """50,000 packed codes near 200 centres (ties, as from a trained model),
+    enough for the default parameters of the approximate kinds (faiss's
+    IVF trains its 1,024 lists), and 16 queries near database items."""
+    rng = np.random.default_rng(0)
+    centres = rng.random((200, BIT)) < 0.5
+    bits = centres[rng.integers(0, 200, 50_000)] ^ (rng.random((50_000, BIT)) < 0.05)
+    queries = bits[::3125] ^ (rng.random((16, BIT)) < 0.03)
+    return np.packbits(bits, axis=1), np.packbits(queries, axis=1)
+
+
+def built(name, kind, codes, directory):
+    """The index over the database codes (50,000 for an approximate kind, at
+    its default parameters; 5,000 for the others), or None when the kind
+    refuses to be built here (in one line)."""
+    db = codes[0] if kind in BACKENDS[name].approximate else codes[0][:5000]
+    try:
+        index = create_index(f"{name}:{kind}", BIT, str(directory))
+    except UserError as refused:
+        assert "\n" not in str(refused) and kind in str(refused)
+        return None, db
+    return index.add(db), db
+
+
+def check_top_k(index, db, queries, approximate):
+    """(distance, id) order, true distances; the exact scan's items unless approximate."""
+    ids, dist = index.search(queries, K)
+    assert ids.shape == dist.shape == (len(queries), K)
+    for row in range(len(queries)):
+        found = ids[row] != MISSING
+        assert found[:1].all()   # at least one result per query
+        true = hamming_distances(queries[row:row + 1], db[ids[row][found]])[0]
+        np.testing.assert_array_equal(dist[row][found], true)
+        order = np.lexsort((ids[row][found], dist[row][found]))
+        np.testing.assert_array_equal(order, np.arange(found.sum()))
+    if not approximate:
+        want_ids, want_dist = hamming_topk(queries, db, K)
+        np.testing.assert_array_equal(ids, want_ids)
+        np.testing.assert_array_equal(dist, want_dist)
+    return ids, dist
+
+
+@pytest.mark.parametrize("name, kind", specs())
+def test_answers_in_order_and_survives_save_and_load(name, kind, codes, tmp_path):
+    index, db = built(name, kind, codes, tmp_path)
+    if index is None:
+        return   # refused in one line, checked in built()
+    queries = codes[1]
+    try:
+        before = check_top_k(index, db, queries, kind in BACKENDS[name].approximate)
+        message = user_error(index.search, np.zeros((2, 4), np.uint8), 10)
+        assert "32-bit" in message and "64-bit" in message and "\n" not in message
+        save_index(index, str(tmp_path), {"bit": BIT}, db)
+    finally:
+        index.close()
+    loaded, meta = load_index(str(tmp_path))
+    try:
+        assert type(loaded) is BACKENDS[name] and len(loaded) == len(db) == meta["count"]
+        assert loaded.spec == index.spec
+        for got, want in zip(loaded.search(queries, K), before):
+            np.testing.assert_array_equal(got, want)
+    finally:
+        loaded.close()
+
+
+def test_every_backend_has_a_default_kind_and_parameters():
+    for name, cls in BACKENDS.items():
+        assert cls.backend == name and cls.kinds
+        assert set(cls.approximate) <= set(cls.kinds) and set(cls.defaults) <= set(cls.kinds)
