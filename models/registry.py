@@ -11,33 +11,13 @@ A registered class is built as ``cls(bit)``; what it provides is written
 down in ``HashModel``.
 """
 
-ARCHS = {}   # name -> model class; argparse takes its choices from this dict
+from utils.base.registry import Registry
+
+ARCHS = Registry("--arch", "arch")   # name -> model class; argparse takes --arch's choices from it
 DEFAULT_ARCH = "alexnet"    # the reference's network, the default of every --arch
 DEFAULT_CROP = 224          # the reference's crop; an arch may declare its own default_crop
 BITS = (16, 32, 48, 64)     # the code lengths of the paper's tables (--bit choices)
-
-
-def register(name):
-    """Class decorator: make ``name`` an ``--arch`` choice."""
-    def add(cls):
-        if name in ARCHS and ARCHS[name] is not cls:
-            raise ValueError(f"--arch {name} is registered twice ({ARCHS[name].__name__}, "
-                             f"{cls.__name__})")
-        cls.arch = name
-        ARCHS[name] = cls
-        return cls
-    return add
-
-
-def unregister(name):
-    """Remove ``name`` (tests that register a model of their own)."""
-    ARCHS.pop(name, None)
-
-
-def model_class(arch):
-    if arch not in ARCHS:
-        raise KeyError(f"unknown --arch {arch!r} (choose from {', '.join(sorted(ARCHS))})")
-    return ARCHS[arch]
+register, unregister, model_class = ARCHS.register, ARCHS.unregister, ARCHS.lookup
 
 
 def build(arch, bit):

@@ -47,6 +47,7 @@ import loopback_only  # noqa: E402
 loopback_only.install()
 
 import tiny_model  # noqa: E402  registers --arch tiny (engine invariants run on it)
+import plain_pairwise  # noqa: E402, F401  registers --method plain_pairwise (a test-only method)
 
 TINY = ["--arch", tiny_model.TINY]
 tiny_model.skip_engine_plots()  # in this process; the AlexNet CLI subprocess still draws them

@@ -11,33 +11,11 @@ plus one import line in utils/methods/__init__.py.
 import abc
 import dataclasses
 
-from utils.base.errors import UserError
 from utils.base.flags import add_options
+from utils.base.registry import Registry
 
-METHODS = {}   # name -> Method subclass; argparse takes --method's choices from it
-
-
-def register(name):
-    """Class decorator: make ``name`` a ``--method`` choice."""
-    def add(cls):
-        if name in METHODS and METHODS[name] is not cls:
-            raise ValueError(f"--method {name} is registered twice ({METHODS[name].__name__}, "
-                             f"{cls.__name__})")
-        cls.name = name
-        METHODS[name] = cls
-        return cls
-    return add
-
-
-def unregister(name):
-    """Remove ``name`` (tests that register a method of their own)."""
-    METHODS.pop(name, None)
-
-
-def method_class(name):
-    if name not in METHODS:
-        raise UserError(f"unknown --method {name!r} (choose from {', '.join(sorted(METHODS))})")
-    return METHODS[name]
+METHODS = Registry("--method", "name")   # name -> Method subclass; --method's choices
+register, unregister, method_class = METHODS.register, METHODS.unregister, METHODS.lookup
 
 
 @dataclasses.dataclass(frozen=True)

@@ -15,7 +15,7 @@ import os
 import models
 from utils import methods
 from utils.base.errors import UserError
-from utils.base.flags import (AT_LEAST_0, AT_LEAST_1, BATCH, MIN_CROP, NON_NEGATIVE_FLOAT,
+from utils.base.flags import (AT_LEAST_0, AT_LEAST_1, BATCH, NON_NEGATIVE_FLOAT,
                               NUM_CLASS, POSITIVE_FLOAT, SEED, SIDE, THREADS, WORKERS, Range, add,
                               check_ranges, check_resize)
 from utils.data.caffe_pipeline import PIPELINES, resolve_pipeline
@@ -57,7 +57,10 @@ def build_parser(batch_size=128):
     a("--topK", type=int, default=None, valid=TOP_K,
       help="mAP@K; -1 = whole database (default: preset)")
     a("--crop_size", type=int, default=None, valid=SIDE,
-      help=f"default 224 (--arch caffenet: 227, the prototxt's); at least {MIN_CROP} for AlexNet")
+      help="default: the arch's training crop (" + ", ".join(
+          f"{name} {cls.default_crop}" for name, cls in sorted(models.ARCHS.items()))
+      + "); at least the arch's smallest (" + ", ".join(
+          f"{name} {cls.min_crop}" for name, cls in sorted(models.ARCHS.items())) + ")")
     a("--resize_size", type=int, default=256, valid=SIDE, help="at least --crop_size")
     a("-bs", "--batch-size", "--batch_size", dest="batch_size", type=int, default=None,
       valid=BATCH,

@@ -11,20 +11,11 @@ line each, so a new recipe is one file plus that line.
 """
 import abc
 
+from utils.base.registry import Registry
 from utils.training.run_log import RunLog
 
-RECIPES = {}   # name -> Recipe subclass; argparse takes --recipe's choices from it
-
-
-def register(name):
-    """Class decorator: make ``name`` a ``--recipe`` choice."""
-    def add(cls):
-        if name in RECIPES and RECIPES[name] is not cls:
-            raise ValueError(f"--recipe {name} is registered twice")
-        cls.name = name
-        RECIPES[name] = cls
-        return cls
-    return add
+RECIPES = Registry("--recipe", "name")   # name -> Recipe subclass; --recipe's choices
+register = RECIPES.register
 
 
 def build(args, method):

@@ -3,20 +3,11 @@
 A backend is one file with a ``CodeIndex`` subclass registered by
 ``@register("name")``, plus one import line in utils/retrieval/index/__init__.py."""
 from utils.base.errors import UserError
+from utils.base.registry import Registry
 
-BACKENDS = {}   # name -> CodeIndex subclass; --index help and the contract tests read it
+BACKENDS = Registry("--index", "backend")   # name -> CodeIndex subclass
 DEFAULT_SPEC = "exact"
-
-
-def register(name):
-    """Class decorator: make a CodeIndex subclass available as ``--index name``."""
-    def add(cls):
-        if name in BACKENDS and BACKENDS[name] is not cls:
-            raise ValueError(f"--index {name} is registered twice")
-        cls.backend = name
-        BACKENDS[name] = cls
-        return cls
-    return add
+register = BACKENDS.register
 
 
 def spec_help():
