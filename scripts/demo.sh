@@ -10,7 +10,7 @@
 #   4. evaluate the best checkpoint, and compare with random codes
 # Environment: DEMO_PRESET=tiny for the small CI set; DEMO_OUT to move outputs;
 # DEMO_SEED (default 0) and DEMO_THREADS (CPU threads per process, default all
-# cores) to see how far the digits move (README "The demo");
+# cores) to see how far the digits move (docs/demo.md);
 # DEMO_RECIPE=caffe trains step 3 with the authors' Caffe recipe instead (two
 # streams of DEMO_CAFFE_BATCH, their base_lr, DEMO_CAFFE_ITER iterations);
 # DEMO_MIN_MAP: the mAP@100 the demo must clear (it exits 1 below it).
@@ -33,7 +33,7 @@ THREADS=${DEMO_THREADS:-}   # empty: each step's default (this machine's cores)
 THREAD_ARGS=()
 if [ -n "$THREADS" ]; then THREAD_ARGS=(--num_threads "$THREADS"); fi
 # The floor the default demo must clear: its digits vary with the CPU's float
-# kernels (README "The demo" gives the spread), a run below this is broken.
+# kernels (docs/demo.md gives the spread), a run below this is broken.
 # The tiny set and the Caffe demo have none.
 FLOOR=0.80
 MIN_MAP=${DEMO_MIN_MAP:-$([ "$PRESET$RECIPE" = defaultreference ] && echo $FLOOR || echo 0)}

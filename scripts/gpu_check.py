@@ -12,7 +12,7 @@ so, exit 0. Dropout is off and every run starts from the same CPU-built
 initial weights (GPU and CPU random generators differ; the hash layer's std
 is raised to 1 so that the loss moves), so the runs differ only by
 floating-point arithmetic. 2 GPUs x 8 images make the update of
-1 x 16 (README, "Several GPUs"), so both compare with the one reference.
+1 x 16 (docs/training.md, "Several GPUs"), so both compare with the one reference.
 
 Tolerances: each epoch's mean loss within ``LOSS_RTOL`` (relative); each
 parameter's update (final - initial) within ``UPDATE_RTOL`` relative in

@@ -47,7 +47,7 @@ def add_make_flags(p):
     a("--data-path", "--data_path", "--root", dest="root", default=None,
       help="root the list paths are relative to, training's --data-path (default: --folder; "
            "the CSV's folder; for COCO the folder above annotations/)")
-    a("--preset", choices=sorted(PROTOCOLS), help="a HashNet protocol (README: Your own images)")
+    a("--preset", choices=sorted(PROTOCOLS), help="a HashNet protocol (docs/data.md: Your own images)")
     a("--test", type=int, valid=AT_LEAST_1, help="queries to draw (per class with --per_class)")
     a("--train", type=int, valid=AT_LEAST_1, help="training images to draw")
     a("--per_class", action="store_true", help="--test/--train are per class (single-label)")

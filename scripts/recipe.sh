@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 COCO_PATH=${COCO_PATH:-datasets/coco}
 NUM_WORKERS=${NUM_WORKERS:-4}  # JPEG decoding in worker processes keeps a GPU fed
-# Decoded images, built on first use (~21 GB for COCO; README: Image cache). IMAGE_CACHE= turns it off.
+# Decoded images, built on first use (~21 GB for COCO; docs/data.md: Image cache). IMAGE_CACHE= turns it off.
 IMAGE_CACHE=${IMAGE_CACHE-output/image_cache}
 DEFAULT_WEIGHTS='output/coco_{bit}/model_best_{bit}'  # (a literal } would end ${WEIGHTS:-...})
 WEIGHTS=${WEIGHTS:-$DEFAULT_WEIGHTS}

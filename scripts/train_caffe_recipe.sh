@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# HashNet on COCO with the authors' Caffe recipe (--recipe caffe; README "The authors'
+# HashNet on COCO with the authors' Caffe recipe (--recipe caffe; docs/training.md "The authors'
 # Caffe recipe"): two streams of 256 images per iteration, their loss and gradient
 # (α = 10/bit, class_num 1), β raised every 200 iterations, base_lr 5e-5 halved every
 # 2000 iterations, 10,000 iterations, mAP@5000 over the queries that have a relevant
@@ -9,7 +9,7 @@
 # COCO_PATH is the root the paths in data/coco/*.txt are relative to
 # (python -m scripts.get_data coco puts both there); the ImageNet AlexNet
 # backbone is --backbone imagenet, downloaded and converted on first use.
-# IMAGE_CACHE as in scripts/recipe.sh (decoded images, README: Image cache).
+# IMAGE_CACHE as in scripts/recipe.sh (decoded images, docs/data.md: Image cache).
 source "$(dirname "$0")/recipe.sh"
 CAFFE=(--recipe caffe --dataset coco --data-path "$COCO_PATH" --max_iter 10000
        --eval_iter 10000 --snapshot_iter 1000 --base_lr 5e-5 --class_num 1

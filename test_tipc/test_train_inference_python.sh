@@ -13,7 +13,7 @@
 # processes) it trains, evaluates the checkpoint, exports it and runs Paddle
 # Inference once per --use-gpu value (True only where Paddle sees a GPU).
 #
-# Configs in the reference's (PaddleClas) format run as they are (README:
+# Configs in the reference's (PaddleClas) format run as they are (docs/deployment.md, TIPC:
 # "the reference's configs"): commands without a leading "python" get the
 # config's python; an --output-dir / --save-inference-dir without {run_dir}
 # means the driver's own folder of the entry; eval and export get --pretrained

@@ -3,7 +3,7 @@ and where the demo's time went.
 
 Random ±1 codes rank the database arbitrarily, so their mAP is the floor a
 hashing model must beat on the same queries, database and K. ``--min-map``
-is the demo's own floor (README "The demo"): the digits vary with the CPU's
+is the demo's own floor (docs/demo.md): the digits vary with the CPU's
 float kernels, but a result below it is a broken demo, and the report exits
 with status 1.
 """

@@ -262,7 +262,7 @@ def check_input_dir(path, flag):
     if os.path.isdir(path):
         return
     what = "is a file, not a folder" if os.path.exists(path) else "not found"
-    raise UserError(f"{flag} {path} {what}: pass the folder (see README: Data)")
+    raise UserError(f"{flag} {path} {what}: pass the folder (see docs/data.md)")
 
 
 def ensure_writable_dir(path, flag):

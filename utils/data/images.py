@@ -1,7 +1,7 @@
 """Image files -> 8-bit RGB, for training, evaluation, predict.py and infer.py.
 
 One reader, so a query photo and a dataset image of the same mode become the
-same pixels. What each mode Pillow opens becomes (README "Images" has this
+same pixels. What each mode Pillow opens becomes (docs/data.md "Images" has this
 table too):
 
     RGB                          as decoded (an RGB JPEG is bit-identical to

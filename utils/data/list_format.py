@@ -92,7 +92,7 @@ def write_list(list_file, paths, labels):
 def numbered_lines(list_file):
     """(line number, text) of the non-blank lines of a list file."""
     if not os.path.isfile(list_file):
-        raise UserError(f"list file {list_file} not found (see README: Data)")
+        raise UserError(f"list file {list_file} not found (see docs/data.md)")
     # BOM, CRLF, UTF-16: utils/base/text_files.py
     return [(n, line) for n, line in enumerate(read_lines(list_file), 1) if line.strip()]
 

@@ -108,7 +108,7 @@ def build_parser(batch_size=128):
     a("--image_cache", default=None, metavar="DIR",
       help="decode each list's images once into DIR (uint8 after the deterministic resize / "
            "centre crop) and read them from there: the same tensors at ~10x the rate "
-           "(README: Image cache); off by default")
+           "(docs/data.md: Image cache); off by default")
     a("--no_visualdl", "--no-visualdl", dest="no_visualdl", action="store_true",
       help="no VisualDL scalars in <log dir>/vdl (written when visualdl is installed); "
            "history.jsonl is written anyway")
@@ -119,7 +119,7 @@ def build_parser(batch_size=128):
       choices=PIPELINES,
       help="reference: short side to --resize_size, crop, flip, RGB/255 normalised; caffe: "
            "the authors' CaffeNet inputs (squash to --resize_size, crop, mirror, BGR 0-255 "
-           "minus the ImageNet mean; README: Backbones); auto: caffe for --arch caffenet")
+           "minus the ImageNet mean; docs/training.md: Backbones); auto: caffe for --arch caffenet")
     a("--recipe", default="reference", choices=RECIPES,
       help="reference: the Paddle reproduction's (spec §1-3); caffe: the authors' Caffe "
            "recipe (two streams, their loss and gradient, iteration schedules; spec §8)")

@@ -21,7 +21,7 @@ def index_help():
                           for name, cls in BACKENDS.items())
     return (f"search index: BACKEND[:KIND][,key=value...] with BACKEND:KIND one of {backends}; "
             "built once under --save_path and reused while the code cache's fingerprint "
-            "matches; or the folder of a saved index (README: Retrieval at scale)")
+            "matches; or the folder of a saved index (docs/retrieval.md: Retrieval at scale)")
 
 
 def parse_value(text):
