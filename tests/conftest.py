@@ -69,7 +69,7 @@ def pytest_configure(config):
 # longest go first and the short ones fill in at the end (longest processing
 # time first). Each file's seconds come from tests/durations.json, which the
 # suite itself rewrites at the end of every complete run (below).
-def test_file(nodeid_or_path):
+def durations_key(nodeid_or_path):
     """A test file's key in durations.json: its path under tests/."""
     path = str(nodeid_or_path).split("::")[0]
     if os.path.isabs(path):
@@ -89,11 +89,15 @@ def read_durations():
 
 def pytest_collection_modifyitems(items):
     seconds = read_durations()
-    known = sorted({test_file(item.path) for item in items} & set(seconds),
-                   key=lambda name: -seconds[name])
+    first = {}   # test file -> its position in the collection
+    for item in items:
+        first.setdefault(durations_key(item.path), len(first))
+    # ties in collection order: every xdist worker must reach the same order
+    known = sorted((name for name in first if name in seconds),
+                   key=lambda name: (-seconds[name], first[name]))
     rank = {name: i for i, name in enumerate(known)}
     # stable: files stay whole, those missing from the file after the others
-    items.sort(key=lambda item: rank.get(test_file(item.path), len(rank)))
+    items.sort(key=lambda item: rank.get(durations_key(item.path), len(rank)))
 
 
 MEASURED = {}   # test file -> seconds of this session's test reports
@@ -102,7 +106,7 @@ MEASURED = {}   # test file -> seconds of this session's test reports
 def pytest_runtest_logreport(report):
     """Every phase's seconds (setup, call, teardown), per test file. Under
     pytest-xdist the controller receives every worker's reports here."""
-    name = test_file(report.nodeid)
+    name = durations_key(report.nodeid)
     MEASURED[name] = MEASURED.get(name, 0.0) + report.duration
 
 
