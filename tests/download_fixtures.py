@@ -4,8 +4,10 @@
 
     python -m tests.download_fixtures /tmp/fixtures     # make, serve, print the env to use
 
-Used by tests/test_download.py and to run ``REPRODUCE_PRESET=tiny bash
-scripts/reproduce.sh 16`` end to end without the network.
+Used by the download tests (tests/conftest.py's ``server`` fixture,
+tests/models/test_backbones.py, tests/entrypoints/test_tipc_reference.py) and
+to run ``REPRODUCE_PRESET=tiny bash scripts/reproduce.sh 16`` end to end
+without the network.
 """
 import http.server
 import io

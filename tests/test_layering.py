@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 
-from conftest import REPO
+from support.paths import REPO
 
 # Library layers, lowest first: a module may import modules of its own layer
 # and of the layers before it. A layer is a folder; the package ``utils``

@@ -1,4 +1,4 @@
-"""``--arch tiny``: a small conv net registered for the tests (issue 20).
+"""``--arch tiny``: a small conv net registered for the tests.
 
 The engine's invariants (bit-exact resume, stop and resume, 2 x b == 1 x 2b,
 bad-input handling that trains) do not depend on the network, so the tests
@@ -7,9 +7,10 @@ check them on this model: its checkpoint is a few MB where AlexNet's is
 stays in the end-to-end tests (the CLI run, the short training that must
 raise mAP, export and inference).
 
-conftest.py imports this module, which registers the arch in the test
-process; a subprocess runs an entry point with it (and without the engine's
-figures: ``skip_engine_plots``) through ``TINY_PREFIX``:
+tests/conftest.py (pytest_configure) and tests/support/cli.py import this
+module, which registers the arch in the test process; a subprocess runs an
+entry point with it (and without the engine's figures: ``skip_engine_plots``)
+through ``TINY_PREFIX``:
 
     python -c "$TINY_PREFIX" main_single_gpu.py --arch tiny ...
 """
@@ -58,9 +59,9 @@ def skip_engine_plots():
     """Let the engine skip its PNG figures (pr_curve, precision@N, training
     curve): matplotlib takes ~0.5-1.5 s a figure, three figures an
     evaluation, more than the tiny training itself. The figures' content is
-    tested by tests/test_plots.py, and the AlexNet CLI run in
-    tests/test_training.py (a subprocess, unpatched) checks the engine writes
-    them. metrics.json is still written."""
+    tested by tests/training/test_plots.py, and the AlexNet CLI run in
+    tests/entrypoints/test_main_single_gpu.py (a subprocess, unpatched)
+    checks the engine writes them. metrics.json is still written."""
     from utils.training import engine
     engine.save_evaluation_plots = lambda metrics, out_dir, title=None: []
     engine.save_training_plot = lambda history, path, title=None, unit="epoch": path

@@ -5,7 +5,7 @@ import paddle
 import pytest
 
 import models
-from conftest import user_error
+from support.errors import user_error
 from models.backbone import HashModel, hash_layer_keys
 
 BIT = 16

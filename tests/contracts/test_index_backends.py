@@ -7,7 +7,7 @@ not installed is skipped, saying what to install."""
 import numpy as np
 import pytest
 
-from conftest import user_error
+from support.errors import user_error
 from utils.base.errors import UserError
 from utils.retrieval.hamming import hamming_distances, hamming_topk
 from utils.retrieval.index import BACKENDS, MISSING, create_index, load_index, save_index

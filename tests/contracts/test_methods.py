@@ -16,7 +16,9 @@ import numpy as np
 import paddle
 import pytest
 
-from conftest import TINY, demo_argv, user_error
+from support.cli import TINY
+from support.demo_set import demo_argv
+from support.errors import user_error
 from utils import methods
 from utils.base.flags import flag_name
 from utils.retrieval.codes import CODE_RULES

@@ -1,0 +1,190 @@
+"""utils/base/safe_pickle.py: no code runs from a weights or data file (a
+checkpoint, a backbone, a CIFAR-10 batch, export_model.py --pretrained),
+and what it reads equals paddle.load's objects."""
+import builtins
+import collections
+import os
+import pickle
+
+import numpy as np
+import paddle
+import pytest
+
+from models.alexnet import AlexNetHash
+from support.cli import run_python
+from support.errors import user_error
+from utils.base.checkpoint import load_state_file, save_checkpoint
+from utils.base.safe_pickle import RefusedPickle, load_paddle_file, restricted_load
+from utils.data.loaders import read_cifar10
+from utils.training.schedules import build_optimizer
+
+
+class Payload:
+    """Pickles as a call of ``func(*args)``: what a crafted weights file does."""
+
+    def __init__(self, func, *args):
+        self.func, self.args = func, args
+
+    def __reduce__(self):
+        return self.func, self.args
+
+
+def crafted(path, marker, protocol=4):
+    """A file that looks like a state dict (arrays first) and creates
+    ``marker`` when an ordinary unpickler reads it."""
+    state = collections.OrderedDict(
+        [("features.0.weight", np.zeros((2, 2), np.float32)),
+         ("features.0.bias", Payload(builtins.exec, f"open({str(marker)!r}, 'w').close()"))])
+    with open(path, "wb") as f:
+        pickle.dump(state, f, protocol=protocol)
+    return str(path)
+
+
+def test_the_crafted_file_does_run_code_with_pickle(tmp_path):
+    """The test's file is a real attack: plain pickle.load creates the marker."""
+    path = crafted(tmp_path / "evil.pdparams", tmp_path / "marker")
+    with open(path, "rb") as f:
+        pickle.load(f)
+    assert (tmp_path / "marker").exists()
+
+
+@pytest.mark.parametrize("protocol", [2, 4])
+def test_crafted_checkpoint_is_refused_without_running(tmp_path, protocol):
+    marker = tmp_path / "marker"
+    path = crafted(tmp_path / "evil.pdparams", marker, protocol)
+    message = user_error(load_state_file, path, "checkpoint")
+    assert "refused" in message and ".exec while loading" in message and "\n" not in message
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("func", [os.system, os.remove, getattr, builtins.eval,
+                                  np.load, paddle.load])
+def test_any_other_callable_is_refused(tmp_path, func):
+    path = tmp_path / "x.pdparams"
+    with open(path, "wb") as f:
+        pickle.dump({"w": Payload(func, "x")}, f)
+    with open(path, "rb") as f, pytest.raises(RefusedPickle):
+        restricted_load(f)
+
+
+def test_codecs_only_decodes_latin1(tmp_path):
+    import _codecs
+    path = tmp_path / "x.pkl"
+    with open(path, "wb") as f:
+        pickle.dump(Payload(_codecs.encode, "abc", "rot13"), f, protocol=2)
+    with open(path, "rb") as f, pytest.raises(pickle.UnpicklingError):
+        restricted_load(f)
+
+
+def test_export_model_refuses_crafted_pretrained(tmp_path):
+    """End to end: --pretrained on a crafted file, one line, exit 2."""
+    marker = tmp_path / "marker"
+    crafted(tmp_path / "evil.pdparams", marker)
+    result = run_python("export_model.py", "--bit", "16", "--img_size", "64", "--num_threads", "1",
+                        "--pretrained", str(tmp_path / "evil"),
+                        "--save-inference-dir", str(tmp_path / "inference"))
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("error: checkpoint") and "refused" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not marker.exists()
+
+
+def test_backbone_crafted_is_refused(tmp_path):
+    marker = tmp_path / "marker"
+    path = crafted(tmp_path / "evil.pdparams", marker)
+    assert "refused" in user_error(AlexNetHash(16).load_backbone, path)
+    assert not marker.exists()
+
+
+def test_crafted_cifar_batch_is_refused(tmp_path):
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    marker = tmp_path / "marker"
+    with open(folder / "data_batch_1", "wb") as f:
+        pickle.dump({b"data": Payload(builtins.exec, f"open({str(marker)!r}, 'w').close()")}, f)
+    message = user_error(read_cifar10, str(folder))
+    assert "data_batch_1 refused" in message
+    assert not marker.exists()
+
+
+# ---------------------------------------------------------------- same objects as paddle.load
+
+
+def same(a, b, where="$"):
+    assert type(a) is type(b), (where, type(a), type(b))
+    if isinstance(a, dict):
+        assert list(a) == list(b), where
+        for key in a:
+            same(a[key], b[key], f"{where}.{key}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            same(x, y, f"{where}[{i}]")
+    elif isinstance(a, paddle.Tensor):
+        assert (a.name, a.dtype, a.shape) == (b.name, b.dtype, b.shape), where
+        assert np.array_equal(a.numpy(), b.numpy()), where
+    elif isinstance(a, np.ndarray):
+        assert a.dtype == b.dtype and np.array_equal(a, b), where
+    elif type(a).__name__ == "GeneratorState":
+        assert a.current_seed() == b.current_seed(), where
+    else:
+        assert a == b, (where, a, b)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """A HashNet checkpoint as training writes it (momentum buffers, the
+    training state with RNG states and numpy scalars)."""
+    paddle.seed(1)
+    model = AlexNetHash(16)
+    optimizer = build_optimizer("sgd", model.parameters(), 0.01, 5e-4)
+    model(paddle.randn([2, 3, 64, 64])).sum().backward()
+    optimizer.step()
+    prefix = str(tmp_path_factory.mktemp("ck") / "last_16")
+    training = {"epoch": 2, "best_map": np.float32(0.25), "history": [{"loss": 1.5}],
+                "rng": {"numpy": np.random.get_state(), "paddle": paddle.get_rng_state()},
+                "bank": {"U": paddle.ones([4, 16])}, "config": {"a": None, "b": (1, 2.5)}}
+    save_checkpoint(prefix, model, optimizer, training)
+    return prefix
+
+
+@pytest.mark.parametrize("suffix", [".pdparams", ".pdopt"])
+def test_checkpoint_loads_as_paddle_load_does(checkpoint, suffix):
+    same(load_paddle_file(checkpoint + suffix), paddle.load(checkpoint + suffix))
+
+
+@pytest.mark.parametrize("protocol", [2, 3, 4])
+def test_reference_weights_format(tmp_path, protocol):
+    """The reference's released weights: paddle.save(model.state_dict()), any protocol."""
+    layer = paddle.nn.Sequential(paddle.nn.Linear(3, 4), paddle.nn.Linear(4, 2))
+    path = str(tmp_path / "weights_16.pdparams")
+    paddle.save(layer.state_dict(), path, protocol=protocol)
+    same(load_paddle_file(path), paddle.load(path))
+
+
+def test_paddle_vision_alexnet_format(tmp_path):
+    path = str(tmp_path / "alexnet.pdparams")
+    paddle.save(paddle.vision.models.AlexNet(num_classes=10).state_dict(), path)
+    same(load_paddle_file(path), paddle.load(path))
+
+
+def test_tensors_pickled_as_named_arrays(tmp_path):
+    """Paddle 2.1+ pickles tensors inside a nested dict as (name, ndarray)."""
+    path = str(tmp_path / "nested.pdopt")
+    paddle.save({"a": {"w": paddle.ones([2, 3])}, "n": [1, "x"], "s": np.arange(3)}, path)
+    same(load_paddle_file(path), paddle.load(path))
+
+
+def test_split_big_params_are_joined(tmp_path):
+    """Protocol 2/3 files slice arrays over 1 GB; the slices are joined."""
+    value = np.arange(12, dtype=np.float32).reshape(3, 4)
+    flat = value.ravel()
+    state = {"w@@.0": flat[:5], "w@@.1": flat[5:],
+             "UnpackBigParamInfor@@": {"w": {"OriginShape": (3, 4), "slices": ["w@@.0", "w@@.1"]}},
+             "StructuredToParameterName@@": {"w": "linear_0.w_0"}}
+    path = str(tmp_path / "big.pdparams")
+    with open(path, "wb") as f:
+        pickle.dump(state, f, protocol=2)
+    loaded = load_paddle_file(path)
+    assert list(loaded) == ["w"] and loaded["w"].name == "linear_0.w_0"
+    np.testing.assert_array_equal(loaded["w"].numpy(), value)

@@ -1,0 +1,118 @@
+"""scripts/get_data.py against the local fixture server (the ``mirror``
+fixture of tests/conftest.py): COCO images and lists, NUS-WIDE lists and
+the note on its images, CIFAR-10 through paddle.vision's download, the
+authors' list prefix cut; the download variables and the destinations are
+checked before anything is downloaded."""
+import io
+import json
+import os
+import pickle
+import subprocess
+import sys
+import tarfile
+
+import numpy as np
+import pytest
+
+from download_fixtures import put
+from support.cli import run_python
+from support.errors import assert_cli_error, user_error
+from support.paths import GUARD_DIR, REPO
+from utils.base import download
+
+
+def test_rewrite_list_cuts_the_authors_prefix(tmp_path):
+    from scripts.get_data import rewrite_list
+    src, dst = tmp_path / "raw.txt", tmp_path / "out" / "train.txt"
+    src.write_text("/home/x/coco/train2014/a.jpg 0 1\n/home/x/coco/val2014/b.jpg 1 0\n")
+    assert rewrite_list(str(src), str(dst), "/home/x/coco/", 2) == 2
+    assert dst.read_text() == "train2014/a.jpg 0 1\nval2014/b.jpg 1 0\n"
+    src.write_text("/home/x/coco/a.jpg 0 1\n/elsewhere/b.jpg 1 0\n")
+    assert f"{src}:2: path /elsewhere/b.jpg" in user_error(rewrite_list, str(src), str(dst),
+                                                          "/home/x/coco/", 2)
+    assert f"{src}:1: 2 labels, expected 3" in user_error(rewrite_list, str(src), str(dst),
+                                                          "/home/x/coco/", 3)
+
+
+def test_get_data_coco_from_the_fixture_server(mirror, tmp_path):
+    from utils.data.list_format import parse_list
+    from scripts.get_data import main
+    root, lists = tmp_path / "coco", tmp_path / "lists"
+    main(["coco", "--root", str(root), "--list-dir", str(lists)])
+    assert sorted(os.listdir(root)) == ["hashnet_lists", "train2014", "val2014"]  # zips removed
+    for split in ("train", "test", "database"):
+        paths, labels = parse_list(str(lists / f"{split}.txt"), 80)
+        assert all(os.path.isfile(root / p) for p in paths) and labels.shape[1] == 80
+    requests = len(mirror.seen)
+    main(["coco", "--root", str(root), "--list-dir", str(lists)])  # all verified and unpacked: no request
+    assert len(mirror.seen) == requests
+
+
+def test_get_data_nuswide_lists_and_the_images_note(mirror, monkeypatch, tmp_path, capsys):
+    """Lists only (the images are on the authors' Google Drive): paths made
+    relative to --root, and a note saying where the images go."""
+    from scripts.get_data import DATASETS, main
+    nus = DATASETS["nuswide_81_m"]
+    checksums = {}
+    label = " ".join(["1"] + ["0"] * 80)
+    for split in ("train", "test", "database"):
+        put(mirror.root, nus.list_remote(split).url,
+            f"{nus.prefix}images/{split}_1.jpg {label}\n".encode(), checksums, "git-blob-sha1")
+    sums = tmp_path / "sums.json"
+    sums.write_text(json.dumps(checksums))
+    monkeypatch.setenv(download.CHECKSUMS_ENV, str(sums))
+    main(["nuswide_81_m", "--root", str(tmp_path / "nus"), "--list-dir", str(tmp_path / "lists")])
+    assert (tmp_path / "lists" / "test.txt").read_text() == f"images/test_1.jpg {label}\n"
+    out = capsys.readouterr().out
+    assert "drive.google.com" in out and f"{tmp_path / 'nus'}/images/<name>.jpg" in out
+
+
+def cifar_archive():
+    """A cifar-10-python.tar.gz of 6 batches of 2 images each."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for i, name in enumerate([f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]):
+            batch = pickle.dumps({b"data": np.full((2, 3072), i, np.uint8), b"labels": [i, 9 - i]})
+            info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
+            info.size = len(batch)
+            tar.addfile(info, io.BytesIO(batch))
+    return buffer.getvalue()
+
+
+def test_cifar10_through_paddle_vision_download(mirror, monkeypatch, tmp_path, capsys):
+    from paddle.dataset import common
+    from paddle.vision.datasets import cifar
+    from utils.data.loaders import read_cifar10
+    from scripts.get_data import main
+    checksums = {}
+    put(mirror.root, cifar.CIFAR10_URL, cifar_archive(), checksums)
+    sums = tmp_path / "sums.json"
+    sums.write_text(json.dumps(checksums))
+    monkeypatch.setenv(download.CHECKSUMS_ENV, str(sums))
+    monkeypatch.setattr(common, "DATA_HOME", str(tmp_path / "paddle"))
+    main(["cifar10"])
+    path = str(tmp_path / "paddle" / "cifar" / "cifar-10-python.tar.gz")
+    assert f"--data-path {path}" in capsys.readouterr().out
+    images, classes = read_cifar10(path)
+    assert images.shape == (12, 32, 32, 3) and list(classes[:2]) == [0, 9]
+
+
+# ---------------------------------------------------------------- checked before downloading
+
+
+@pytest.mark.parametrize("flag", ["--root", "--list-dir"])
+def test_get_data_root_or_list_dir_that_is_a_file(tmp_path, a_file, flag):
+    other = {"--root": str(tmp_path / "root"), "--list-dir": str(tmp_path / "lists")}
+    other[flag] = a_file
+    result = run_python("-m", "scripts.get_data", "coco", *[x for kv in other.items() for x in kv])
+    assert_cli_error(result, f"{flag} {a_file} is a file, not a folder")
+
+
+def test_get_data_checks_the_variables_before_downloading(tmp_path):
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([REPO, GUARD_DIR]),
+               HASHNET_CHECKSUMS=str(tmp_path / "missing.json"))
+    result = subprocess.run([sys.executable, "-m", "scripts.get_data", "coco", "--root",
+                             str(tmp_path / "root")], cwd=REPO, env=env, capture_output=True,
+                            text=True, timeout=120)
+    assert_cli_error(result, "HASHNET_CHECKSUMS=", "cannot read it")
+    assert not os.path.exists(tmp_path / "root") or not os.listdir(tmp_path / "root")
