@@ -257,10 +257,15 @@ def broken_links(doc, text):
     return broken
 
 
+def unlinked_pages(readme):
+    """The docs/ pages the README text ``readme`` does not link."""
+    linked = {os.path.normpath(t.partition("#")[0]) for t in relative_links(readme)}
+    return [page for page in PAGES if page not in linked]
+
+
 def test_readme_links_every_docs_page():
     assert PAGES, "no docs/*.md pages"
-    linked = {os.path.normpath(t.partition("#")[0]) for t in relative_links(read("README.md"))}
-    missing = [page for page in PAGES if page not in linked]
+    missing = unlinked_pages(read("README.md"))
     assert not missing, f"README.md links no {missing}"
 
 
@@ -280,3 +285,6 @@ def test_link_check_can_fail():
     assert broken_links("docs/data.md", "[x](#no-such-section), `[y](nowhere.md)`") == \
         ["docs/data.md: #no-such-section (no heading #no-such-section in docs/data.md)"]
     assert broken_links("docs/data.md", "[x](training.md#backbones---arch) [y](../README.md)") == []
+    readme = read("README.md")
+    assert unlinked_pages(readme) == []
+    assert unlinked_pages(readme.replace("](docs/demo.md", "](docs/demo.txt")) == ["docs/demo.md"]
