@@ -1,7 +1,7 @@
 """Docs that cannot drift from the code.
 
-* Every setting docs/demo.md quotes for the demo (and its mAP floor) equals
-  what scripts/demo.sh sets.
+* Every setting docs/demo.md quotes for the demo (its mAP floor, the Caffe
+  demo's streams, iterations and lr) equals what scripts/demo.sh sets.
 * Every command in the code blocks of README.md, docs/*.md (and the
   deploy/TIPC READMEs) names a file that exists and, for Python entry points,
   only flags its argparse parser knows (parsers are captured, nothing is
@@ -67,6 +67,17 @@ def test_demo_page_settings_are_the_scripts():
         assert name in script, f"scripts/demo.sh no longer sets {name}"
         assert float(script[name]) == float(value), (
             f"{DEMO_PAGE} says {name} = {value}, scripts/demo.sh sets {script[name]}")
+
+
+def test_demo_page_caffe_settings_are_the_scripts():
+    """The DEMO_RECIPE=caffe paragraph of the demo page states what
+    scripts/demo.sh sets."""
+    script = demo_sh_settings(read("scripts/demo.sh"))
+    stated = re.search(r"two streams\s+of (\d+) images, (\d+) iterations.*?"
+                       r"their base_lr ([0-9.e-]+)", read(DEMO_PAGE), re.S)
+    assert stated, f"{DEMO_PAGE} no longer states the Caffe demo settings"
+    assert (int(script["CAFFE_BATCH"]), int(script["CAFFE_ITER"]), float(script["CAFFE_LR"])) ==\
+        (int(stated[1]), int(stated[2]), float(stated[3]))
 
 
 def test_drift_check_fails_on_a_one_sided_change():
