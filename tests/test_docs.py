@@ -1,14 +1,18 @@
 """Docs that cannot drift from the code.
 
-* Every setting README quotes for the demo (and its mAP floor) equals what
-  scripts/demo.sh sets.
-* Every command in the code blocks of README.md (and the deploy/TIPC READMEs)
-  names a file that exists and, for Python entry points, only flags its
-  argparse parser knows (parsers are captured, nothing is executed).
-* README's layout table names every module of the tree, and only paths
-  that exist.
+* Every setting docs/demo.md quotes for the demo (its mAP floor, the Caffe
+  demo's streams, iterations and lr) equals what scripts/demo.sh sets.
+* Every command in the code blocks of README.md, docs/*.md (and the
+  deploy/TIPC READMEs) names a file that exists and, for Python entry points,
+  only flags its argparse parser knows (parsers are captured, nothing is
+  executed).
+* docs/contributing.md's layout table names every module of the tree, and
+  only paths that exist.
+* README.md links every docs/ page, and every relative link of README.md and
+  docs/*.md reaches an existing file (and heading, for a ``#anchor``).
 """
 import argparse
+import glob
 import importlib
 import os
 import re
@@ -20,7 +24,11 @@ import pytest
 
 from conftest import REPO
 
-DOCS = ("README.md", "deploy/inference_python/README.md", "test_tipc/README.md")
+PAGES = tuple(sorted(os.path.relpath(p, REPO)
+                     for p in glob.glob(os.path.join(REPO, "docs", "*.md"))))
+DOCS = ("README.md", "deploy/inference_python/README.md", "test_tipc/README.md") + PAGES
+DEMO_PAGE = "docs/demo.md"         # the demo in full: its settings and floor
+LAYOUT_PAGE = "docs/contributing.md"   # the "## Layout" table
 
 
 def read(path):
@@ -39,36 +47,46 @@ def demo_sh_settings(text):
     return found
 
 
-def readme_demo_settings(text):
-    """The demo settings README's demo section states, by demo.sh name."""
-    section = text[text.index("## The demo"):text.index("## Layout")]
+def demo_page_settings(text):
+    """The demo settings the demo page states, by demo.sh name."""
     step2 = re.search(r"scripts\.demo\.backbone`, (\d+) epochs at lr ([0-9.e-]+) per 64 images",
-                      section)
+                      text)
     step3 = re.search(r"(\d+) px crops of (\d+) px images, batch (\d+), lr ([0-9.e-]+), "
-                      r"(\d+) epochs,\s+β raised every (\d+ )?epochs?", section)
-    floor = re.search(r"must\s+end\s+at\s+mAP@100\s+≥\s+([0-9.]+)", section)
-    assert step2 and step3 and floor, "README's demo section no longer states the demo settings"
+                      r"(\d+) epochs,\s+β raised every (\d+ )?epochs?", text)
+    floor = re.search(r"must\s+end\s+at\s+mAP@100\s+≥\s+([0-9.]+)", text)
+    assert step2 and step3 and floor, f"{DEMO_PAGE} no longer states the demo settings"
     return {"BACKBONE_EPOCHS": step2.group(1), "BACKBONE_LR": step2.group(2),
             "CROP": step3.group(1), "RESIZE": step3.group(2), "BATCH": step3.group(3),
             "LR": step3.group(4), "EPOCHS": step3.group(5),
             "STEP_CONTINUATION": (step3.group(6) or "1").strip(), "FLOOR": floor.group(1)}
 
 
-def test_readme_demo_settings_are_the_scripts():
+def test_demo_page_settings_are_the_scripts():
     script = demo_sh_settings(read("scripts/demo.sh"))
-    for name, value in readme_demo_settings(read("README.md")).items():
+    for name, value in demo_page_settings(read(DEMO_PAGE)).items():
         assert name in script, f"scripts/demo.sh no longer sets {name}"
         assert float(script[name]) == float(value), (
-            f"README says {name} = {value}, scripts/demo.sh sets {script[name]}")
+            f"{DEMO_PAGE} says {name} = {value}, scripts/demo.sh sets {script[name]}")
+
+
+def test_demo_page_caffe_settings_are_the_scripts():
+    """The DEMO_RECIPE=caffe paragraph of the demo page states what
+    scripts/demo.sh sets."""
+    script = demo_sh_settings(read("scripts/demo.sh"))
+    stated = re.search(r"two streams\s+of (\d+) images, (\d+) iterations.*?"
+                       r"their base_lr ([0-9.e-]+)", read(DEMO_PAGE), re.S)
+    assert stated, f"{DEMO_PAGE} no longer states the Caffe demo settings"
+    assert (int(script["CAFFE_BATCH"]), int(script["CAFFE_ITER"]), float(script["CAFFE_LR"])) ==\
+        (int(stated[1]), int(stated[2]), float(stated[3]))
 
 
 def test_drift_check_fails_on_a_one_sided_change():
     """The check above is able to fail: change one demo setting in the
-    script only, and the README no longer agrees."""
+    script only, and the demo page no longer agrees."""
     edited = read("scripts/demo.sh").replace("EPOCHS=${DEMO_EPOCHS:-2}", "EPOCHS=${DEMO_EPOCHS:-3}")
     assert edited != read("scripts/demo.sh")
-    readme = readme_demo_settings(read("README.md"))
-    assert float(demo_sh_settings(edited)["EPOCHS"]) != float(readme["EPOCHS"])
+    page = demo_page_settings(read(DEMO_PAGE))
+    assert float(demo_sh_settings(edited)["EPOCHS"]) != float(page["EPOCHS"])
 
 
 # ---------------------------------------------------------------- commands
@@ -161,10 +179,11 @@ def check_command(command, monkeypatch):
 
 
 @pytest.mark.parametrize("doc", DOCS)
-def test_readme_commands_name_real_files_and_flags(doc, monkeypatch):
+def test_doc_commands_name_real_files_and_flags(doc, monkeypatch):
     sys.path.insert(0, os.path.join(REPO, "deploy", "inference_python"))
     commands = code_block_commands(read(doc))
-    assert commands, f"no commands found in {doc}"
+    # a docs/ page may hold no commands (docs/reliability.md); the READMEs must
+    assert commands or doc in PAGES, f"no commands found in {doc}"
     for command in commands:
         with monkeypatch.context() as patch:
             check_command(command, patch)
@@ -190,9 +209,10 @@ def layout_paths(text):
 
 
 def test_layout_table_matches_the_tree():
-    paths = layout_paths(read("README.md"))
+    paths = layout_paths(read(LAYOUT_PAGE))
     for path in paths:
-        assert os.path.exists(os.path.join(REPO, path)), f"README's layout names missing {path}"
+        assert os.path.exists(os.path.join(REPO, path)), \
+            f"{LAYOUT_PAGE}'s layout names missing {path}"
     tracked = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True,
                              check=True).stdout.split()
     modules = [f for f in tracked if f.endswith(".py") and f.split("/")[0] in ("models", "utils",
@@ -200,6 +220,82 @@ def test_layout_table_matches_the_tree():
                and not f.endswith("__init__.py")]
     for module in modules:
         assert any(module == p or (p.endswith("/") and module.startswith(p)) for p in paths), \
-            f"README's layout table does not name {module}"
+            f"{LAYOUT_PAGE}'s layout table does not name {module}"
     for top in sorted({f.split("/")[0] for f in tracked if "/" in f} - {".ci"}):
-        assert any(p.split("/")[0] == top for p in paths), f"README's layout lacks {top}/"
+        assert any(p.split("/")[0] == top for p in paths), f"{LAYOUT_PAGE}'s layout lacks {top}/"
+
+
+# ---------------------------------------------------------------- links
+FENCED = re.compile(r"^```.*?^```", re.S | re.M)   # a code block: no links, no headings
+
+
+def without_code(text):
+    """``text`` without code blocks and inline code, whose brackets are no links."""
+    return re.sub(r"`[^`\n]*`", "", FENCED.sub("", text))
+
+
+def heading_anchors(text):
+    """The ``#anchor`` of each heading, as GitHub makes them: lower case,
+    punctuation dropped (inline code keeps its text), spaces to hyphens,
+    ``-1``, ``-2`` … for repeats."""
+    anchors, seen = set(), {}
+    for heading in re.findall(r"^#{1,6}\s+(.+?)\s*#*\s*$", FENCED.sub("", text), re.M):
+        slug = re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-")
+        anchors.add(slug if slug not in seen else f"{slug}-{seen[slug]}")
+        seen[slug] = seen.get(slug, 0) + 1
+    return anchors
+
+
+def relative_links(text):
+    """Targets of the markdown links ``[text](target)`` that are not URLs."""
+    return [t for t in re.findall(r"\[[^\]]*\]\(([^)\s]+)\)", without_code(text))
+            if not re.match(r"^[a-z][a-z0-9+.-]*:", t)]
+
+
+def broken_links(doc, text):
+    """The relative links of ``text`` (the file ``doc``) that reach no file,
+    or no heading of the page they name."""
+    broken = []
+    for target in relative_links(text):
+        path, _, anchor = target.partition("#")
+        file = os.path.normpath(os.path.join(os.path.dirname(doc), path)) if path else doc
+        if not os.path.exists(os.path.join(REPO, file)):
+            broken.append(f"{doc}: {target} (no file {file})")
+        elif anchor and file.endswith(".md"):
+            page = text if file == doc else read(file)
+            if anchor not in heading_anchors(page):
+                broken.append(f"{doc}: {target} (no heading #{anchor} in {file})")
+    return broken
+
+
+def unlinked_pages(readme):
+    """The docs/ pages the README text ``readme`` does not link."""
+    linked = {os.path.normpath(t.partition("#")[0]) for t in relative_links(readme)}
+    return [page for page in PAGES if page not in linked]
+
+
+def test_readme_links_every_docs_page():
+    assert PAGES, "no docs/*.md pages"
+    missing = unlinked_pages(read("README.md"))
+    assert not missing, f"README.md links no {missing}"
+
+
+@pytest.mark.parametrize("doc", ("README.md",) + PAGES)
+def test_relative_links_resolve(doc):
+    broken = broken_links(doc, read(doc))
+    assert not broken, "; ".join(broken)
+
+
+def test_link_check_can_fail():
+    """The link check is able to fail: a made-up page, a made-up heading."""
+    assert broken_links("README.md", "see [a page](docs/no_such_page.md)") == \
+        ["README.md: docs/no_such_page.md (no file docs/no_such_page.md)"]
+    assert broken_links("docs/data.md", "[x](training.md#no-such-section)") == \
+        ["docs/data.md: training.md#no-such-section "
+         "(no heading #no-such-section in docs/training.md)"]
+    assert broken_links("docs/data.md", "[x](#no-such-section), `[y](nowhere.md)`") == \
+        ["docs/data.md: #no-such-section (no heading #no-such-section in docs/data.md)"]
+    assert broken_links("docs/data.md", "[x](training.md#backbones---arch) [y](../README.md)") == []
+    readme = read("README.md")
+    assert unlinked_pages(readme) == []
+    assert unlinked_pages(readme.replace("](docs/demo.md", "](docs/demo.txt")) == ["docs/demo.md"]
