@@ -5,7 +5,7 @@ export's own cost (paid once per evaluation) is printed beside it.
 
 With ``--checkpoint PREFIX --data-path DIR --list FILE`` it also encodes that
 list both ways and prints the code agreement and the largest |Δz| (the
-parity that tests/test_encoder.py asserts on the tiny set).
+parity that tests/inference/test_encoder.py asserts on the tiny set).
 
     python benchmarks/bench_encode.py [--arch vgg16] [--sizes 224 64] [--batch 32] [--batches 4]
     python benchmarks/bench_encode.py --sizes 64 --checkpoint output/demo/model_best_64 \\

@@ -8,7 +8,7 @@ pool 3/2 → fc6 4096 → ReLU → dropout 0.5 → fc7 4096 → ReLU → dropout
 hash layer (the prototxt's fc8_flickr). Pools round up, as Caffe's do. LRN is
 Caffe's ACROSS_CHANNELS formula, x / (k + α/n · Σ x² over n zero-padded
 channels)^β: Paddle's nn.LocalResponseNorm computes the same (α/n scaling,
-padding counted; tests/test_backbones.py checks both against numpy) but needs
+padding counted; tests/models/test_backbones.py checks both against numpy) but needs
 static spatial sizes, which an export for any image size does not have. The adaptive pool before fc6 is the
 identity at the prototxt's 227 px and lets smaller crops through. Layer names
 are Caffe's, so a .caffemodel maps name for name (models/caffe_convert.py).

@@ -15,7 +15,7 @@ import tempfile
 
 import pytest
 
-from support.paths import GUARD_DIR, REPO, TESTS  # noqa: F401  REPO: tests/test_docs.py imports it
+from support.paths import GUARD_DIR, REPO, TESTS
 
 DURATIONS = os.path.join(TESTS, "durations.json")
 

@@ -13,7 +13,6 @@
 """
 import argparse
 import glob
-import importlib
 import os
 import re
 import shlex
@@ -22,7 +21,8 @@ import sys
 
 import pytest
 
-from conftest import REPO
+from support.docs import capture_parser, demo_sh_settings, read
+from support.paths import REPO
 
 PAGES = tuple(sorted(os.path.relpath(p, REPO)
                      for p in glob.glob(os.path.join(REPO, "docs", "*.md"))))
@@ -31,22 +31,7 @@ DEMO_PAGE = "docs/demo.md"         # the demo in full: its settings and floor
 LAYOUT_PAGE = "docs/contributing.md"   # the "## Layout" table
 
 
-def read(path):
-    with open(os.path.join(REPO, path)) as f:
-        return f.read()
-
-
 # ---------------------------------------------------------------- demo settings
-def demo_sh_settings(text):
-    """{NAME: default} of scripts/demo.sh's ``NAME=${DEMO_X:-default}`` and
-    ``NAME=value`` assignments."""
-    found = {}
-    for name, value in re.findall(r"\b([A-Z_]+)=(\$\{[A-Z_]+:-[^}]*\}|[^\s$(]+)", text):
-        m = re.match(r"\$\{[A-Z_]+:-(.*)\}$", value)
-        found.setdefault(name, m.group(1) if m else value)
-    return found
-
-
 def demo_page_settings(text):
     """The demo settings the demo page states, by demo.sh name."""
     step2 = re.search(r"scripts\.demo\.backbone`, (\d+) epochs at lr ([0-9.e-]+) per 64 images",
@@ -109,28 +94,6 @@ def test_ci_runs_the_readme_test_command():
     ci = [line.strip() for line in read(".ci/run").splitlines() if "pytest" in line]
     assert readme and ci == readme[:1], f"README runs {readme[:1]}, .ci/run runs {ci}"
     assert "--durations=" in ci[0]
-
-
-class _Captured(Exception):
-    def __init__(self, parser):
-        self.parser = parser
-
-
-def capture_parser(module_name, monkeypatch):
-    """The argparse parser ``module.main`` builds, without running anything:
-    ``parse_args`` raises the parser back to us."""
-    def capture(self, *args, **kwargs):
-        raise _Captured(self)
-    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", capture)
-    module = importlib.import_module(module_name)
-    for call in (lambda: module.main([]), lambda: module.main()):
-        try:
-            call()
-        except _Captured as got:
-            return got.parser
-        except TypeError:
-            continue
-    raise AssertionError(f"{module_name}.main never parsed its arguments")
 
 
 def python_target(words):

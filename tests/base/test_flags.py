@@ -12,7 +12,7 @@ from support.cli import run_in_process
 from support.demo_set import demo_argv
 from support.errors import assert_cli_error
 from support.paths import REPO
-from test_docs import capture_parser
+from support.docs import capture_parser
 from utils.base.errors import UserError
 
 

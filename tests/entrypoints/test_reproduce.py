@@ -1,5 +1,5 @@
 """scripts/reproduce.sh end to end on the local fixture server (the ``mirror``
-fixture of tests/conftest.py), offline, and its tiny preset as README
+fixture of tests/conftest.py), offline, and its tiny preset as docs/evaluation.md
 states it."""
 import json
 import os
@@ -40,9 +40,9 @@ def test_reproduce_offline_stops_in_seconds_with_one_line(tmp_path):
     assert leftovers == []
 
 
-def test_readme_states_the_tiny_preset():
-    with open(os.path.join(REPO, "README.md")) as f:
-        readme = " ".join(f.read().split())
-    assert "toy sizes (batch 8, 1 epoch, 64 px crops, mAP@10)" in readme
+def test_docs_state_the_tiny_preset():
+    with open(os.path.join(REPO, "docs", "evaluation.md")) as f:
+        page = " ".join(f.read().split())
+    assert "toy sizes (batch 8, 1 epoch, 64 px crops, mAP@10)" in page
     script = open(os.path.join(REPO, "scripts", "reproduce.sh")).read()
     assert "SIZES=(-bs 8 -e 1 -ee 1 --crop_size 64 --resize_size 72 --num_workers 0 --topK 10" in script

@@ -7,7 +7,6 @@ their cases are skipped, with the reason, where they are not installed.
 Embedded Milvus writes only under tmp_path; the unreachable server is a
 closed port on 127.0.0.1.
 """
-import importlib.util
 import os
 import shutil
 import re
@@ -23,26 +22,37 @@ from support.demo_set import database_batch, predict_argv, query_path
 from support.errors import user_error
 from utils.retrieval.code_cache import make_fingerprint
 from utils.retrieval.hamming import hamming_distances, hamming_topk, unpack_codes
-from utils.retrieval.index import (MISSING, build_index, create_index, load_index,
+from utils.retrieval.index import (BACKENDS, MISSING, build_index, create_index, load_index,
                                    open_saved_index, parse_spec, save_index)
 from utils.retrieval.index import milvus as milvus_backend
 from utils.retrieval.index.base import CodeIndex, rank_candidates
 from utils.retrieval.index.milvus import MilvusIndex
 
-HAVE_FAISS = importlib.util.find_spec("faiss") is not None
-HAVE_MILVUS = (importlib.util.find_spec("pymilvus") is not None
-               and importlib.util.find_spec("milvus_lite") is not None)
+HAVE_FAISS = BACKENDS["faiss"].installed()
+HAVE_MILVUS = BACKENDS["milvus"].installed()
 needs_faiss = pytest.mark.skipif(not HAVE_FAISS, reason="faiss is not installed "
                                  "(pip install faiss-cpu, in requirements-dev.txt)")
 needs_milvus = pytest.mark.skipif(not HAVE_MILVUS, reason="pymilvus / milvus-lite are not "
                                   "installed (requirements-dev.txt pins them)")
+# parameters for this file's 6,000-code database (a kind not named here runs at its defaults)
+SMALL = {"faiss:ivf": "nlist=32,nprobe=8", "faiss:multihash": "tables=4,hash_bits=16,nflip=2",
+         "faiss:hnsw": "m=16,ef_search=256"}
 
-EXACT_SPECS = ["exact", pytest.param("faiss:flat", marks=needs_faiss),
-               pytest.param("milvus:bin_flat", marks=needs_milvus)]
-APPROXIMATE_SPECS = [pytest.param(s, marks=needs_faiss) for s in
-                     ("faiss:ivf,nlist=32,nprobe=8",
-                      "faiss:multihash,tables=4,hash_bits=16,nflip=2",
-                      "faiss:hnsw,m=16,ef_search=256")]
+
+def registered_specs(approximate):
+    """Every registered backend's kinds (exact or approximate ones), skipped
+    with the reason where the backend's packages are not installed."""
+    for name, cls in BACKENDS.items():
+        marks = [] if cls.installed() else [pytest.mark.skip(reason=f"{name} needs {cls.requires}")]
+        for kind in cls.kinds:
+            if (kind in cls.approximate) == approximate:
+                spec = f"{name}:{kind}"
+                yield pytest.param(",".join(filter(None, [spec, SMALL.get(spec)])), marks=marks)
+
+
+EXACT_SPECS = list(registered_specs(approximate=False))
+APPROXIMATE_SPECS = [p for p in registered_specs(approximate=True)
+                     if not p.values[0].startswith("milvus:")]   # a Milvus server's kind
 
 
 def clustered_codes(n, bit=64, centres=40, flip=0.06, seed=0):

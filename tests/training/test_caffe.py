@@ -24,7 +24,7 @@ from support.paths import REPO
 from support.cli import TINY
 from support.two_processes import NODROPOUT, TinyWithoutDropout, ok, worker  # 2 gloo processes
 from support.weights import assert_same, state_numpy
-from test_docs import demo_sh_settings, read
+from support.docs import demo_sh_settings, read
 from utils.training import caffe
 from utils.training import engine
 from utils.training.caffe import StreamBatches, TwoStreams

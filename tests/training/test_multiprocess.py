@@ -117,13 +117,11 @@ def test_stop_is_checked_every_few_steps_with_several_processes(monkeypatch):
             assert len(asked) == len(stops) and first == 3
 
 
-def test_readme_states_the_stop_check_interval():
-    from support.paths import REPO
-    with open(os.path.join(REPO, "README.md")) as f:
-        text = f.read()
+def test_docs_state_the_stop_check_interval():
+    from support.docs import read
     stated = re.search(r"within (\d+) steps \(whether a signal reached any\s+process is "
-                       r"asked every (\d+)th step, `STOP_CHECK_STEPS`", text)
-    assert stated, "README no longer states the stop check interval"
+                       r"asked every (\d+)th step, `STOP_CHECK_STEPS`", read("docs/training.md"))
+    assert stated, "docs/training.md no longer states the stop check interval"
     assert int(stated.group(1)) == int(stated.group(2)) == STOP_CHECK_STEPS
 
 

@@ -5,7 +5,7 @@ Range(...))``: the range is appended to the flag's help and kept on the
 argparse action, and ``check_ranges(parser, args)`` (called where the
 entry point parses) turns a value outside it into one line,
 ``error: <flag> must be <range>, got <value>``, before any work starts.
-tests/test_flag_ranges.py walks every parser and requires a range on every
+tests/base/test_flags.py walks every parser and requires a range on every
 numeric flag.
 """
 import dataclasses

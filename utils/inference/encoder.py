@@ -9,7 +9,7 @@ about 2 s) and run by a Paddle Inference predictor with oneDNN
 (utils/inference/predictor.py), 4-7x faster than dygraph (benchmarks/bench_encode.py);
 sets too small to repay the export stay in dygraph.
 Its outputs z match dygraph to float rounding (<1e-6), so a code bit can differ
-only where |z| is that close to 0 (tests/test_encoder.py). On a GPU, or if the
+only where |z| is that close to 0 (tests/inference/test_encoder.py). On a GPU, or if the
 export fails, the model runs in dygraph (the latter says so in one log line).
 Training itself always stays dygraph.
 """
