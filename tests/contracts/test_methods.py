@@ -169,6 +169,23 @@ def test_resuming_with_another_method_names_both(trained, other, demo, tmp_path,
     assert "\n" not in message
 
 
+@pytest.mark.parametrize("name", METHODS)
+def test_evaluation_encodes_with_the_methods_code_rule(name, make_args, monkeypatch):
+    """The engine's evaluation turns outputs into codes by the method's
+    ``code_rule`` (here a rule registered for the test, which counts its calls)."""
+    from utils.retrieval.codes import sign_codes
+    from utils.training.config import data_settings
+    from utils.data.loaders import build_datasets, build_loader
+    calls = []
+    monkeypatch.setitem(CODE_RULES, "counted_sign", lambda z: calls.append(len(z)) or sign_codes(z))
+    monkeypatch.setattr(methods.method_class(name), "code_rule", "counted_sign")
+    args = make_args(*TINY, "--recipe", methods.method_class(name).recipes[0], "--method", name)
+    sets = build_datasets(data_settings(args), ("test", "database"))
+    loaders = {s: build_loader(d, 16, shuffle=False) for s, d in sets.items()}
+    engine.evaluate(engine.build_model(args), loaders["test"], loaders["database"], args)
+    assert sum(calls) == len(sets["test"]) + len(sets["database"])
+
+
 def test_pairs_exist():
     """hashnet and the tests' plain_pairwise share the reference recipe."""
     assert ("hashnet", "plain_pairwise") in PAIRS

@@ -78,13 +78,13 @@ def fastest_forward(model, images):
         return dygraph_forward(model)
 
 
-def encode_batches(forward, loader, desc="encoding"):
-    """Codes sign(forward(x)) (int8 ±1 [n, bit]), labels [n, C] and dataset
-    indices [n] of every batch of ``loader``, in loader order (in one process
-    that is dataset order)."""
+def encode_batches(forward, loader, desc="encoding", code_rule=sign_codes):
+    """Codes ``code_rule(forward(x))`` (int8 ±1 [n, bit]; sign(z) unless the
+    method names another rule), labels [n, C] and dataset indices [n] of every
+    batch of ``loader``, in loader order (in one process that is dataset order)."""
     codes, labels, indices = [], [], []
     for x, y, ind in tqdm(loader, desc=desc, leave=False, disable=not sys.stderr.isatty()):
-        codes.append(sign_codes(forward(x.numpy())))
+        codes.append(code_rule(forward(x.numpy())))
         labels.append(y.numpy())
         indices.append(ind.numpy())
     return np.concatenate(codes), np.concatenate(labels), np.concatenate(indices)

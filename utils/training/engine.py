@@ -30,6 +30,7 @@ from utils.data.images import set_max_pixels
 from utils.data.loaders import build_datasets, build_loader
 from utils.data.splits import SPLITS
 from utils.inference.encoder import encode_batches, fastest_forward
+from utils.retrieval.codes import CODE_RULES
 from utils.retrieval.metrics import retrieval_metrics
 from utils import methods
 from utils.training import recipes
@@ -37,6 +38,7 @@ from utils.training.config import build_method, data_settings
 from utils.training.plots import save_evaluation_plots, save_training_plot
 from utils.training.run_log import RunLog
 from utils.training.step import STOP, rng_states
+
 
 def setup_runtime(args):
     """Threads (default: this machine's cores shared by its processes, so
@@ -51,11 +53,11 @@ def setup_runtime(args):
     set_max_pixels(args.max_image_pixels)
 
 
-def encode(forward, loader, desc="encoding"):
-    """Binary codes sign(forward(x)) (int8 ±1, [n, bit]) and labels [n, C] of
-    a whole dataset, in dataset order (each process encodes its shard; see
-    ``dist.gather_in_order``)."""
-    codes, labels, indices = encode_batches(forward, loader, desc)
+def encode(forward, loader, desc, code_rule):
+    """Binary codes ``code_rule(forward(x))`` (int8 ±1, [n, bit]) and labels
+    [n, C] of a whole dataset, in dataset order (each process encodes its
+    shard; see ``dist.gather_in_order``)."""
+    codes, labels, indices = encode_batches(forward, loader, desc, code_rule)
     return dist.gather_in_order(codes, labels, indices, len(loader.dataset),
                                 complete=not loader.dataset.skip_bad_images)
 
@@ -68,8 +70,9 @@ def evaluate(model, query_loader, db_loader, args):
     process the same result (best-model decisions and log lines then agree)."""
     start = time.time()
     forward = fastest_forward(model, len(query_loader.dataset) + len(db_loader.dataset))
-    q_codes, q_labels = encode(forward, query_loader, "encoding queries")
-    db_codes, db_labels = encode(forward, db_loader, "encoding database")
+    code_rule = CODE_RULES[methods.method_class(args.method).code_rule]
+    q_codes, q_labels = encode(forward, query_loader, "encoding queries", code_rule)
+    db_codes, db_labels = encode(forward, db_loader, "encoding database", code_rule)
     encoded = time.time()
     metrics = None
     if dist.is_main_process():
