@@ -10,6 +10,7 @@ files import support/, tiny_model and download_fixtures from there.
 """
 import json
 import os
+import shutil
 import sys
 import tempfile
 
@@ -45,8 +46,9 @@ def pytest_configure(config):
     loopback_only.install()
     if os.environ.get("PYTEST_XDIST_WORKER") or loopback_only.LOG_ENV not in os.environ:
         # one log per pytest process: an xdist worker must not count the other's refusals
-        os.environ[loopback_only.LOG_ENV] = os.path.join(tempfile.mkdtemp(prefix="netguard-"),
-                                                         "refused.txt")
+        log_dir = tempfile.mkdtemp(prefix="netguard-")
+        config.add_cleanup(lambda: shutil.rmtree(log_dir, ignore_errors=True))
+        os.environ[loopback_only.LOG_ENV] = os.path.join(log_dir, "refused.txt")
     os.environ["PYTHONPATH"] = os.pathsep.join(
         [REPO, GUARD_DIR] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
 
