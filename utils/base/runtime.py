@@ -135,15 +135,23 @@ class LogFile(logging.FileHandler):
         raise disk_full_error(self.baseFilename, code) from err
 
 
-def setup_logger(log_dir, main_process=True, rank=0):
-    """Log to stdout and ``log_dir/log.txt`` in the main process; other
-    ranks write ``log_{rank}.txt`` only, so the console shows each line once."""
+def close_logger():
+    """Detach the run's handlers when it ends: a later message of the same
+    process (the next run, a library call) must not go into a finished run's
+    log.txt, whose folder may be gone by then."""
     logger = logging.getLogger("hashnet")
-    logger.setLevel(logging.INFO)
-    logger.propagate = False
     for handler in list(logger.handlers):
         logger.removeHandler(handler)
         handler.close()
+
+
+def setup_logger(log_dir, main_process=True, rank=0):
+    """Log to stdout and ``log_dir/log.txt`` in the main process; other
+    ranks write ``log_{rank}.txt`` only, so the console shows each line once."""
+    close_logger()
+    logger = logging.getLogger("hashnet")
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
     fmt = logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S")
     os.makedirs(log_dir, exist_ok=True)
     name = "log.txt" if main_process else f"log_{rank}.txt"

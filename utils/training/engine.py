@@ -25,7 +25,7 @@ from utils.base.flags import check_sizes
 from utils.base.io import atomic_write_json, ensure_writable_dir
 from utils.base.run_lock import output_dir_lock
 from utils.base.runtime import (new_run_dir, set_deterministic, set_num_threads, set_seed,
-                                setup_logger, threads_per_process)
+                                close_logger, setup_logger, threads_per_process)
 from utils.data.images import set_max_pixels
 from utils.data.loaders import build_datasets, build_loader
 from utils.data.splits import SPLITS
@@ -122,16 +122,20 @@ def run_eval(args):
     if not args.pretrained:
         raise UserError("--eval needs --pretrained PATH (a checkpoint without .pdparams)")
     log, log_dir = start_log(args, "eval")
-    model = models.build(args.arch, args.bit)
-    load_weights(model, args.pretrained, models.arch_of_state)
-    loaders = make_loaders(args, ("test", "database"))
-    metrics = evaluate(model, loaders["test"], loaders["database"], args)
-    metrics["checkpoint"] = args.pretrained
-    log.info(f"HashNet eval bit:{args.bit}, dataset:{args.dataset}, MAP:{metrics['map']:.3f} "
-             f"(mAP@{args.topK} = {metrics['map']:.6f}, tie-aware {metrics['map_tie_aware']:.6f}, "
-             f"P@H<=2 {metrics['precision_radius']:.4f})")
-    write_evaluation(metrics, log_dir)
-    return metrics
+    try:
+        model = models.build(args.arch, args.bit)
+        load_weights(model, args.pretrained, models.arch_of_state)
+        loaders = make_loaders(args, ("test", "database"))
+        metrics = evaluate(model, loaders["test"], loaders["database"], args)
+        metrics["checkpoint"] = args.pretrained
+        log.info(f"HashNet eval bit:{args.bit}, dataset:{args.dataset}, MAP:{metrics['map']:.3f} "
+                 f"(mAP@{args.topK} = {metrics['map']:.6f}, "
+                 f"tie-aware {metrics['map_tie_aware']:.6f}, "
+                 f"P@H<=2 {metrics['precision_radius']:.4f})")
+        write_evaluation(metrics, log_dir)
+        return metrics
+    finally:
+        close_logger()
 
 
 def build_model(args):
@@ -158,6 +162,7 @@ def run_train(args):
         return train_periods(args, recipe, log, log_dir)
     finally:
         recipe.run_log.close()
+        close_logger()
 
 
 def train_periods(args, recipe, log, log_dir):
