@@ -233,28 +233,6 @@ def test_vgg16_conversion_keeps_paddle_vision_keys_but_the_classifier():
 
 
 # ------------------------------------------------------------- Caffe input pipeline
-def test_caffe_pipeline_train_and_test(tmp_path):
-    from PIL import Image
-    from utils.data.caffe_pipeline import CaffePipeline
-    rng = np.random.default_rng(0)
-    pixels = rng.integers(0, 256, (40, 30, 3), dtype=np.uint8)   # not square: squashed
-    img = Image.fromarray(pixels)
-    mean = rng.random((3, 16, 16), dtype=np.float32) * 255
-    pipe = CaffePipeline(mean)
-    squashed = np.asarray(img.resize((16, 16), Image.BILINEAR), np.float32)[:, :, ::-1]
-    bgr = squashed.transpose(2, 0, 1)
-    test = pipe.test(img, 16, 12)
-    np.testing.assert_allclose(test, bgr[:, 2:14, 2:14] - mean.mean(axis=(1, 2))[:, None, None],
-                               rtol=1e-6)
-    for seed in range(6):   # both mirror outcomes
-        draw = np.random.default_rng(seed)
-        left, top = int(draw.integers(0, 5)), int(draw.integers(0, 5))
-        mirrored = draw.random() < 0.5
-        want = (bgr - mean)[:, top:top + 12, left:left + 12]
-        got = pipe.train(img, 16, 12, np.random.default_rng(seed))
-        np.testing.assert_allclose(got, want[:, :, ::-1] if mirrored else want, rtol=1e-6)
-
-
 def test_input_pipeline_defaults(make_args):
     assert make_args("--arch", "caffenet").input_pipeline == "auto"
     from utils.training.config import data_settings
