@@ -16,6 +16,7 @@ import tempfile
 import pytest
 
 from support.paths import GUARD_DIR, REPO, TESTS
+from support.threads import THREADS
 
 DURATIONS = os.path.join(TESTS, "durations.json")
 
@@ -58,7 +59,13 @@ def pytest_configure(config):
     import plain_pairwise  # noqa: F401
 
     from utils.base.runtime import set_num_threads
-    set_num_threads(2)
+    set_num_threads(THREADS)   # 2, or 1 in .ci/run's second pass (support/threads.py)
+
+    # the tests that compare floats of two kernels or orders of summation, or
+    # whose outcome rests on the last bits of one: .ci/run runs them a second
+    # time on other kernels (docs/contributing.md#the-tests)
+    config.addinivalue_line("markers", "float_sensitive: compares floats of two kernels or "
+                            "orders of summation (run again on other kernels by .ci/run)")
 
     if hasattr(config.option, "loadscopereorder"):   # pytest-xdist: keep our order
         config.option.loadscopereorder = False

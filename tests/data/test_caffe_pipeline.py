@@ -10,6 +10,10 @@ from PIL import Image
 
 from utils.data.caffe_pipeline import CaffePipeline, centre_offset
 
+# float32 Paddle (or OpenCV) kernels against a numpy reference: run again on
+# other kernels by .ci/run
+pytestmark = pytest.mark.float_sensitive
+
 # OpenCV resizes 8-bit images with 11-bit fixed-point weights and rounds once
 # at the end; the float transcription rounds the exact value: the pixels
 # differ by at most 1 on the 0-255 scale. Caffe (Dtype float) and the

@@ -78,6 +78,7 @@ def test_beta_and_lr_per_iteration(iteration, beta, halvings):
     assert caffe_lr(iteration, 5e-5) == pytest.approx(5e-5 / 2 ** halvings, rel=1e-12)
 
 
+@pytest.mark.float_sensitive
 def test_lr_and_decay_multipliers_of_every_parameter():
     """One step from zero momentum with every gradient 1: Δw = −lr·m·(1 + λ·d·w)
     with (m, d) = (1, 1) weights and (2, 0) biases of conv1-fc7, (10, 1) and
@@ -139,6 +140,7 @@ def test_dataset_presets(dataset, num_class, topk):
     assert (args.num_class, args.topK) == (num_class, topk)
 
 
+@pytest.mark.float_sensitive
 def test_build_optimizer_recipe_sgd():
     """spec §3: Momentum SGD with momentum 0.9 and L2 weight decay 5e-4 (the
     parsed defaults), measured on two steps of a constant gradient g:
