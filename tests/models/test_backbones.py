@@ -205,12 +205,12 @@ def test_caffenet_sha1_mismatch_is_one_line(fixture_server, monkeypatch, tmp_pat
 def test_resnet50_imagenet_conversion_loads_paddle_vision_weights(tmp_path):
     """paddle.vision's resnet50 state -> backbone.* keys, fc dropped, loaded bit-exactly."""
     from paddle.vision.models import resnet50
-    from models.imagenet_backbone import convert_resnet50
+    from models.imagenet_backbone import convert_paddle_vision
     paddle.seed(3)
     source = tmp_path / "resnet50.pdparams"
     paddle.save(resnet50().state_dict(), str(source))
     converted = tmp_path / "converted.pdparams"
-    atomic_save({k: paddle.to_tensor(v) for k, v in convert_resnet50(str(source)).items()},
+    atomic_save({k: paddle.to_tensor(v) for k, v in convert_paddle_vision("resnet50")(str(source)).items()},
                 str(converted))
     model = models.build("resnet50", BIT)
     hash_before = model.hash_layer.weight.numpy().copy()
@@ -220,19 +220,6 @@ def test_resnet50_imagenet_conversion_loads_paddle_vision_weights(tmp_path):
         if key.startswith("backbone."):
             np.testing.assert_array_equal(value.numpy(), want[key[len("backbone."):]].numpy())
     np.testing.assert_array_equal(model.hash_layer.weight.numpy(), hash_before)
-
-
-def test_vgg16_conversion_keeps_paddle_vision_keys_but_the_classifier():
-    from models import imagenet_backbone
-    own = set(models.build("vgg16", BIT).state_dict()) - {"hash.weight", "hash.bias"}
-    paddle_vision = own | {"classifier.6.weight", "classifier.6.bias"}
-    state = {k: np.zeros(1) for k in paddle_vision}
-    original = imagenet_backbone.paddle_vision_state
-    try:
-        imagenet_backbone.paddle_vision_state = lambda path: state
-        assert set(imagenet_backbone.convert_vgg16("x")) == own
-    finally:
-        imagenet_backbone.paddle_vision_state = original
 
 
 # ------------------------------------------------------------- Caffe input pipeline
