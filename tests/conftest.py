@@ -61,11 +61,13 @@ def pytest_configure(config):
     from utils.base.runtime import set_num_threads
     set_num_threads(THREADS)   # 2, or 1 in .ci/run's second pass (support/threads.py)
 
-    # the tests that compare floats of two kernels or orders of summation, or
-    # whose outcome rests on the last bits of one: .ci/run runs them a second
-    # time on other kernels (docs/contributing.md#the-tests)
-    config.addinivalue_line("markers", "float_sensitive: compares floats of two kernels or "
-                            "orders of summation (run again on other kernels by .ci/run)")
+    # .ci/run runs these a second time on other kernels: for each pair of
+    # kernels the suite compares (onnxruntime / Paddle, oneDNN / dygraph,
+    # Paddle / numpy, OpenCV / numpy, two orders of summation) the cheapest
+    # tests that compare them, within the 10 % of the suite's time the pass
+    # may take (docs/contributing.md#the-tests)
+    config.addinivalue_line("markers", "float_sensitive: compares the floats of two kernels or "
+                            "orders of summation; run again on other kernels by .ci/run")
 
     if hasattr(config.option, "loadscopereorder"):   # pytest-xdist: keep our order
         config.option.loadscopereorder = False

@@ -167,7 +167,7 @@ def augmented(images, index, seed, epoch):
 
 def test_augmentation_reproducible_per_seed_epoch_index(noise_images):
     a = augmented(noise_images, 2, seed=5, epoch=3)
-    b = augmented(noise_images, 2, seed=5, epoch=3)  # a fresh dataset object
+    b = augmented(noise_images, 2, seed=5, epoch=3)  # a fresh dataset object: the same draws
     np.testing.assert_array_equal(a, b)
 
 

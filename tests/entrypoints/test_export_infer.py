@@ -55,7 +55,6 @@ def test_export_writes_the_model_and_passes_its_check(exported):
     assert not [f for f in os.listdir(out) if f.startswith(".export-")]  # temp dir removed
 
 
-@pytest.mark.float_sensitive
 def test_exported_codes_equal_dygraph_codes(demo, trained, exported):  # noqa: F811
     """Paddle Inference's oneDNN kernels against dygraph's: within the export
     check's tolerance, and a code bit differs only where z is closer to 0."""

@@ -105,7 +105,6 @@ def first_step(optimizer_name, loss_of, keys, lr, **kwargs):
     return {k: (*before[k], params[k].numpy()) for k in keys}
 
 
-@pytest.mark.float_sensitive
 @pytest.mark.parametrize("momentum", [0.0, 0.9])
 def test_hash_layer_learns_ten_times_faster(momentum):
     """Momentum SGD without weight decay: the first update is lr_mult·lr·grad
@@ -126,7 +125,6 @@ def test_hash_layer_learns_ten_times_faster(momentum):
         assert np.abs(expected).max() > 100 * ulp, key  # the step is well above rounding
 
 
-@pytest.mark.float_sensitive
 def test_hash_layer_ten_times_faster_with_adamw():
     """AdamW's first step is lr_mult·lr·g/(|g|+eps): the ratio to fc7's is 10."""
     lr = 1e-4

@@ -78,7 +78,6 @@ def test_beta_and_lr_per_iteration(iteration, beta, halvings):
     assert caffe_lr(iteration, 5e-5) == pytest.approx(5e-5 / 2 ** halvings, rel=1e-12)
 
 
-@pytest.mark.float_sensitive
 def test_lr_and_decay_multipliers_of_every_parameter():
     """One step from zero momentum with every gradient 1: Δw = −lr·m·(1 + λ·d·w)
     with (m, d) = (1, 1) weights and (2, 0) biases of conv1-fc7, (10, 1) and
