@@ -120,12 +120,13 @@ def checked_against(arch, state):
     """``state`` holds exactly the ``arch`` backbone's keys (all but the hash
     layer's) in its shapes, else a UserError naming the first difference."""
     import paddle
-    import models
-    from models.backbone import hash_layer_keys
+    from models.registry import BITS, build
     with paddle.LazyGuard():   # the keys and shapes, without initialising 138 M weights
-        model = models.build(arch, models.BITS[0])
-    label, skip = model.label, hash_layer_keys(model)
-    own = {k: list(v.shape) for k, v in model.state_dict().items() if k not in skip}
+        model = build(arch, BITS[0])
+    label = model.label
+    hash_prefix = next(f"{name}." for name, layer in model.named_sublayers()
+                       if layer is model.hash_layer)
+    own = {k: list(v.shape) for k, v in model.state_dict().items() if not k.startswith(hash_prefix)}
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     if missing or unexpected:
