@@ -52,25 +52,12 @@ def fetch_caffemodel(remote):
     return fetch(remote, cached_paths(remote)[0])
 
 
-def convert_alexnet(path):
-    from models.convert import convert, read_state
-    return convert(read_state(path))
-
-
-def paddle_vision_state(path):
-    from models.convert import read_state
-    return read_state(path)
-
-
-def convert_vgg16(path):
-    """paddle.vision's keys are the arch's; the 1000-way classifier.6 goes."""
-    return {k: v for k, v in paddle_vision_state(path).items() if not k.startswith("classifier.6.")}
-
-
-def convert_resnet50(path):
-    """paddle.vision's keys behind ``backbone.``; the 1000-way fc goes."""
-    return {f"backbone.{k}": v for k, v in paddle_vision_state(path).items()
-            if not k.startswith("fc.")}
+def convert_paddle_vision(arch):
+    """paddle.vision's ``arch`` file -> the arch's backbone state (models/convert.py)."""
+    def convert_file(path):
+        from models.convert import BACKBONES, read_state
+        return BACKBONES[arch](read_state(path))
+    return convert_file
 
 
 def convert_caffenet(path):
@@ -80,9 +67,11 @@ def convert_caffenet(path):
 
 # arch -> (its Remote, how to fetch it, how to convert it)
 SOURCES = {
-    "alexnet": (lambda: paddle_vision_remote("alexnet"), fetch_weights, convert_alexnet),
-    "vgg16": (lambda: paddle_vision_remote("vgg16"), fetch_weights, convert_vgg16),
-    "resnet50": (lambda: paddle_vision_remote("resnet50"), fetch_weights, convert_resnet50),
+    "alexnet": (lambda: paddle_vision_remote("alexnet"), fetch_weights,
+                convert_paddle_vision("alexnet")),
+    "vgg16": (lambda: paddle_vision_remote("vgg16"), fetch_weights, convert_paddle_vision("vgg16")),
+    "resnet50": (lambda: paddle_vision_remote("resnet50"), fetch_weights,
+                 convert_paddle_vision("resnet50")),
     "caffenet": (lambda: CAFFENET_REMOTE, fetch_caffemodel, convert_caffenet),
 }
 

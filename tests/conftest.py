@@ -17,6 +17,7 @@ import tempfile
 import pytest
 
 from support.paths import GUARD_DIR, REPO, TESTS
+from support.threads import THREADS
 
 DURATIONS = os.path.join(TESTS, "durations.json")
 
@@ -60,7 +61,15 @@ def pytest_configure(config):
     import plain_pairwise  # noqa: F401
 
     from utils.base.runtime import set_num_threads
-    set_num_threads(2)
+    set_num_threads(THREADS)   # 2, or 1 in .ci/run's second pass (support/threads.py)
+
+    # .ci/run runs these a second time on other kernels: for each pair of
+    # kernels the suite compares (onnxruntime / Paddle, oneDNN / dygraph,
+    # Paddle / numpy, OpenCV / numpy, two orders of summation) the cheapest
+    # tests that compare them, within the 10 % of the suite's time the pass
+    # may take (docs/contributing.md#the-tests)
+    config.addinivalue_line("markers", "float_sensitive: compares the floats of two kernels or "
+                            "orders of summation; run again on other kernels by .ci/run")
 
     if hasattr(config.option, "loadscopereorder"):   # pytest-xdist: keep our order
         config.option.loadscopereorder = False

@@ -23,6 +23,7 @@ import pytest
 
 from support.docs import capture_parser, demo_sh_settings, read
 from support.paths import REPO
+from support.threads import THREADS_ENV
 
 PAGES = tuple(sorted(os.path.relpath(p, REPO)
                      for p in glob.glob(os.path.join(REPO, "docs", "*.md"))))
@@ -88,12 +89,18 @@ def code_block_commands(text):
 
 
 def test_ci_runs_the_readme_test_command():
-    """README's command 2 is what .ci/run runs, and it lists the slowest
-    tests (``--durations``), so a slow newcomer shows in every CI log."""
+    """README's command 2 is what .ci/run runs first, and it lists the slowest
+    tests (``--durations``), so a slow newcomer shows in every CI log; the
+    only other run is the float-sensitive tests' second pass, on other
+    kernels (another instruction set, MKL's other path, one thread)."""
     readme = [c for c in code_block_commands(read("README.md")) if c.startswith("python -m pytest")]
-    ci = [line.strip() for line in read(".ci/run").splitlines() if "pytest" in line]
-    assert readme and ci == readme[:1], f"README runs {readme[:1]}, .ci/run runs {ci}"
+    script = read(".ci/run")
+    ci = [line.strip() for line in script.splitlines() if "pytest" in line]
+    assert readme and ci[:1] == readme[:1], f"README runs {readme[:1]}, .ci/run runs {ci[:1]}"
     assert "--durations=" in ci[0]
+    assert ci[1:] == [ci[0].replace("--durations=15", "-m float_sensitive")], ci[1:]
+    for setting in ("ONEDNN_MAX_CPU_ISA=", "MKL_DEBUG_CPU_TYPE=5", f"{THREADS_ENV}=1"):
+        assert setting in script, f".ci/run's second pass lacks {setting}"
 
 
 def python_target(words):

@@ -59,7 +59,7 @@ def test_save_load_identical_outputs(saved):
     with paddle.no_grad():
         assert not np.array_equal(other(images()).numpy(), out)  # different before loading
     load_weights(other, prefix)
-    with paddle.no_grad():
+    with paddle.no_grad():   # exact: the same weights through the same kernels in this process
         np.testing.assert_array_equal(other(images()).numpy(), out)
     mine, theirs = state_numpy(model), state_numpy(other)
     for key in mine:
@@ -71,7 +71,7 @@ def test_load_accepts_the_suffix(saved):
     other = AlexNetHash(16)
     other.eval()
     load_weights(other, prefix + ".pdparams")
-    with paddle.no_grad():
+    with paddle.no_grad():   # exact: as above
         np.testing.assert_array_equal(other(images()).numpy(), out)
 
 

@@ -124,10 +124,17 @@ def test_multi_process_eval_map_equals_single_process(demo, make_args, tmp_path)
         multi_metrics = json.load(f)
     single = engine.run(make_args(*flags, out=tmp_path / "single"))
     assert (multi_metrics["num_queries"], multi_metrics["num_database"]) == (23, 47)
+    # exact: the same codes (the centred model keeps |z| far above the last
+    # bits that a shard's batch shape may change), gathered into dataset
+    # order, then the same float64 metric code on them
     assert multi_metrics["map"] == single["map"]
 
 
 # ---------------------------------------------------------------- 2 x b == 1 x 2b
+# Two processes sum the gathered batch's gradient in another order than one:
+# equal within this (docs/training.md, Several GPUs), and within 1 % of the
+# step itself.
+TWO_BY_B_TOLERANCE = 1e-5
 
 
 @pytest.fixture(scope="module")
@@ -155,7 +162,7 @@ def test_two_by_b_equals_one_by_two_b(two_by_b, make_args):
     init = state_numpy(TinyWithoutDropout(16))  # what the engine built after set_seed(3)
     for key, value in ref.items():
         multi, single = got[key].numpy(), value.numpy()
-        np.testing.assert_allclose(multi, single, rtol=0, atol=1e-5, err_msg=key)
+        np.testing.assert_allclose(multi, single, rtol=0, atol=TWO_BY_B_TOLERANCE, err_msg=key)
         # and relative to the step itself, which is small at random init: a
         # gradient off by any factor (e.g. DataParallel's mean left as is,
         # half the gradient) fails here
@@ -164,7 +171,9 @@ def test_two_by_b_equals_one_by_two_b(two_by_b, make_args):
         assert np.abs(multi - single).max() <= 0.01 * update, key
     got, ref = (paddle.load(str(root / run / "output" / "last_16.pdopt"))["training"]
                 for run in ("multi", "single"))
-    np.testing.assert_allclose(got["bank"]["U"].numpy(), ref["bank"]["U"].numpy(), atol=1e-6)
+    # the bank is written from z of the same steps: the parameters' tolerance
+    np.testing.assert_allclose(got["bank"]["U"].numpy(), ref["bank"]["U"].numpy(),
+                               atol=TWO_BY_B_TOLERANCE)
     assert got["history"][0]["loss"] == pytest.approx(ref["history"][0]["loss"], abs=1e-6)
 
 
@@ -182,6 +191,7 @@ def test_gathered_gradient_is_scaled_by_the_process_count(monkeypatch):
     gathered = dist._GatherRows.apply(z, [2, 3, 1])                  # [6, 4]
     weights = paddle.to_tensor(np.arange(24, dtype="float32").reshape(6, 4))
     (gathered * weights).sum().backward()
+    # exact: rows copied, and 3·w is one float32 product on both sides
     np.testing.assert_array_equal(gathered.numpy()[2:5], z.numpy())
     np.testing.assert_array_equal(z.grad.numpy(), 3 * weights.numpy()[2:5])
 

@@ -68,3 +68,29 @@ def test_a_missing_backbone_file_is_one_line_naming_it(built, arch, tmp_path):
     missing = str(tmp_path / "no_such_backbone.pdparams")
     message = user_error(model_of(built, arch).load_backbone, missing)
     assert "no_such_backbone.pdparams" in message and "\n" not in message
+
+
+def library_arch(arch):
+    """An arch of models/, not one the tests register."""
+    return models.ARCHS[arch].__module__.startswith("models.")
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_onnx_size_rule_is_what_onnx_computes(built, arch):
+    """At its training crop and its smallest, the rule's verdict on the arch
+    (utils/inference/onnx_model.py) is what paddle2onnx and onnxruntime make
+    of each of its adaptive pools at the sizes it feeds them; the library's
+    archs convert at their training crop."""
+    pytest.importorskip("paddle2onnx", reason="ONNX export needs paddle2onnx (requirements-dev.txt)")
+    pytest.importorskip("onnxruntime", reason="ONNX needs onnxruntime (requirements-dev.txt)")
+    from support.onnx_pool import onnx_computes_pool
+    from utils.inference.onnx_model import adaptive_pools, unconvertible_pool
+    model = model_of(built, arch)
+    converts = {}
+    for size in (model.default_crop, model.min_crop):
+        pools = adaptive_pools(model, size)
+        converts[size] = unconvertible_pool(pools) is None
+        assert converts[size] == all(h == w and oh == ow and onnx_computes_pool(h, oh)
+                                     for _, (h, w), (oh, ow) in pools), (size, pools)
+    if library_arch(arch):
+        assert converts[model.default_crop]

@@ -116,6 +116,8 @@ def messages():
 
 
 def assert_same_sample(got, want):
+    """Exact: the cache stores the decoded pixels, and both paths run the
+    same transform code on them in this process."""
     assert (got is None) == (want is None)
     if want is None:
         return
@@ -359,7 +361,7 @@ def test_loader_with_two_workers_gives_the_uncached_batches(photos, tmp_path):
         batches = [list(loader) for loader in loaders]
         assert len(batches[0]) == len(batches[1]) == 4
         for want, got in zip(*batches):
-            for a, b in zip(want, got):
+            for a, b in zip(want, got):   # exact: the same pixels through the same code
                 assert np.array_equal(a.numpy(), b.numpy())
 
 
@@ -379,6 +381,7 @@ def test_two_processes_build_once_and_train_identically(demo, tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     weights = [paddle.load(str(tmp_path / run / "output" / "last_16.pdparams"))
                for run in ("cached", "plain")]
+    # exact: the same inputs, then the same kernels in the same order in one process
     for key, value in weights[1].items():
         assert np.array_equal(weights[0][key].numpy(), value.numpy()), key
     assert len(os.listdir(tmp_path / "cache")) == 3

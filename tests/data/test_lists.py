@@ -14,6 +14,7 @@ from PIL import Image
 from support.cli import TINY, run_python, run_tiny
 from support.demo_set import CROP, RESIZE
 from support.errors import assert_cli_error, user_error
+from support.threads import THREADS
 from utils.data.list_check import check_lists, split_fingerprint
 from utils.data.list_format import (format_line, label_count, list_num_class, parse_list,
                                     write_list)
@@ -528,7 +529,7 @@ def test_training_on_lists_made_from_a_folder_tree(tmp_path):
     assert proc.returncode == 0, proc.stderr
     argv = ["--dataset", "custom", "--num_class", "3", "--data-path", root, "--list-dir",
             list_dir, "--bit", "16", "--crop_size", str(CROP), "--resize_size", str(RESIZE),
-            "--backbone", "random", "--num_threads", "2", "--seed", "0", "-e", "1", "-bs", "4",
+            "--backbone", "random", "--num_threads", str(THREADS), "--seed", "0", "-e", "1", "-bs", "4",
             "--output-dir", str(tmp_path / "output"), "--log_path", str(tmp_path / "logs"),
             *TINY]   # the lists are the point here, not the network
     state = engine.run(parse_args(argv))
@@ -540,7 +541,7 @@ def test_training_on_lists_made_from_a_folder_tree(tmp_path):
                     "--resize_size", str(RESIZE), "--pretrained",
                     str(tmp_path / "output" / "model_best_16"), "--img", query,
                     "--save_path", str(tmp_path / "predict"), "--topk", "3",
-                    "--num_threads", "2")
+                    "--num_threads", str(THREADS))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "red car/img" in proc.stdout, proc.stdout
     assert_cli_error(run_python("predict.py", "--dataset", "custom", "--img", query),

@@ -18,6 +18,8 @@ from support.cli import run_predict_inprocess, run_python, run_script
 from support.demo_set import CROP, RESIZE, database_batch, predict_argv, query_path
 from support.errors import assert_cli_error
 from support.file_size_limit import run_limited
+from support.threads import THREADS
+from utils.inference.export import allowed_difference
 from utils.inference.predictor import InferenceModel, model_files
 
 
@@ -30,7 +32,7 @@ def exported(trained, tmp_path_factory):  # noqa: F811
     out = tmp_path_factory.mktemp("inference")
     proc = run_script("export_model.py", "--bit", str(BIT), "--img_size", str(CROP),
                       "--pretrained", prefix, "--save-inference-dir", str(out),
-                      "--num_threads", "2")
+                      "--num_threads", str(THREADS))
     assert proc.returncode == 0, proc.stderr[-3000:]
     return str(out), proc.stdout
 
@@ -39,7 +41,7 @@ def infer_argv(demo, model_dir, img, save, *extra, bit=BIT):
     return ["--bit", str(bit), "--dataset", "demo", "--data-path", demo.image_dir,
             "--list-dir", demo.list_dir, "--model-dir", model_dir, "--crop-size", str(CROP),
             "--resize-size", str(RESIZE), "--img-path", img, "--save-path", str(save),
-            "--use-gpu", "False", "--num_threads", "2", *extra]
+            "--use-gpu", "False", "--num_threads", str(THREADS), *extra]
 
 
 def test_export_writes_the_model_and_passes_its_check(exported):
@@ -54,14 +56,18 @@ def test_export_writes_the_model_and_passes_its_check(exported):
 
 
 def test_exported_codes_equal_dygraph_codes(demo, trained, exported):  # noqa: F811
+    """Paddle Inference's oneDNN kernels against dygraph's: within the export
+    check's tolerance, and a code bit differs only where z is closer to 0."""
     model = trained.model       # the dygraph model the checkpoint was saved from
     x = database_batch(demo)[:16]
-    saved = InferenceModel(exported[0], BIT, use_gpu=False, num_threads=2)
+    saved = InferenceModel(exported[0], BIT, use_gpu=False, num_threads=THREADS)
     with paddle.no_grad():
         z = model(paddle.to_tensor(x)).numpy()
-    assert np.median(np.abs(z)) > 1000 * 1e-4      # the tolerance is small next to |z|
-    assert np.abs(saved.run(x) - z).max() <= 1e-4
-    np.testing.assert_array_equal(saved.codes(x), codes_of(model, x))
+    allowed = allowed_difference(z)
+    assert np.median(np.abs(z)) > 1000 * allowed      # the tolerance is small next to |z|
+    assert np.abs(saved.run(x) - z).max() <= allowed
+    differ = saved.codes(x) != codes_of(model, x)
+    assert not (differ & (np.abs(z) > allowed)).any()
     assert len(np.unique(saved.codes(x), axis=0)) > 8   # not a collapsed model
 
 
@@ -101,7 +107,7 @@ def test_failed_export_check_installs_nothing(trained, tmp_path, monkeypatch, ca
     monkeypatch.setattr(export_model, "TOLERANCE", -1.0)   # no model can pass
     with pytest.raises(SystemExit) as info:
         export_model.main(["--bit", str(BIT), "--img_size", str(CROP), "--pretrained", trained.prefix,
-                           "--save-inference-dir", str(tmp_path), "--num_threads", "2"])
+                           "--save-inference-dir", str(tmp_path), "--num_threads", str(THREADS)])
     assert info.value.code == 1
     assert "export check FAILED" in capsys.readouterr().out
     assert os.listdir(tmp_path) == []

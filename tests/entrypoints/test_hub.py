@@ -19,7 +19,7 @@ def test_hub_load_returns_the_checkpoint_in_eval_mode(tmp_path):
     assert not model.training
     x = paddle.to_tensor(np.random.default_rng(0).random((2, 3, 64, 64), dtype=np.float32))
     trained.eval()
-    with paddle.no_grad():
+    with paddle.no_grad():   # exact: the same weights through the same kernels in this process
         np.testing.assert_array_equal(model(x).numpy(), trained(x).numpy())
     assert model(x).shape == [2, 64]
 

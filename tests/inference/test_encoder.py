@@ -24,6 +24,7 @@ from tiny_model import TinyHashNet
 from utils.base.runtime import set_num_threads
 from utils.data.loaders import ImageList, build_loader
 from utils.inference import encoder
+from utils.inference.export import allowed_difference
 from utils.inference.predictor import InferenceModel
 
 BIT = 16
@@ -45,19 +46,25 @@ def database_loader(demo, batch_size=10):
     return build_loader(db, batch_size, shuffle=False)
 
 
+@pytest.mark.float_sensitive
 def test_fast_encoder_matches_dygraph(demo, centred):
+    """oneDNN's kernels against dygraph's: within the export check's
+    tolerance, and a code differs from dygraph's only where z is closer to 0."""
     x = database_batch(demo)
     z_dygraph = encoder.dygraph_forward(centred)(x)
     forward = encoder.fastest_forward(centred, encoder.MIN_IMAGES_TO_EXPORT)
     assert isinstance(forward.__self__, InferenceModel)   # the fast path on CPU
     z_fast = forward(x)
-    np.testing.assert_array_equal(encoder.inference_forward(centred)(x), z_fast)  # deterministic
-    assert np.abs(z_fast - z_dygraph).max() <= 1e-3
-    assert np.median(np.abs(z_dygraph)) > 0.1   # a real test: z not all within noise of 0
-    agreement = (np.sign(z_fast) == np.sign(z_dygraph)).mean()
-    assert agreement >= 0.999
+    # exact: a second export of the same weights runs the same oneDNN kernels
+    # on the same batch in the same process
+    np.testing.assert_array_equal(encoder.inference_forward(centred)(x), z_fast)
+    allowed = allowed_difference(z_dygraph)
+    assert np.abs(z_fast - z_dygraph).max() <= allowed
+    assert np.median(np.abs(z_dygraph)) > 1000 * allowed   # z not all within noise of 0
+    near_zero = np.abs(z_dygraph) <= allowed
     codes, labels, indices = encoder.encode_batches(forward, database_loader(demo))
-    assert (codes == np.where(z_dygraph >= 0, 1, -1)).mean() >= 0.999
+    for got in (np.where(z_fast >= 0, 1, -1), codes):
+        assert not ((got != np.where(z_dygraph >= 0, 1, -1)) & ~near_zero).any()
     assert indices.tolist() == list(range(len(x))) and labels.shape == (len(x), 10)
 
 
@@ -67,6 +74,7 @@ def test_export_leaves_the_dygraph_model_as_it_was(demo, centred):
     z_before = encoder.dygraph_forward(centred)(x)
     encoder.inference_forward(centred)
     assert all(np.array_equal(v.numpy(), before[k]) for k, v in centred.state_dict().items())
+    # exact: the same weights through the same dygraph kernels in this process
     np.testing.assert_array_equal(encoder.dygraph_forward(centred)(x), z_before)
 
 

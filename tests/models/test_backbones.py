@@ -72,15 +72,18 @@ def test_min_crop_is_the_smallest_valid_input():
     assert [models.model_class(a).min_crop for a in ("caffenet", "vgg16", "resnet50")] == [55, 32, 1]
 
 
+@pytest.mark.float_sensitive
 def test_paddle_lrn_is_caffes_across_channels():
     """Caffe: x / (1 + α/n Σ_{window of n channels, zero-padded} x²)^β."""
     x = np.random.default_rng(0).standard_normal((1, 8, 3, 3)).astype(np.float32) * 10
     n, alpha, beta = 5, 1.0, 0.75    # a large α so that a wrong scaling shows
-    padded = np.pad(x ** 2, ((0, 0), (2, 2), (0, 0), (0, 0)))
-    caffe = x / (1 + alpha / n * sum(padded[:, i:i + 8] for i in range(n))) ** beta
+    padded = np.pad(x.astype(np.float64) ** 2, ((0, 0), (2, 2), (0, 0), (0, 0)))
+    caffe = x / (1 + alpha / n * sum(padded[:, i:i + 8] for i in range(n))) ** beta   # float64
     from models.caffenet import CaffeLRN
     for layer in (nn.LocalResponseNorm(n, alpha, beta, 1.0), CaffeLRN(n, alpha, beta, 1.0)):
-        np.testing.assert_allclose(layer(paddle.to_tensor(x)).numpy(), caffe, rtol=1e-6)
+        # float32 kernels, each step (squares, their sum, pow, divide) within a
+        # few ulps whatever its order or ISA; a wrong α/n or window is off by %
+        np.testing.assert_allclose(layer(paddle.to_tensor(x)).numpy(), caffe, rtol=1e-5)
 
 
 def test_caffenet_is_the_prototxt_layer_by_layer(built):
@@ -202,12 +205,12 @@ def test_caffenet_sha1_mismatch_is_one_line(fixture_server, monkeypatch, tmp_pat
 def test_resnet50_imagenet_conversion_loads_paddle_vision_weights(tmp_path):
     """paddle.vision's resnet50 state -> backbone.* keys, fc dropped, loaded bit-exactly."""
     from paddle.vision.models import resnet50
-    from models.imagenet_backbone import convert_resnet50
+    from models.imagenet_backbone import convert_paddle_vision
     paddle.seed(3)
     source = tmp_path / "resnet50.pdparams"
     paddle.save(resnet50().state_dict(), str(source))
     converted = tmp_path / "converted.pdparams"
-    atomic_save({k: paddle.to_tensor(v) for k, v in convert_resnet50(str(source)).items()},
+    atomic_save({k: paddle.to_tensor(v) for k, v in convert_paddle_vision("resnet50")(str(source)).items()},
                 str(converted))
     model = models.build("resnet50", BIT)
     hash_before = model.hash_layer.weight.numpy().copy()
@@ -219,42 +222,7 @@ def test_resnet50_imagenet_conversion_loads_paddle_vision_weights(tmp_path):
     np.testing.assert_array_equal(model.hash_layer.weight.numpy(), hash_before)
 
 
-def test_vgg16_conversion_keeps_paddle_vision_keys_but_the_classifier():
-    from models import imagenet_backbone
-    own = set(models.build("vgg16", BIT).state_dict()) - {"hash.weight", "hash.bias"}
-    paddle_vision = own | {"classifier.6.weight", "classifier.6.bias"}
-    state = {k: np.zeros(1) for k in paddle_vision}
-    original = imagenet_backbone.paddle_vision_state
-    try:
-        imagenet_backbone.paddle_vision_state = lambda path: state
-        assert set(imagenet_backbone.convert_vgg16("x")) == own
-    finally:
-        imagenet_backbone.paddle_vision_state = original
-
-
 # ------------------------------------------------------------- Caffe input pipeline
-def test_caffe_pipeline_train_and_test(tmp_path):
-    from PIL import Image
-    from utils.data.caffe_pipeline import CaffePipeline
-    rng = np.random.default_rng(0)
-    pixels = rng.integers(0, 256, (40, 30, 3), dtype=np.uint8)   # not square: squashed
-    img = Image.fromarray(pixels)
-    mean = rng.random((3, 16, 16), dtype=np.float32) * 255
-    pipe = CaffePipeline(mean)
-    squashed = np.asarray(img.resize((16, 16), Image.BILINEAR), np.float32)[:, :, ::-1]
-    bgr = squashed.transpose(2, 0, 1)
-    test = pipe.test(img, 16, 12)
-    np.testing.assert_allclose(test, bgr[:, 2:14, 2:14] - mean.mean(axis=(1, 2))[:, None, None],
-                               rtol=1e-6)
-    for seed in range(6):   # both mirror outcomes
-        draw = np.random.default_rng(seed)
-        left, top = int(draw.integers(0, 5)), int(draw.integers(0, 5))
-        mirrored = draw.random() < 0.5
-        want = (bgr - mean)[:, top:top + 12, left:left + 12]
-        got = pipe.train(img, 16, 12, np.random.default_rng(seed))
-        np.testing.assert_allclose(got, want[:, :, ::-1] if mirrored else want, rtol=1e-6)
-
-
 def test_input_pipeline_defaults(make_args):
     assert make_args("--arch", "caffenet").input_pipeline == "auto"
     from utils.training.config import data_settings

@@ -1,5 +1,7 @@
-"""scripts.convert_alexnet: torchvision and paddle.vision AlexNet weights ->
-this project's backbone file, checked on synthetic state dicts."""
+"""models/convert.py and scripts.convert_backbone (scripts.convert_alexnet):
+torchvision's and paddle.vision's ImageNet weights of AlexNet, VGG16 and
+ResNet50 -> each arch's backbone file, checked on synthetic state dicts in
+each library's layout, built here with numpy (no torch needed)."""
 import numpy as np
 import paddle
 import pytest
@@ -7,9 +9,9 @@ import pytest
 from support.cli import run_in_process, run_python
 from support.errors import assert_cli_error, user_error
 from support.weights import assert_same, check_backbone_load, state_numpy
-from models.alexnet import AlexNet
-from models.convert import convert, read_state
-from models.alexnet import AlexNetHash
+import models
+from models.alexnet import AlexNet, AlexNetHash
+from models.convert import BACKBONES, convert, read_state
 
 # torchvision's alexnet: Linear weights are [out, in]
 TORCH_SHAPES = {
@@ -107,6 +109,7 @@ def test_paddle_vision_synthetic_layout():
         assert out[key].shape == paddle_shapes[key] and np.all(out[key] == expected), key
 
 
+@pytest.mark.float_sensitive
 def test_paddle_vision_conversion_computes_the_same_function(paddle_vision):
     """Converted weights in our AlexNet give paddle.vision's eval outputs.
     paddle.vision's AlexNet uses Dropout(mode="downscale_in_infer") (eval
@@ -168,3 +171,132 @@ def test_cli_missing_source(tmp_path):
     from scripts import convert_alexnet   # in-process: the test above runs its __main__
     proc = run_in_process(convert_alexnet.main, tmp_path / "none.pdparams", tmp_path / "out.pdparams")
     assert_cli_error(proc, "none.pdparams")
+
+
+# ------------------------------------------------------------- VGG16 and ResNet50
+def torchvision_vgg16_shapes():
+    """torchvision's vgg16 (configuration D): 13 3x3 convs in ``features``
+    (each followed by a ReLU, each block by a max-pool: the indices count
+    them), then Linear layers [out, in] at classifier.0, .3 and .6."""
+    shapes, index, channels = {}, 0, 3
+    for block in ([64] * 2, [128] * 2, [256] * 3, [512] * 3, [512] * 3):
+        for width in block:
+            shapes[f"features.{index}.weight"] = (width, channels, 3, 3)
+            shapes[f"features.{index}.bias"] = (width,)
+            channels, index = width, index + 2      # the conv and its ReLU
+        index += 1                                  # the block's max-pool
+    for i, (n_out, n_in) in zip((0, 3, 6), ((4096, 512 * 7 * 7), (4096, 4096), (1000, 4096))):
+        shapes[f"classifier.{i}.weight"], shapes[f"classifier.{i}.bias"] = (n_out, n_in), (n_out,)
+    return shapes
+
+
+def torch_batch_norm(prefix, n):
+    return {f"{prefix}.{p}": (n,) for p in ("weight", "bias", "running_mean", "running_var")} | {
+        f"{prefix}.num_batches_tracked": ()}
+
+
+def torchvision_resnet50_shapes():
+    """torchvision's resnet50: conv1/bn1, then 3, 4, 6, 3 bottlenecks (1x1,
+    3x3, 1x1 convs, each with its batch norm; a 1x1 conv + batch norm
+    ``downsample`` in each stage's first), then fc [1000, 2048]."""
+    shapes = {"conv1.weight": (64, 3, 7, 7), **torch_batch_norm("bn1", 64)}
+    channels = 64
+    for stage, (blocks, width) in enumerate(zip((3, 4, 6, 3), (64, 128, 256, 512)), start=1):
+        for block in range(blocks):
+            prefix = f"layer{stage}.{block}"
+            convs = {"conv1": (width, channels, 1, 1), "conv2": (width, width, 3, 3),
+                     "conv3": (4 * width, width, 1, 1)}
+            for i, (conv, shape) in enumerate(convs.items(), start=1):
+                shapes[f"{prefix}.{conv}.weight"] = shape
+                shapes.update(torch_batch_norm(f"{prefix}.bn{i}", shape[0]))
+            if block == 0:
+                shapes[f"{prefix}.downsample.0.weight"] = (4 * width, channels, 1, 1)
+                shapes.update(torch_batch_norm(f"{prefix}.downsample.1", 4 * width))
+            channels = 4 * width
+    shapes["fc.weight"], shapes["fc.bias"] = (1000, 2048), (1000,)
+    return shapes
+
+
+def torchvision_state(shapes, seed):
+    """Random float32 tensors, uniform (drawn faster than normal ones: VGG16
+    has 138 M), torch's int64 counters a count."""
+    rng = np.random.default_rng(seed)
+    return {k: (np.int64(7) if k.endswith("num_batches_tracked")
+                else rng.random(shape, dtype=np.float32) - 0.5) for k, shape in shapes.items()}
+
+
+def vgg16_expected(state):
+    """What the --arch vgg16 file must hold: the same keys, Linear weights
+    transposed, no 1000-way classifier.6."""
+    return {k: (v.T if k.startswith("classifier.") and k.endswith(".weight") else v)
+            for k, v in state.items() if not k.startswith("classifier.6.")}
+
+
+def resnet50_expected(state):
+    """What the --arch resnet50 file must hold: every tensor behind
+    ``backbone.``, running statistics under Paddle's names, no counters, no fc."""
+    names = {"running_mean": "_mean", "running_var": "_variance"}
+    out = {}
+    for key, value in state.items():
+        layer, param = key.rsplit(".", 1)
+        if layer != "fc" and param != "num_batches_tracked":
+            out[f"backbone.{layer}.{names.get(param, param)}"] = value
+    return out
+
+
+@pytest.fixture(scope="module")
+def torchvision_resnet50():
+    return torchvision_state(torchvision_resnet50_shapes(), seed=5)
+
+
+def assert_all_same(got, expected):
+    assert set(got) == set(expected)
+    for key, value in expected.items():
+        assert got[key].dtype == np.float32, key
+        assert_same(got[key], value, key)
+
+
+def test_torchvision_vgg16_converts_bit_exactly():
+    state = torchvision_state(torchvision_vgg16_shapes(), seed=4)
+    assert_all_same(BACKBONES["vgg16"](state), vgg16_expected(state))
+
+
+def test_torchvision_resnet50_converts_bit_exactly(torchvision_resnet50):
+    assert_all_same(BACKBONES["resnet50"](torchvision_resnet50), resnet50_expected(torchvision_resnet50))
+
+
+def test_paddle_vision_vgg16_keeps_its_keys_but_the_classifier():
+    """paddle.vision's vgg16 has the arch's keys and Paddle's shapes: only
+    the 1000-way classifier.6 goes (zeros: allocated lazily, 0.5 GB)."""
+    with paddle.LazyGuard():   # the shapes only
+        own = {k: np.zeros(v.shape, np.float32)
+               for k, v in models.build("vgg16", 16).state_dict().items() if not k.startswith("hash.")}
+    source = dict(own, **{"classifier.6.weight": np.zeros((4096, 1000), np.float32),
+                          "classifier.6.bias": np.zeros(1000, np.float32)})
+    assert set(BACKBONES["vgg16"](source)) == set(own)
+
+
+def test_cli_converts_torchvision_resnet50_and_the_arch_loads_it(torchvision_resnet50, tmp_path):
+    from scripts import convert_backbone
+    src, dst = tmp_path / "torch_layout.pdparams", tmp_path / "resnet50_torchvision.pdparams"
+    paddle.save({k: paddle.to_tensor(v) for k, v in torchvision_resnet50.items()}, str(src))
+    proc = run_in_process(convert_backbone.main, "--arch", "resnet50", src, dst)
+    assert proc.returncode == 0 and str(dst) in proc.stdout, proc.stderr[-2000:]
+    model = models.build("resnet50", 16)
+    hash_before = model.hash_layer.weight.numpy().copy()
+    model.load_backbone(str(dst))
+    got = state_numpy(model)
+    for key, value in resnet50_expected(torchvision_resnet50).items():
+        assert_same(got[key], value, key)
+    assert_same(got["hash.weight"], hash_before, "hash.weight")
+
+
+def test_a_state_dict_of_another_network_is_one_line(torchvision_resnet50):
+    """A layer missing (another depth), or torchvision's vgg16_bn's extra
+    batch norms: named, one line, nothing written."""
+    state = {k: v for k, v in torchvision_resnet50.items() if not k.startswith("layer4.2.")}
+    message = user_error(BACKBONES["resnet50"], state)
+    assert "backbone.layer4.2.conv1.weight missing" in message and "\n" not in message
+    shapes = dict(torchvision_vgg16_shapes(), **torch_batch_norm("features.1", 64))
+    with_batch_norm = {k: np.zeros(shape, np.float32) for k, shape in shapes.items()}  # lazy
+    assert "unexpected key features.1.weight" in user_error(BACKBONES["vgg16"], with_batch_norm)

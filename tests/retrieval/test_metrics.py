@@ -237,7 +237,7 @@ def test_backends_give_identical_numbers():
         assert m.pop("kernel") == backend
         results[backend] = m
         assert mean_average_precision(qB, qL, dB, dL, 1000, backend=backend) == m["map"]
-    for m in results.values():
+    for m in results.values():   # exact: integer counts, then one shared float code, same order
         assert m == results["numpy"]
     assert abs(results["numpy"]["map"]
                - mean_average_precision_reference(qB, qL, dB, dL, 1000)) <= 1e-12

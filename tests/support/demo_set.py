@@ -2,11 +2,13 @@
 fixture of tests/conftest.py), and the flags that point a run at it.
 
 Sized for a 2-core CPU: 72 px images cropped to 64 px, a few dozen images,
-``--backbone random``, 2 Paddle threads."""
+``--backbone random``, the tests' Paddle threads (support/threads.py)."""
 import os
 import types
 
 import numpy as np
+
+from support.threads import THREADS
 
 N_TRAIN, N_TEST, N_EXTRA, IMAGE_SIZE = 48, 24, 24, 72
 CROP, RESIZE = 64, 72
@@ -25,7 +27,7 @@ def demo_argv(demo, out_dir, *extra, bit=16):
     """Command-line flags of a tiny run on the demo set, writing under out_dir."""
     return ["--dataset", "demo", "--data-path", demo.image_dir, "--list-dir", demo.list_dir,
             "--bit", str(bit), "--crop_size", str(CROP), "--resize_size", str(RESIZE),
-            "--backbone", "random", "--num_threads", "2", "--seed", "0",
+            "--backbone", "random", "--num_threads", str(THREADS), "--seed", "0",
             "--output-dir", os.path.join(str(out_dir), "output"),
             "--log_path", os.path.join(str(out_dir), "logs"), *extra]
 
@@ -36,7 +38,7 @@ def predict_argv(demo, prefix, img, save, *extra, bit=16):
     return ["--bit", str(bit), "--dataset", "demo", "--data_path", demo.image_dir,
             "--list-dir", demo.list_dir, "--pretrained", prefix, "--crop_size", str(CROP),
             "--resize_size", str(RESIZE), "--img", img, "--save_path", str(save),
-            "--num_threads", "2", *extra]
+            "--num_threads", str(THREADS), *extra]
 
 
 def database(demo):

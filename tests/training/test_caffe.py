@@ -179,6 +179,7 @@ def test_stopped_then_resumed_equals_uninterrupted(make_args, tmp_path, monkeypa
     monkeypatch.setattr(caffe, "train_step", step)
     state = engine.run(make_args(*flags, "--resume", out=parted))
     assert state["iter"] == 4 and [h["iter"] for h in state["history"]] == [4]
+    # exact: one machine and thread count, the same kernels in the same order
     for name in ("pdparams", "pdopt"):
         a, b = (paddle.load(str(run / "output" / f"last_16.{name}")) for run in (whole, parted))
         if name == "pdopt":

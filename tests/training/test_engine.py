@@ -190,6 +190,7 @@ def test_resume_restores_bank_weights_and_momentum(runs):
     """What epoch 3 starts from is what epoch 2 saved."""
     bank = bank_numpy(runs.after_two)
     assert bank["U"].any() and bank["Y"].any()
+    # exact: what was saved, loaded back (copies, no arithmetic)
     assert_same(runs.arrays["U"], bank["U"], "U")
     assert_same(runs.arrays["Y"], bank["Y"], "Y")
     for key, value in runs.params_two.items():
@@ -214,6 +215,7 @@ def test_resumed_equals_uninterrupted(runs):
     a = paddle.load(os.path.join(runs.resumed, "output", f"last_{BIT}.pdparams"))
     b = paddle.load(os.path.join(runs.full, "output", f"last_{BIT}.pdparams"))
     assert sorted(a) == sorted(b)
+    # exact: one machine and thread count, the same kernels in the same order
     diffs = {k: float(np.abs(a[k].numpy() - b[k].numpy()).max()) for k in a}
     assert max(diffs.values()) == 0.0, diffs
     bank_a, bank_b = bank_numpy(load_training(runs.resumed)), bank_numpy(load_training(runs.full))
@@ -265,6 +267,8 @@ def uninterrupted(demo, tmp_path_factory):
 
 
 def assert_bit_identical(a, b):
+    """Exact: both runs on this machine at the same thread count, the same
+    kernels in the same order, every random draw seeded (docs/reliability.md)."""
     assert a.keys() == b.keys()
     for key in a:
         assert_same(a[key].numpy(), b[key].numpy(), key)

@@ -28,6 +28,7 @@ import pytest
 
 from support.cli import TINY, run_test_script
 from support.demo_set import demo_argv
+from support.threads import THREADS
 from utils.base import distributed as dist
 from utils.base import runtime
 from utils.training import engine
@@ -62,7 +63,7 @@ def test_default_threads_share_the_cores(monkeypatch, demo, make_args, tmp_path)
         engine.setup_runtime(explicit)
         assert explicit.num_threads == 2 and numba.get_num_threads() == 2
     finally:
-        runtime.set_num_threads(2)  # conftest's setting, for the tests after this one
+        runtime.set_num_threads(THREADS)  # conftest's setting, for the tests after this one
 
 
 def test_num_threads_below_one_is_refused(demo, tmp_path):

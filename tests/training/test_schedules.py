@@ -139,6 +139,7 @@ def test_dataset_presets(dataset, num_class, topk):
     assert (args.num_class, args.topK) == (num_class, topk)
 
 
+@pytest.mark.float_sensitive
 def test_build_optimizer_recipe_sgd():
     """spec §3: Momentum SGD with momentum 0.9 and L2 weight decay 5e-4 (the
     parsed defaults), measured on two steps of a constant gradient g:

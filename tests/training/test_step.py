@@ -34,7 +34,7 @@ def test_non_finite_loss_takes_no_step():
     assert math.isnan(value)
     after = state_numpy(model), {k: np.asarray(v) for k, v in optimizer.state_dict().items()
                                  if "velocity" in k}
-    for was, now in zip(before, after):
+    for was, now in zip(before, after):   # exact: untouched, the same bits
         assert was.keys() == now.keys() and was
         for key in was:
             assert_same(now[key], was[key], key)

@@ -5,6 +5,9 @@ squashed to resize x resize (new_height = new_width = 256), a random crop
 (227), a random mirror, BGR 0–255 minus the ImageNet mean image at the crop's
 place. Test (their predict_parallel.py, caffe.Classifier with image_dims 256
 and oversample=False): squashed, centre crop, minus the per-channel mean.
+The squash is Caffe's: OpenCV's ``cv::resize`` at INTER_LINEAR on the 8-bit
+image (half-pixel centres, no anti-aliasing when shrinking), and the centre
+crop's offset truncates, (side - crop) / 2 in integers, as DataTransformer's.
 The mean image is ``imagenet_mean.binaryproto`` from the authors' repo at the
 pinned commit, checked by its git blob id like the lists (scripts/get_data.py);
 a mean of another size than the squash is resampled to it.
@@ -12,7 +15,6 @@ a mean of another size than the squash is resampled to it.
 import os
 
 import numpy as np
-from PIL import Image
 
 from utils.base.caffe_proto import read_mean_file
 from utils.base.download import DownloadFailed, Remote, fetch
@@ -48,21 +50,30 @@ def imagenet_mean():
     return read_mean_file(path)
 
 
-def squash(img, size):
-    """Resize to size x size, ignoring the aspect ratio (Caffe's new_height/new_width)."""
-    return img.resize((size, size), Image.BILINEAR)
+def squash(pixels, size):
+    """[H, W, C] -> [size, size, C], ignoring the aspect ratio (Caffe's
+    new_height/new_width), with Caffe's own resize: OpenCV's INTER_LINEAR."""
+    import cv2
+    return cv2.resize(np.ascontiguousarray(pixels), (size, size),
+                      interpolation=cv2.INTER_LINEAR).reshape(size, size, -1)
 
 
-def bgr_255(img):
-    """PIL RGB -> [3, H, W] float32 BGR in 0–255."""
-    return np.asarray(img, dtype=np.float32)[:, :, ::-1].transpose(2, 0, 1).copy()
+def bgr_255(img, size):
+    """PIL RGB, squashed to size x size -> [3, size, size] float32 BGR in 0–255."""
+    rgb = squash(np.asarray(img, dtype=np.uint8), size)
+    return rgb[:, :, ::-1].transpose(2, 0, 1).astype(np.float32)
+
+
+def centre_offset(side, crop_size):
+    """DataTransformer's test-phase offset: (side - crop) / 2 in C++ integers."""
+    return (side - crop_size) // 2
 
 
 def resample_mean(mean, size):
+    """A mean image of another size than the squash, squashed like the images."""
     if mean.shape[1:] == (size, size):
         return mean
-    return np.stack([np.asarray(Image.fromarray(c).resize((size, size), Image.BILINEAR))
-                     for c in mean.astype(np.float32)])
+    return squash(mean.astype(np.float32).transpose(1, 2, 0), size).transpose(2, 0, 1)
 
 
 class CaffePipeline:
@@ -77,15 +88,15 @@ class CaffePipeline:
         Caffe subtracts the mean at the crop's place, then mirrors."""
         left, top = crop_origin(resize_size, resize_size, crop_size, rng)
         window = (slice(None), slice(top, top + crop_size), slice(left, left + crop_size))
-        x = bgr_255(squash(img, resize_size))[window] - resample_mean(self.mean_image,
-                                                                      resize_size)[window]
+        x = bgr_255(img, resize_size)[window] - resample_mean(self.mean_image, resize_size)[window]
         if rng.random() < 0.5:
             x = x[:, :, ::-1]
         return np.ascontiguousarray(x)
 
     def test(self, img, resize_size, crop_size):
-        left, top = crop_origin(resize_size, resize_size, crop_size)
-        x = bgr_255(squash(img, resize_size))[:, top:top + crop_size, left:left + crop_size]
+        offset = centre_offset(resize_size, crop_size)
+        window = slice(offset, offset + crop_size)
+        x = bgr_255(img, resize_size)[:, window, window]
         return np.ascontiguousarray(x - self.channel_mean)
 
 

@@ -23,7 +23,7 @@ from utils.retrieval.codes import sign_codes
 from utils.base.io import (atomic_write_json, check_not_cut_short, disk_full_is_user_error,
                            fsync_dir, fsync_file, make_temp_dir, remove_leftovers)
 from utils.data.transforms import normalize
-from utils.inference.onnx_model import OnnxModel, convert_to_onnx, onnx_path
+from utils.inference.onnx_model import OnnxModel, check_onnx_size, convert_to_onnx, onnx_path
 from utils.inference.predictor import (MODEL_SUFFIXES, InferenceModel, export_info_path,
                                        write_export_manifest)
 
@@ -125,6 +125,8 @@ def export_checked(model, out_dir, image_size, info, batch=4, num_threads=1,
     goes into ``inference_{bit}.export.json`` with the bit length and image
     size, which infer.py reads."""
     bit = model.bit
+    if fmt == "onnx":
+        check_onnx_size(model, image_size)
     x = check_batch(batch, image_size)
     z_dygraph = dygraph_outputs(model, x)   # the reference, before jit.save touches the model
     os.makedirs(out_dir, exist_ok=True)

@@ -5,9 +5,14 @@ directly, and a Paddle 2 ``.pdmodel`` after translating it. Two of its
 defaults are avoided here: polygraphy constant folding (it pip-installs
 onnx_graphsurgeon on first use and crashed with SIGFPE on this model) and
 writing ``save_file`` itself (the bytes come back and are written atomically).
-AlexNet's adaptive average pool becomes an ONNX AveragePool, which exists only
-when the last feature map is a multiple of 6 (a 224 px input; the tests' 64 px
-crop gives a 1x1 map): other sizes fail to load in onnxruntime, a UserError.
+Which image sizes convert is decided by the adaptive average pools (AlexNet's
+and CaffeNet's to 6x6, VGG16's to 7x7; ResNet50's to 1x1 is a global pool,
+any size): paddle2onnx writes a pool of an n-long axis to m outputs as an
+ONNX AveragePool of stride floor(n/m) and kernel n - (m-1)*floor(n/m), which
+computes Paddle's windows [floor(i*n/m), ceil((i+1)*n/m)) only for some n (n a
+multiple of m, and a few others: AlexNet's 13 -> 6 at 448 px), and loads in
+no onnxruntime for n < m (stride 0). ``onnx_size_problem`` applies that rule
+to a model at a size, so an export that would fail or differ stops first.
 
 Both packages are optional (requirements-dev.txt); a missing one is a
 UserError naming the pip command.
@@ -35,6 +40,76 @@ def require(module):
     except ImportError:
         raise UserError(f"ONNX needs {module}: pip install paddle2onnx onnxruntime "
                         "(both are in requirements-dev.txt)") from None
+
+
+def adaptive_windows(n, m):
+    """Paddle's adaptive pool of an n-long axis to m outputs: each window's (start, end)."""
+    return [(i * n // m, -(-(i + 1) * n // m)) for i in range(m)]
+
+
+def onnx_pool_windows(n, m):
+    """The windows of the AveragePool paddle2onnx writes for it (a global pool for m = 1)."""
+    stride = n // m
+    kernel = n - (m - 1) * stride
+    return [(i * stride, i * stride + kernel) for i in range(m)]
+
+
+def pool_converts(n, m):
+    """Whether ONNX computes that adaptive pool as Paddle does."""
+    return n >= m and adaptive_windows(n, m) == onnx_pool_windows(n, m)
+
+
+def adaptive_pools(model, image_size):
+    """[(layer name, input [h, w], output [h, w])] of every adaptive pool of
+    ``model`` on a [1, 3, image_size, image_size] input (one forward pass)."""
+    import paddle
+    seen, hooks = [], []
+    for name, layer in model.named_sublayers():
+        if isinstance(layer, (paddle.nn.AdaptiveAvgPool2D, paddle.nn.AdaptiveMaxPool2D)):
+            hooks.append(layer.register_forward_post_hook(
+                lambda layer, inputs, out, name=name:
+                seen.append((name, list(inputs[0].shape[2:]), list(out.shape[2:])))))
+    was_training = model.training
+    model.eval()
+    try:
+        with paddle.no_grad():
+            model(paddle.zeros([1, 3, image_size, image_size]))
+    finally:
+        for hook in hooks:
+            hook.remove()
+        model.train(was_training)
+    return seen
+
+
+def unconvertible_pool(pools):
+    """The first of ``adaptive_pools``' entries ONNX does not compute as Paddle, or None."""
+    return next(((name, (h, w), (out_h, out_w)) for name, (h, w), (out_h, out_w) in pools
+                 if not (pool_converts(h, out_h) and pool_converts(w, out_w))), None)
+
+
+def onnx_size_problem(model, image_size):
+    """None when ``model`` converts to ONNX at ``image_size`` px, else why not (one line)."""
+    pool = unconvertible_pool(adaptive_pools(model, image_size))
+    if pool is None:
+        return None
+    name, (h, w), (out_h, out_w) = pool
+    stride = h // out_h
+    written = f"stride {stride}, kernel {h - (out_h - 1) * stride}" if stride else \
+        "stride 0, which onnxruntime refuses"
+    return (f"{model.label} at --img_size {image_size} feeds its adaptive pool {name} a "
+            f"{h}x{w} map for {out_h}x{out_w} outputs, which ONNX's AveragePool "
+            f"({written}) does not compute as Paddle does")
+
+
+def check_onnx_size(model, image_size):
+    """A UserError naming the size and the arch's training crop when ONNX cannot
+    express ``model`` at ``image_size`` (docs/deployment.md#onnx has the rule)."""
+    problem = onnx_size_problem(model, image_size)
+    if problem:
+        hint = ("" if onnx_size_problem(model, model.default_crop)
+                else f": export at its training crop, --img_size {model.default_crop}")
+        raise UserError(f"--format onnx: {problem}{hint} (the sizes that convert: "
+                        "docs/deployment.md#onnx)")
 
 
 def convert_to_onnx(program_file, params_file, out_file, opset=OPSET):
