@@ -10,20 +10,13 @@ is skipped, saying what to install."""
 import numpy as np
 import pytest
 
+from support.backends import exhaustive_spec, index_specs
 from support.errors import user_error
 from utils.base.errors import UserError
 from utils.retrieval.hamming import hamming_distances, hamming_topk
 from utils.retrieval.index import BACKENDS, MISSING, create_index, load_index, save_index
 
 BIT, K = 64, 20
-
-
-def specs():
-    for name, cls in sorted(BACKENDS.items()):
-        marks = [] if cls.installed() else [pytest.mark.skip(reason=f"{name} needs "
-                                                                    f"{cls.requires}")]
-        for kind in cls.kinds:
-            yield pytest.param(name, kind, marks=marks, id=f"{name}:{kind}")
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +62,7 @@ def check_top_k(index, db, queries, approximate):
     return ids, dist
 
 
-@pytest.mark.parametrize("name, kind", specs())
+@pytest.mark.parametrize("name, kind", index_specs())
 def test_answers_in_order_and_survives_save_and_load(name, kind, codes, tmp_path):
     index, db = built(name, kind, codes, tmp_path)
     if index is None:
@@ -96,12 +89,6 @@ def test_every_backend_has_a_default_kind_and_parameters():
     for name, cls in BACKENDS.items():
         assert cls.backend == name and cls.kinds
         assert set(cls.approximate) <= set(cls.kinds) and set(cls.defaults) <= set(cls.kinds)
-
-
-def exhaustive_spec(name, kind):
-    """``name:kind`` at the parameters where its search reaches every item."""
-    params = BACKENDS[name].exhaustive.get(kind, {})
-    return ",".join([f"{name}:{kind}"] + [f"{key}={value}" for key, value in params.items()])
 
 
 def largest_tie(db):
@@ -139,7 +126,7 @@ def mutated(index, db, directory):
     return index, held
 
 
-@pytest.mark.parametrize("name, kind", specs())
+@pytest.mark.parametrize("name, kind", index_specs())
 def test_adds_and_removes_equal_a_build_on_the_codes_left(name, kind, codes, tmp_path):
     spec, db = exhaustive_spec(name, kind), codes[0][:3000]
     try:

@@ -57,7 +57,7 @@ class FaissIndex(CodeIndex):
     # every list probed; every bucket within all hash_bits flips; a candidate
     # list as long as a test's database
     exhaustive = {"ivf": {"nlist": 16, "nprobe": 16},
-                  "multihash": {"tables": 8, "hash_bits": 8, "nflip": 8},
+                  "multihash": {"tables": 2, "hash_bits": 8, "nflip": 8},
                   "hnsw": {"ef_search": 1 << 16}}
 
     def __init__(self, bit, directory=None, **params):
