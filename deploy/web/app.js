@@ -92,9 +92,9 @@ async function removeImage(id) {
     await call("DELETE", `/images/${id}`);
     if (lastQuery.id === id) { lastQuery = null; $("grid").replaceChildren(); }
     else if (lastQuery.id !== undefined && lastQuery.id > id) lastQuery.id -= 1;   // ids after it move up
-    say(`removed image ${id}`);
     await showHealth();
     await search();
+    say(`removed image ${id}`);
   } catch (err) { say(err.message); }
 }
 
@@ -103,9 +103,9 @@ async function addImages(files) {
   for (const f of files) form.append("images", f);
   try {
     const data = await call("POST", "/images", form);
-    say(`added ${data.added.map((a) => "#" + a.id).join(", ")}`);
     await showHealth();
     await search();
+    say(`added ${data.added.map((a) => "#" + a.id).join(", ")}`);
   } catch (err) { say(err.message); }
 }
 
