@@ -165,7 +165,7 @@ def recover(cache, list_file, num_class, root, index_dir, log=print):
     paths, labels = parse_list(list_file, num_class)
     now = entries_digest(paths, labels)
     if now == digests["entries_before"]:
-        drop_uploads(change, paths, root)
+        drop_uploads(change.uploads, paths, root)
         log(f"journal: an interrupted {change.op} had not reached {list_file}: undone")
     elif now == digests["entries_after"]:
         packed = roll_cache_forward(cache, change, digests, (paths, labels))
@@ -178,9 +178,9 @@ def recover(cache, list_file, num_class, root, index_dir, log=print):
     os.remove(path)
 
 
-def drop_uploads(change, paths, root):
-    """Remove the files an undone add wrote, unless the list holds them."""
-    for upload in set(change.uploads) - set(paths):
+def drop_uploads(uploads, paths, root):
+    """Remove the files an undone add wrote, unless the list ``paths`` holds them."""
+    for upload in set(uploads) - set(paths):
         with contextlib.suppress(FileNotFoundError):
             os.remove(os.path.join(root, upload))
 

@@ -29,8 +29,8 @@ import utils  # noqa: F401  (first: silences Paddle's import-time ccache warning
 import paddle
 
 import models
-from deploy.cli import (add_database_args, fit_arch_to_model, fit_sizes_to_model,
-                        parse_retrieval_args, set_pipeline)
+from deploy.cli import (add_database_args, check_arch_sizes, default_resize, fit_arch_to_model,
+                        fit_sizes_to_model, parse_retrieval_args, set_pipeline)
 from deploy.retrieve import Encoder
 from deploy.service import Service
 from utils.base.errors import UserError, run_cli
@@ -44,7 +44,7 @@ MIB = 1 << 20
 
 def build_parser():
     p = argparse.ArgumentParser(description="HashNet retrieval service (HTTP + web page)")
-    add_database_args(p)
+    add_database_args(p, crop_default=None)   # --model-dir: the export's; else 224
 
     def a(*names, **kwargs):
         return add(p, *names, **kwargs)
@@ -113,6 +113,9 @@ def open_encoder(args):
     from utils.inference.checkpoints import load_trained_model
     from utils.inference.encoder import MIN_IMAGES_TO_EXPORT, fastest_forward
     args.arch = args.arch or models.DEFAULT_ARCH
+    args.crop_size = args.crop_size or models.DEFAULT_CROP
+    args.resize_size = args.resize_size or default_resize(args.crop_size)
+    check_arch_sizes(args)
     set_pipeline(args)
     model, weights = load_trained_model(args.bit, args.pretrained, args.arch)
     print(f"weights: {weights}", flush=True)

@@ -16,7 +16,7 @@ import time
 import numpy as np
 from PIL import Image
 
-from deploy.live_database import LiveDatabase, UnknownImage
+from deploy.live_database import LiveDatabase, UnknownImage, drop_uploads
 from deploy.search import search_database
 from utils.base.errors import UserError
 from utils.base.io import atomic_write
@@ -194,7 +194,12 @@ class Service:
         if not new:
             raise UserError("nothing to add: upload images or give paths under the database root")
         row = self.labels_row(labels)
-        ids = self.live.add(new, np.repeat(row[None], len(new), axis=0), uploads=saved)
+        try:
+            ids = self.live.add(new, np.repeat(row[None], len(new), axis=0), uploads=saved)
+        except BaseException:
+            with self.live.reading() as db:   # an upload the list does not hold is dropped
+                drop_uploads(saved, db.images.paths, self.root)
+            raise
         return {"added": [{"id": i, "path": p} for i, p in zip(ids, new)],
                 "database_size": len(self.live)}
 

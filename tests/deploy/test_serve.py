@@ -5,17 +5,15 @@ OpenAPI description; every bad input is a 4xx JSON error of one line that
 leaves the service up and the database as it was."""
 import io
 import os
-import shutil
 
 import httpx
 import numpy as np
 import pytest
 from PIL import Image
 
-from support.cli import run_in_process, run_predict_inprocess
-from support.demo_set import predict_argv
+from support.cli import run_in_process
 from support.errors import assert_cli_error
-from support.service import TOKEN, start_service, stop
+from support.service import TOKEN, predicted_ranking, start_service, stop
 
 MAX_PIXELS, MAX_BODY_MB = 10_000, 1
 
@@ -51,17 +49,6 @@ def ranking(answer):
     return [(r["id"], r["distance"]) for r in answer["results"]]
 
 
-def predict_ranking(demo, service, trained, img, tmp_path, capsys, *extra):
-    """predict.py's top-10 for ``img`` over the service's list as it is now."""
-    lists = tmp_path / "lists_now"
-    shutil.copytree(service.list_dir, lists)
-    argv = predict_argv(demo, trained.prefix, img, tmp_path / "predict", *extra)
-    argv[argv.index("--list-dir") + 1] = str(lists)
-    argv[argv.index("--data_path") + 1] = service.root
-    result, _ = run_predict_inprocess(capsys, argv)
-    return [(t["index"], t["distance"]) for t in result["topk"]]
-
-
 def database_size(client):
     return client.get("/health").json()["database_size"]
 
@@ -82,8 +69,8 @@ def test_health_names_the_model_index_and_database(client, demo):
 def test_search_by_upload_equals_predict_py(client, service, demo, trained, outside_query,
                                             tmp_path, capsys):
     answer = search(client, image=image_bytes(outside_query), topk=10)["queries"][0]
-    assert ranking(answer) == predict_ranking(demo, service, trained, outside_query, tmp_path,
-                                              capsys)
+    assert ranking(answer) == predicted_ranking(service, demo, trained.prefix, outside_query,
+                                                tmp_path, capsys)
     assert len(answer["code"]) == 16 and set(answer["code"]) <= {"0", "1"}
     distances = [d for _, d in ranking(answer)]
     assert distances == sorted(distances)
@@ -140,8 +127,8 @@ def test_adds_and_removals_persist_and_equal_a_rebuild(client, service, demo, tr
     with np.load(os.path.join(service.save_path, "database_code_demo_16.npz")) as cache:
         assert len(cache["packed"]) == n
     served = ranking(search(client, image=image_bytes(outside_query), topk=10)["queries"][0])
-    assert served == predict_ranking(demo, service, trained, outside_query, tmp_path, capsys,
-                                     "--rebuild_cache")
+    assert served == predicted_ranking(service, demo, trained.prefix, outside_query, tmp_path,
+                                       capsys, "--rebuild_cache")
 
 
 def test_images_and_cached_thumbnails(client, service):
@@ -209,6 +196,10 @@ def bad_request(client, service, case):
         "unknown_id_delete": lambda: (client.delete("/images/99999", headers=service.auth), 404,
                                       "no image 99999"),
         "unknown_id_image": lambda: (client.get("/images/99999"), 404, "no image 99999"),
+        "non_image_add": lambda: (client.post("/images", files={"images": (
+            "a.jpg", b"not an image", "image/jpeg")}, headers=service.auth), 400, "unreadable"),
+        "path_not_an_image": lambda: (client.post("/images", data={"paths": "notes.jpg"},
+                                                  headers=service.auth), 400, "unreadable"),
         "path_outside_root": lambda: (client.post("/images", data={"paths": "../lists/test.txt"},
                                                   headers=service.auth), 400, "outside"),
         "link_outside_root": lambda: (client.post("/images", data={"paths": "escape.jpg"},
@@ -225,12 +216,17 @@ def bad_request(client, service, case):
 
 @pytest.mark.parametrize("case", ["non_image", "over_pixel_limit", "body_over_cap", "topk_zero",
                                   "topk_over", "unknown_id_search", "unknown_id_delete",
-                                  "unknown_id_image", "path_outside_root", "link_outside_root",
-                                  "missing_token", "wrong_token", "malformed_multipart"])
+                                  "unknown_id_image", "non_image_add", "path_not_an_image",
+                                  "path_outside_root", "link_outside_root", "missing_token",
+                                  "wrong_token", "malformed_multipart"])
 def test_bad_input_is_a_one_line_json_error_and_loses_nothing(client, service, case):
     escape = os.path.join(service.root, "escape.jpg")
     if not os.path.lexists(escape):
         os.symlink(os.path.join(os.path.dirname(service.root), "lists", "test.txt"), escape)
+        with open(os.path.join(service.root, "notes.jpg"), "w") as f:
+            f.write("not an image")
+    uploads = os.path.join(service.root, "uploads")
+    files = sorted(os.listdir(uploads)) if os.path.isdir(uploads) else []
     size, text = database_size(client), list_text(service)
     response, status, word = bad_request(client, service, case)
     assert response.status_code == status, response.text
@@ -239,6 +235,7 @@ def test_bad_input_is_a_one_line_json_error_and_loses_nothing(client, service, c
     assert "Traceback" not in response.text
     assert client.get("/health").json()["ready"] is True
     assert database_size(client) == size and list_text(service) == text
+    assert (sorted(os.listdir(uploads)) if os.path.isdir(uploads) else []) == files
 
 
 def test_a_public_address_without_a_token_is_refused(monkeypatch, demo, trained, tmp_path):
@@ -249,3 +246,22 @@ def test_a_public_address_without_a_token_is_refused(monkeypatch, demo, trained,
             "--host", "0.0.0.0"]
     assert_cli_error(run_in_process(serve.main, *argv), "--host 0.0.0.0", "--token")
 
+
+
+def test_an_export_serves_as_the_model(demo, trained, tmp_path):
+    """--model-dir: the exported model encodes as the checkpoint does, with
+    infer.py's cache tag and the export's input size."""
+    import deploy.serve as serve
+    from deploy.cli import parse_retrieval_args
+    from support.centred_model import codes_of
+    from support.demo_set import CROP, database_batch
+    from utils.inference.export import save_inference_model
+    from utils.retrieval.codes import sign_codes
+    save_inference_model(trained.model, str(tmp_path), image_size=CROP)
+    args = parse_retrieval_args(serve.build_parser(), [
+        "--bit", "16", "--dataset", "demo", "--data_path", demo.image_dir, "--list-dir",
+        demo.list_dir, "--model-dir", str(tmp_path), "--save_path", str(tmp_path / "out")])
+    encoder = serve.open_encoder(args)
+    x = database_batch(demo)[:8]
+    assert encoder.tag == "_inference" and args.crop_size == CROP
+    np.testing.assert_array_equal(sign_codes(encoder.query(x)), codes_of(trained.model, x))

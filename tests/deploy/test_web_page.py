@@ -6,14 +6,11 @@ which then is gone; it asks nothing of any address but the service's. The
 screenshot it saves is ``web_page.png`` in the test's temporary folder
 (its path is printed)."""
 import os
-import shutil
 from urllib.parse import urlsplit
 
 import pytest
 
-from support.cli import run_predict_inprocess
-from support.demo_set import predict_argv
-from support.service import TOKEN, start_service, stop
+from support.service import TOKEN, predicted_ranking, start_service, stop
 
 CHROMIUM = ("/usr/lib/chromium/chromium", "/usr/bin/chromium")
 # no update checks, sync, field trials or QUIC probes: the browser talks to the service only
@@ -64,19 +61,9 @@ def grid(page):
             for tile in page.query_selector_all("#grid .tile")]
 
 
-def predicted(demo, service, trained, img, tmp_path, capsys, topk):
-    lists = tmp_path / "lists_now"
-    shutil.copytree(service.list_dir, lists)
-    argv = predict_argv(demo, trained.prefix, img, tmp_path / "predict", "--topk", str(topk))
-    argv[argv.index("--list-dir") + 1] = str(lists)
-    argv[argv.index("--data_path") + 1] = service.root
-    result, _ = run_predict_inprocess(capsys, argv)
-    return [(t["index"], t["distance"]) for t in result["topk"]]
-
-
 def test_query_grid_topk_and_removal_in_a_browser(page, service, demo, trained, outside_query,
                                                   tmp_path, capsys):
-    expected = predicted(demo, service, trained, outside_query, tmp_path, capsys, 10)
+    expected = predicted_ranking(service, demo, trained.prefix, outside_query, tmp_path, capsys)
     page.wait_for_function("document.getElementById('health').textContent.includes('images')")
     page.set_input_files("#file-input", outside_query)
     page.wait_for_function("document.querySelectorAll('#grid .tile').length === 10")
@@ -101,8 +88,8 @@ def test_query_grid_topk_and_removal_in_a_browser(page, service, demo, trained, 
     assert removed_path not in paths
     with open(os.path.join(service.list_dir, "database.txt")) as f:
         assert removed_path not in [line.rsplit(None, 10)[0] for line in f]
-    assert grid(page) == predicted(demo, service, trained, outside_query, tmp_path / "after",
-                                   capsys, 5)
+    assert grid(page) == predicted_ranking(service, demo, trained.prefix, outside_query,
+                                           tmp_path / "after", capsys, "--topk", "5")
     shot = str(tmp_path / "web_page.png")
     page.screenshot(path=shot, full_page=True)
     print(f"screenshot: {shot}")

@@ -71,3 +71,17 @@ def wait_ready(service, timeout):
 def stop(service):
     service.proc.kill()
     service.proc.wait(timeout=60)
+
+
+def predicted_ranking(service, demo, prefix, img, folder, capsys, *extra):
+    """predict.py's (index, distance) ranking of ``img`` over a copy of the
+    service's list as it is now (its own cache under ``folder``)."""
+    from support.cli import run_predict_inprocess
+    from support.demo_set import predict_argv
+    lists = os.path.join(str(folder), "lists_now")
+    shutil.copytree(service.list_dir, lists)
+    argv = predict_argv(demo, prefix, img, os.path.join(str(folder), "predict"), *extra)
+    argv[argv.index("--list-dir") + 1] = lists
+    argv[argv.index("--data_path") + 1] = service.root
+    result, _ = run_predict_inprocess(capsys, argv)
+    return [(t["index"], t["distance"]) for t in result["topk"]]
