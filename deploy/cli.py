@@ -32,6 +32,26 @@ def add_retrieval_args(p, crop_default=224):
     """Flags common to predict.py and infer.py. Both spellings of each
     (``--data_path``/``--data-path`` …) work in both scripts. Numeric flags
     carry their range (utils/base/flags.py); parse_retrieval_args checks them."""
+    add_database_args(p, crop_default)
+    add_query_args(p)
+
+
+def add_query_args(p):
+    """The query of one run: its image, top-k, how to read it, the montage."""
+    def a(*names, **kwargs):
+        return add(p, *names, **kwargs)
+    a("--img", "--img-path", "--img_path", dest="img", required=True, help="the query image")
+    a("--topk", type=int, default=10, valid=TOP_RESULTS, help="how many database images to return")
+    a("--ignore-exif-orientation", "--ignore_exif_orientation", dest="ignore_exif_orientation",
+      action="store_true", help="read the query's pixels as stored; by default a photo with an "
+      "EXIF orientation is turned upright first (dataset images never are, as in the reference)")
+    a("--show", nargs="?", const=True, default=False, type=str2bool,
+      help="display the montage (needs a display; otherwise a note is printed)")
+
+
+def add_database_args(p, crop_default=224):
+    """The database and the model's input: the flags of predict.py, infer.py
+    and the service (deploy/serve.py)."""
     def a(*names, **kwargs):
         return add(p, *names, **kwargs)
     a("--bit", type=int, default=64, choices=models.BITS)
@@ -43,7 +63,6 @@ def add_retrieval_args(p, crop_default=224):
       help="folder holding database.txt (default data/<dataset>)")
     a("--num_class", type=int, default=None, valid=NUM_CLASS,
       help="labels per list line (default: dataset preset)")
-    a("--img", "--img-path", "--img_path", dest="img", required=True, help="the query image")
     a("--save_path", "--save-path", dest="save_path", default="./output",
       help="where the code cache, the nearest image, the montage and the JSON go")
     a("--crop_size", "--crop-size", dest="crop_size", type=int, default=crop_default, valid=SIDE,
@@ -55,20 +74,14 @@ def add_retrieval_args(p, crop_default=224):
     a("--input_pipeline", "--input-pipeline", dest="input_pipeline", default="auto",
       choices=PIPELINES, help="the transforms the model was trained with (auto: caffe for "
                               "--arch caffenet, else reference)")
-    a("--topk", type=int, default=10, valid=TOP_RESULTS, help="how many database images to return")
     a("--num_threads", "--num-threads", dest="num_threads", type=int, default=available_cores(),
       valid=THREADS, help="CPU math threads")
     a("--index", default=DEFAULT_SPEC, help=index_help())
     a("--rebuild_cache", "--rebuild-cache", dest="rebuild_cache", action="store_true",
       help="re-encode the database even if a matching cache exists")
-    a("--ignore-exif-orientation", "--ignore_exif_orientation", dest="ignore_exif_orientation",
-      action="store_true", help="read the query's pixels as stored; by default a photo with an "
-      "EXIF orientation is turned upright first (dataset images never are, as in the reference)")
     a("--max-image-pixels", "--max_image_pixels", dest="max_image_pixels", type=int,
       default=DEFAULT_MAX_PIXELS, valid=AT_LEAST_1,
       help="refuse images of more width x height pixels")
-    a("--show", nargs="?", const=True, default=False, type=str2bool,
-      help="display the montage (needs a display; otherwise a note is printed)")
     a("--debug", action="store_true", help="show tracebacks for bad input")
 
 
@@ -101,7 +114,8 @@ def resolve_retrieval_args(args):
         check_arch_sizes(args)
     if not is_saved_index(args.index):
         parse_spec(args.index)   # an unknown backend, kind or parameter fails now
-    if not os.path.exists(args.img):   # a directory or a bad file: the image reader says which
+    if getattr(args, "img", None) is not None and not os.path.exists(args.img):
+        # a directory or a bad file: the image reader says which
         raise UserError(f"query image {args.img} not found")
     check_input_dir(args.list_dir, "--list-dir")
     ensure_writable_dir(args.save_path, "--save_path")   # before the database is encoded

@@ -33,9 +33,14 @@ def database_loader(db, batch_size):
 
 def database_tail(db, start):
     """The entries of ``db`` from ``start`` on (the images a grown list adds)."""
-    tail = copy.copy(db)
-    tail.paths, tail.labels = db.paths[start:], db.labels[start:]
-    return tail
+    return with_entries(db, db.paths[start:], db.labels[start:])
+
+
+def with_entries(db, paths, labels):
+    """``db`` (an ImageList) holding other entries: same root and transforms."""
+    other = copy.copy(db)
+    other.paths, other.labels = paths, labels
+    return other
 
 
 def database_code_cache(args, model_files, tag="", device=None):
@@ -49,15 +54,22 @@ def database_code_cache(args, model_files, tag="", device=None):
                              legacy_path=os.path.join(args.save_path, f"database_code_{args.bit}.npy"))
 
 
+def index_directory(args, tag=""):
+    """Where the --index is saved: the folder named, else
+    --save_path/index_<dataset>_<bit><tag>_<backend>_<kind>; None for
+    ``exact`` (kept in memory: its codes are the code cache)."""
+    if is_saved_index(args.index):
+        return args.index
+    cls, params = parse_spec(args.index)
+    if cls.backend == "exact":
+        return None
+    return os.path.join(args.save_path, f"index_{args.dataset}_{args.bit}{tag}_"
+                                        f"{cls.backend}_{params['kind']}")
+
+
 def database_search_index(args, cache, packed, tag=""):
-    """The --index over the database codes ``packed`` (from ``cache``): a saved
-    folder, or BACKEND[:KIND] kept in --save_path/index_<dataset>_<bit><tag>_<backend>_<kind>."""
-    default_dir = None
-    if not is_saved_index(args.index):
-        cls, params = parse_spec(args.index)
-        default_dir = os.path.join(args.save_path, f"index_{args.dataset}_{args.bit}{tag}_"
-                                                   f"{cls.backend}_{params['kind']}")
-    return open_saved_index(args.index, packed, cache.fingerprint, default_dir)
+    """The --index over the database codes ``packed`` (from ``cache``)."""
+    return open_saved_index(args.index, packed, cache.fingerprint, index_directory(args, tag))
 
 
 def query_label(img, db, list_dir, num_class):

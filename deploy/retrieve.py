@@ -34,6 +34,7 @@ class Database:
     labels: np.ndarray   # [n, C] (from the cache, else the list's)
     source: str          # where the codes came from ("built", "cache", ...)
     index: object        # the --index (a CodeIndex)
+    cache: object = None  # the DatabaseCodeCache the codes are kept in
 
 
 class Timer:
@@ -65,7 +66,8 @@ def open_coded_database(args, encoder, batch_size):
     packed, labels, source = cache.get(build, len(images), args.rebuild_cache,
                                        (images.paths, images.labels))
     index = database_search_index(args, cache, packed, tag=encoder.tag)
-    return Database(images, packed, images.labels if labels is None else labels, source, index)
+    return Database(images, packed, images.labels if labels is None else labels, source, index,
+                    cache)
 
 
 def load_query(args, copies=1):

@@ -297,6 +297,18 @@ MUTANTS = [
            "codes, new_labels = build(old)",
            "codes, new_labels = build(0)",
            ("tests/retrieval/test_code_cache.py::test_grown_list_encodes_only_the_new_entries",)),
+    Mutant("tombstones_returned", "an index that cannot delete returns its removed codes",
+           "utils/retrieval/index/base.py",
+           "            ids = np.where(self.is_live(ids), ids, MISSING)\n",
+           "",
+           ("tests/contracts/test_index_backends.py::"
+            "test_adds_and_removes_equal_a_build_on_the_codes_left",)),
+    Mutant("journal_not_replayed", "a change killed half-way is not finished at the next start",
+           "deploy/live_database.py",
+           "    path = journal_path(cache)\n    if not os.path.isfile(path):",
+           "    path = journal_path(cache)\n    if True:",
+           ("tests/deploy/test_live_database.py::"
+            "test_kill_during_an_add_is_finished_or_undone_at_the_next_start",)),
 ]
 
 

@@ -2,25 +2,21 @@
 ``CodeIndex``), for each of its kinds, at its default parameters: answer
 top-k in (distance, id) order with true distances, equal the exact scan item
 by item where the kind is not ``approximate``, survive save and load, and
-refuse what it cannot do in one line. A backend whose optional packages are
-not installed is skipped, saying what to install."""
+refuse what it cannot do in one line; and after any sequence of adds and
+removes, answer as an index built from scratch on the codes left, item by
+item (an approximate kind at its ``exhaustive`` parameters, where it must
+equal the exact scan). A backend whose optional packages are not installed
+is skipped, saying what to install."""
 import numpy as np
 import pytest
 
+from support.backends import exhaustive_spec, index_specs
 from support.errors import user_error
 from utils.base.errors import UserError
 from utils.retrieval.hamming import hamming_distances, hamming_topk
 from utils.retrieval.index import BACKENDS, MISSING, create_index, load_index, save_index
 
 BIT, K = 64, 20
-
-
-def specs():
-    for name, cls in sorted(BACKENDS.items()):
-        marks = [] if cls.installed() else [pytest.mark.skip(reason=f"{name} needs "
-                                                                    f"{cls.requires}")]
-        for kind in cls.kinds:
-            yield pytest.param(name, kind, marks=marks, id=f"{name}:{kind}")
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +62,7 @@ def check_top_k(index, db, queries, approximate):
     return ids, dist
 
 
-@pytest.mark.parametrize("name, kind", specs())
+@pytest.mark.parametrize("name, kind", index_specs())
 def test_answers_in_order_and_survives_save_and_load(name, kind, codes, tmp_path):
     index, db = built(name, kind, codes, tmp_path)
     if index is None:
@@ -93,3 +89,62 @@ def test_every_backend_has_a_default_kind_and_parameters():
     for name, cls in BACKENDS.items():
         assert cls.backend == name and cls.kinds
         assert set(cls.approximate) <= set(cls.kinds) and set(cls.defaults) <= set(cls.kinds)
+
+
+def largest_tie(db):
+    """The rows of ``db`` holding its most frequent code."""
+    _, group, counts = np.unique(db, axis=0, return_inverse=True, return_counts=True)
+    return np.flatnonzero(group.ravel() == np.argmax(counts))
+
+
+def mutated(index, db, directory):
+    """Adds and removes on ``index`` over blocks of ``db``: first and last
+    positions, neighbours, a whole group of tied codes, one code right after
+    its add, a quarter of everything (past a tombstone backend's rebuild
+    fraction), and a save and load in between. Returns the index and the
+    rows of ``db`` it holds, in position order."""
+    held = list(range(1200))
+    index.add(db[:1200])
+
+    def remove(positions):
+        index.remove(positions)
+        for p in sorted(set(positions), reverse=True):
+            del held[p]
+    remove([0, 5, 6, 1199])
+    index.add(db[1200:2000])
+    held += range(1200, 2000)
+    tied = largest_tie(db[held])
+    assert len(tied) > 1   # its lower ids answer first, until removed
+    remove(list(tied))
+    save_index(index, str(directory), {"bit": BIT}, db[held])
+    index.close()
+    index, _ = load_index(str(directory))
+    remove(list(np.random.default_rng(0).choice(len(held), len(held) // 4, replace=False)))
+    index.add(db[2000:3000])
+    held += range(2000, 3000)
+    remove([len(held) - 1])
+    return index, held
+
+
+@pytest.mark.parametrize("name, kind", index_specs())
+def test_adds_and_removes_equal_a_build_on_the_codes_left(name, kind, codes, tmp_path):
+    spec, db = exhaustive_spec(name, kind), codes[0][:3000]
+    try:
+        index = create_index(spec, BIT, str(tmp_path / "steps"))
+    except UserError as refused:   # a kind this machine cannot build (checked above)
+        assert "\n" not in str(refused) and kind in str(refused)
+        return
+    index, held = mutated(index, db, tmp_path / "steps")
+    queries = np.concatenate([codes[1], db[[0, 10, 1500, 2999]]])   # removed ones among them
+    rebuilt = create_index(spec, BIT, str(tmp_path / "rebuilt")).add(db[held])
+    try:
+        assert len(index) == len(held)
+        got, want = index.search(queries, K), rebuilt.search(queries, K)
+        for a, b, c in zip(got, want, hamming_topk(queries, db[held], K)):
+            np.testing.assert_array_equal(a, b)
+            np.testing.assert_array_equal(a, c)
+        message = user_error(index.remove, [len(held)])
+        assert f"position {len(held)}" in message and "\n" not in message
+    finally:
+        index.close()
+        rebuilt.close()

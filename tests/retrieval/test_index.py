@@ -117,7 +117,7 @@ class ReversedTiesMilvus(MilvusIndex):
 
     def __init__(self, db):
         CodeIndex.__init__(self, 64, kind="bin_flat", uri="", collection="codes")
-        self.db, self.count = db, len(db)
+        self.db, self.count, self.next_id = db, len(db), len(db)
 
     def raw_search(self, queries, limit, where=""):
         assert limit <= milvus_backend.MAX_LIMIT

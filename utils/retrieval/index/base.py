@@ -1,21 +1,36 @@
 """The interface every search index keeps, and the ranking rule they share.
 
 An index holds packed binary codes (uint8 [n, ceil(bit/8)],
-``utils.retrieval.hamming.pack_codes``) under consecutive ids 0..n-1 (the
-database order), and answers top-k by Hamming distance. Whatever the
-backend, results come ordered by (distance, id): ties go to the lower id,
-as in the exact scan, so an exact backend agrees with ``exact`` item by item.
-Backends that cannot return ties in id order themselves ask for more
-candidates than k and re-rank them (``search_complete_ties``).
+``utils.retrieval.hamming.pack_codes``) and answers top-k by Hamming
+distance. Its ids are positions 0..n-1 in the database order, before and
+after removals: removing position p moves every later item up by one, as
+deleting a line of the list does. Whatever the backend, results come
+ordered by (distance, id): ties go to the lower id, as in the exact scan, so
+an exact backend agrees with ``exact`` item by item. Backends that cannot
+return ties in id order themselves ask for more candidates than k and
+re-rank them (``search_complete_ties``).
+
+Inside, each code keeps the *stored id* it was added under (0, 1, 2, ...,
+never reused): a backend stores and returns stored ids, and removes by them.
+``live`` (sorted) lists the stored ids still present, so position p is
+``live[p]`` and back by binary search, an order-preserving map: ranking by
+stored id is ranking by position. Backends that can delete (the exact scan,
+faiss's flat and IVF, Milvus) delete; the others keep tombstones (stored ids
+not in ``live``) that searches skip (``search_live``), and rebuild past a
+fraction of them. ``ids.npz`` in a saved index records ``live`` and the
+next stored id once anything was removed.
 """
 import abc
 import importlib.util
+import os
 
 import numpy as np
 
 from utils.base.errors import UserError
+from utils.base.io import atomic_write
 
 MISSING = -1   # id of an empty result slot (an approximate index found fewer than k)
+IDS_FILE = "ids.npz"   # the stored ids of a saved index that had removals
 
 
 class CodeIndex(abc.ABC):
@@ -27,14 +42,19 @@ class CodeIndex(abc.ABC):
     ``defaults`` ({kind: {parameter: default}}), ``approximate`` (the kinds
     whose top-k may miss items; the others equal the exact scan item by item),
     ``modules`` (the optional packages it imports) and ``requires`` (what to
-    pip install for them, in the help; "" when nothing). Subclasses implement
-    ``_add``, ``_search``, ``save_payload`` and ``load_payload``; ``params``
-    (the spec's parameters) make the index re-creatable.
+    pip install for them, in the help; "" when nothing), ``exhaustive``
+    ({approximate kind: parameters at which its search reaches every item},
+    so that it equals the exact scan: what the contract tests build it with
+    to compare add and remove against a rebuild). Subclasses implement
+    ``_add``, ``_remove``, ``_search``, ``save_payload`` and
+    ``load_payload``; ``params`` (the spec's parameters) make the index
+    re-creatable.
     """
     backend = None
     kinds = ()
     defaults = {}
     approximate = ()
+    exhaustive = {}
     modules = ()
     requires = ""
 
@@ -44,7 +64,9 @@ class CodeIndex(abc.ABC):
         self.bit = int(bit)
         self.nbytes = (self.bit + 7) // 8
         self.params = params
-        self.count = 0
+        self.count = 0       # codes present (positions 0..count-1)
+        self.next_id = 0     # the stored id the next added code gets
+        self.live = None     # sorted stored ids of positions 0..count-1; None: arange(count)
 
     def __len__(self):
         return self.count
@@ -63,12 +85,57 @@ class CodeIndex(abc.ABC):
 
     # ------------------------------------------------------------ the interface
     def add(self, packed):
-        """Append codes; they get ids len(self), len(self)+1, ..."""
+        """Append codes; they get positions len(self), len(self)+1, ..."""
         packed = self.check_codes(packed, "database codes")
         if len(packed):
-            self._add(packed, self.count)
+            ids = np.arange(self.next_id, self.next_id + len(packed), dtype=np.int64)
+            self._add(packed, ids)
+            if self.live is not None:
+                self.live = np.concatenate([self.live, ids])
             self.count += len(packed)
+            self.next_id += len(packed)
         return self
+
+    def remove(self, positions):
+        """Remove the codes at ``positions`` (of 0..len(self)-1, any order);
+        the codes after each move up, as lines of a list do."""
+        positions = np.unique(np.asarray(positions, np.int64))
+        if len(positions) == 0:
+            return self
+        if positions[0] < 0 or positions[-1] >= self.count:
+            bad = positions[(positions < 0) | (positions >= self.count)][0]
+            raise UserError(f"cannot remove position {bad} from the {self.backend} index of "
+                            f"{self.count} codes")
+        live, before = self.live_ids(), (self.live, self.count, self.next_id)
+        self.live, self.count = np.delete(live, positions), self.count - len(positions)
+        try:   # after the bookkeeping: a backend may compact, renumbering what is left
+            self._remove(live[positions])
+        except BaseException:
+            self.live, self.count, self.next_id = before
+            raise
+        return self
+
+    def live_ids(self):
+        """The stored id of every position (sorted)."""
+        return np.arange(self.count, dtype=np.int64) if self.live is None else self.live
+
+    def positions_of(self, stored_ids):
+        """Stored ids -> positions; MISSING stays MISSING."""
+        stored_ids = np.asarray(stored_ids, np.int64)
+        if self.live is None:
+            return stored_ids
+        found = stored_ids != MISSING
+        out = stored_ids.copy()
+        out[found] = np.searchsorted(self.live, stored_ids[found])
+        return out
+
+    def is_live(self, stored_ids):
+        """Which of ``stored_ids`` are present (not removed, not MISSING)."""
+        stored_ids = np.asarray(stored_ids, np.int64)
+        if self.live is None:
+            return (stored_ids >= 0) & (stored_ids < self.count)
+        at = np.minimum(np.searchsorted(self.live, stored_ids), max(self.count - 1, 0))
+        return (self.live[at] == stored_ids) if self.count else np.zeros(stored_ids.shape, bool)
 
     def search(self, packed_queries, k):
         """Top-k of each query: (ids int64 [nq, k], distances int32 [nq, k])
@@ -82,7 +149,27 @@ class CodeIndex(abc.ABC):
             raise UserError(f"top-k must be >= 1, got {k}")
         if len(queries) == 0:
             return np.empty((0, k), np.int64), np.empty((0, k), np.int32)
-        return self._search(queries, k)
+        ids, distances = self._search(queries, k)
+        return self.positions_of(ids), distances
+
+    def search_live(self, raw_search, queries, k, stored):
+        """Top-k from ``raw_search(queries, limit)`` (stored ids and distances,
+        ties in any order, MISSING-padded) over ``stored`` stored codes, some
+        of them tombstones: tombstones are dropped, and a query left with
+        fewer than k present items is asked again with 4x the limit, until it
+        has k or the search returned fewer than it was asked for."""
+        limit = min(stored, k + max(k, 16) + (stored - self.count))
+        rows = np.arange(len(queries))
+        out_ids = np.full((len(queries), k), MISSING, np.int64)
+        out_d = np.full((len(queries), k), self.bit + 1, np.int32)
+        while len(rows):
+            ids, dist = raw_search(queries[rows], limit)
+            exhausted = (ids[:, -1] == MISSING) | (limit >= stored)
+            ids = np.where(self.is_live(ids), ids, MISSING)
+            out_ids[rows], out_d[rows] = rank_candidates(ids, dist, k, self.bit)
+            short = (out_ids[rows, -1] == MISSING) & ~exhausted
+            rows, limit = rows[short], min(stored, limit * 4)
+        return out_ids, out_d
 
     def close(self):
         """Release connections or files (Milvus); a no-op elsewhere."""
@@ -98,15 +185,49 @@ class CodeIndex(abc.ABC):
                             "or build another index")
         return np.ascontiguousarray(packed)
 
+    # ------------------------------------------------------------ saving
+    def save_files(self, directory):
+        """Write the index into ``directory``: the backend's files, and the
+        stored ids once something was removed; returns the files' names."""
+        names = list(self.save_payload(directory))
+        path = os.path.join(directory, IDS_FILE)
+        if self.live is not None or self.next_id != self.count:
+            def write(tmp):
+                with open(tmp, "wb") as f:   # a file object: np.savez would add ".npz"
+                    np.savez(f, live=self.live_ids(), next_id=np.int64(self.next_id))
+            atomic_write(path, write)
+            names.append(IDS_FILE)
+        elif os.path.isfile(path):
+            os.remove(path)   # left from before a rebuild: the index.json no longer names it
+        return names
+
+    def load_files(self, directory, count, files=()):
+        """Read back what ``save_files`` wrote (``files``: their names);
+        ``len(self)`` is then the number of codes present."""
+        self.load_payload(directory, count)
+        if IDS_FILE in files:
+            with np.load(os.path.join(directory, IDS_FILE), allow_pickle=False) as saved:
+                self.live, self.next_id = saved["live"].astype(np.int64), int(saved["next_id"])
+            self.count = len(self.live)
+        else:
+            self.live, self.next_id = None, self.count
+
     # ------------------------------------------------------------ for subclasses
     @abc.abstractmethod
-    def _add(self, packed, first_id):
-        """Store packed codes [n, nbytes] under ids first_id, first_id + 1, ..."""
+    def _add(self, packed, ids):
+        """Store packed codes [n, nbytes] under the stored ids ``ids`` (int64
+        [n], consecutive, above every id stored before)."""
+
+    @abc.abstractmethod
+    def _remove(self, ids):
+        """Remove the codes stored under ``ids`` (present, sorted, unique):
+        delete them, or leave tombstones that ``_search`` skips."""
 
     @abc.abstractmethod
     def _search(self, packed_queries, k):
-        """Top-k of each query (1 <= k <= len(self)): (ids int64 [nq, k],
-        distances int32 [nq, k]) in (distance, id) order, MISSING where empty."""
+        """Top-k of each query (1 <= k <= len(self)) among the codes present:
+        (stored ids int64 [nq, k], distances int32 [nq, k]) in (distance,
+        stored id) order, MISSING where empty."""
 
     @abc.abstractmethod
     def save_payload(self, directory):
@@ -114,7 +235,7 @@ class CodeIndex(abc.ABC):
 
     @abc.abstractmethod
     def load_payload(self, directory, count):
-        """Read back what ``save_payload`` wrote (``count`` codes)."""
+        """Read back what ``save_payload`` wrote (``count`` codes present)."""
 
 
 def rank_candidates(ids, distances, k, bit):

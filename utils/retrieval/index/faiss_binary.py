@@ -15,6 +15,12 @@ Kinds and their parameters (defaults in ``FaissIndex.defaults``):
 faiss does not order ties by id, so each search asks for k + max(k, 16)
 candidates and re-ranks them by (distance, id); ``flat`` asks again with
 more until the tie at the k-th distance is complete, so it equals ``exact``.
+
+Removal: ``flat`` (inside an IndexBinaryIDMap) and ``ivf`` hold each code's
+stored id and delete with ``remove_ids``. ``multihash`` and ``hnsw`` cannot
+delete (faiss 1.15 raises): a removed code stays as a tombstone that
+searches skip, and once tombstones pass REBUILD_FRACTION of the stored codes
+the index is rebuilt from the codes present.
 """
 import os
 
@@ -26,6 +32,8 @@ from utils.retrieval.index.registry import register
 from utils.retrieval.index.base import CodeIndex, rank_candidates, search_complete_ties
 
 INDEX_FILE = "faiss.index"
+REBUILD_FRACTION = 0.2   # multihash / hnsw: rebuilt when tombstones pass this share
+DELETES = ("flat", "ivf")   # the kinds faiss can remove from
 
 
 def import_faiss():
@@ -46,6 +54,11 @@ class FaissIndex(CodeIndex):
                 "multihash": {"tables": 4, "hash_bits": 16, "nflip": 1},
                 "hnsw": {"m": 16, "ef_search": 128, "ef_construction": 40},
                 "flat": {}}
+    # every list probed; every bucket within all hash_bits flips; a candidate
+    # list as long as a test's database
+    exhaustive = {"ivf": {"nlist": 16, "nprobe": 16},
+                  "multihash": {"tables": 2, "hash_bits": 8, "nflip": 8},
+                  "hnsw": {"ef_search": 1 << 16}}
 
     def __init__(self, bit, directory=None, **params):
         super().__init__(bit, **params)
@@ -58,7 +71,8 @@ class FaissIndex(CodeIndex):
         faiss, p, d = self.faiss, self.params, self.bit
         kind = p["kind"]
         if kind == "flat":
-            return faiss.IndexBinaryFlat(d)
+            self.storage = faiss.IndexBinaryFlat(d)   # kept alive: the ID map points to it
+            return faiss.IndexBinaryIDMap(self.storage)
         if kind == "ivf":
             self.quantizer = faiss.IndexBinaryFlat(d)   # kept alive: the IVF index points to it
             return faiss.IndexBinaryIVF(self.quantizer, d, int(p["nlist"]))
@@ -89,11 +103,30 @@ class FaissIndex(CodeIndex):
         sample = packed[np.linspace(0, len(packed) - 1, size).astype(np.int64)]
         self.index.train(sample)
 
-    def _add(self, packed, first_id):
+    def _add(self, packed, ids):
         self.configure()
         if not self.index.is_trained:
             self.train(packed)
-        self.index.add(packed)
+        if self.params["kind"] in DELETES:
+            self.index.add_with_ids(packed, ids)
+        else:   # stored id = faiss's own sequential number (next_id == ntotal)
+            self.index.add(packed)
+
+    def _remove(self, ids):
+        if self.params["kind"] in DELETES:
+            self.index.remove_ids(np.ascontiguousarray(ids, np.int64))
+        elif self.index.ntotal - self.count > REBUILD_FRACTION * self.index.ntotal:
+            self.rebuild()
+
+    def rebuild(self):
+        """A new index over the codes present only (tombstones dropped); their
+        stored ids become 0..count-1."""
+        stored = self.index.storage.reconstruct_n(0, self.index.ntotal)
+        present = stored[self.live_ids()]
+        self.index = self.new_index()
+        self.live, self.next_id = None, self.count
+        self.configure()
+        self.index.add(present)
 
     def raw_search(self, queries, limit):
         distances, ids = self.index.search(queries, limit)
@@ -101,10 +134,13 @@ class FaissIndex(CodeIndex):
 
     def _search(self, packed_queries, k):
         self.configure()
-        if self.params["kind"] == "flat":
+        kind = self.params["kind"]
+        if kind == "flat":
             ids, distances, _, _ = search_complete_ties(self.raw_search, packed_queries, k,
                                                         self.count, self.bit)
             return ids, distances
+        if kind not in DELETES:
+            return self.search_live(self.raw_search, packed_queries, k, self.index.ntotal)
         ids, distances = self.raw_search(packed_queries, min(self.count, k + max(k, 16)))
         return rank_candidates(ids, distances, k, self.bit)
 
@@ -116,3 +152,14 @@ class FaissIndex(CodeIndex):
     def load_payload(self, directory, count):
         self.index = self.faiss.read_index_binary(os.path.join(directory, INDEX_FILE))
         self.count = self.index.ntotal
+        if self.params["kind"] == "flat" and not isinstance(self.index,
+                                                             self.faiss.IndexBinaryIDMap):
+            self.index = self.with_id_map(self.index)
+
+    def with_id_map(self, flat):
+        """A flat index saved without stored ids (they were its positions)
+        inside the ID map that removal needs."""
+        codes = flat.reconstruct_n(0, flat.ntotal)
+        index = self.new_index()
+        index.add_with_ids(codes, np.arange(len(codes), dtype=np.int64))
+        return index

@@ -13,7 +13,8 @@ database index, code BINARY_VECTOR). Milvus breaks ties arbitrarily and
 returns at most 16,384 results per query, so an exact search completes the
 tie at the k-th distance by asking again with a larger limit and, past that
 bound, by scanning id windows (``complete_tie_by_windows``); results are then
-(distance, id) ordered like every backend's.
+(distance, id) ordered like every backend's. Removal deletes rows by primary
+key (the stored id).
 """
 import os
 import tempfile
@@ -52,6 +53,7 @@ class MilvusIndex(CodeIndex):
     defaults = {"bin_flat": {"uri": "", "collection": "hashnet_codes"},
                 "bin_ivf_flat": {"uri": "", "collection": "hashnet_codes", "nlist": 1024,
                                  "nprobe": 16}}
+    exhaustive = {"bin_ivf_flat": {"nlist": 16, "nprobe": 16}}   # every list probed
 
     def __init__(self, bit, directory=None, **params):
         super().__init__(bit, **params)
@@ -107,17 +109,23 @@ class MilvusIndex(CodeIndex):
             self.call("drop_collection", self.collection)
         self.call("create_collection", self.collection, schema=schema, index_params=index_params)
 
-    def _add(self, packed, first_id):
+    def _add(self, packed, ids):
         if self.bit % 8:
             raise UserError(f"Milvus binary vectors need a multiple of 8 bits, got {self.bit}")
-        if first_id == 0:
+        if ids[0] == 0:
             self.create_collection()
         for start in range(0, len(packed), INSERT_ROWS):
             block = packed[start:start + INSERT_ROWS]
             self.call("insert", self.collection, [
-                {"id": first_id + start + i, "code": row.tobytes()} for i, row in enumerate(block)])
+                {"id": int(i), "code": row.tobytes()}
+                for i, row in zip(ids[start:start + INSERT_ROWS], block)])
         self.call("flush", self.collection)
         self.call("load_collection", self.collection)
+
+    def _remove(self, ids):
+        for start in range(0, len(ids), INSERT_ROWS):
+            self.call("delete", self.collection, ids=[int(i) for i in ids[start:start + INSERT_ROWS]])
+        self.call("flush", self.collection)
 
     def raw_search(self, queries, limit, where=""):
         """Nearest ``limit`` of each query, ties in Milvus's order:
@@ -152,8 +160,8 @@ class MilvusIndex(CodeIndex):
         until Milvus returns all of its items at distance <= t."""
         nearer = distances < t
         need = len(ids) - int(nearer.sum())
-        found, low, width = [], 0, max(1, self.count // 64)
-        while len(found) < need and low < self.count:
+        found, low, width = [], 0, max(1, self.next_id // 64)
+        while len(found) < need and low < self.next_id:
             got, dist = self.raw_search(query, MAX_LIMIT, f"id >= {low} and id < {low + width}")
             if dist[0, -1] <= t and width > 1:   # the window may hold more at distance t
                 width //= 2

@@ -38,7 +38,7 @@ def save_index(index, directory, fingerprint=None, packed=None):
     """Write ``index`` to ``directory``. ``packed``: the codes it holds (their
     digest lets a later run check or extend it); ``fingerprint``: what made them."""
     os.makedirs(directory, exist_ok=True)
-    files = index.save_payload(directory)
+    files = index.save_files(directory)
     meta = {"format": FORMAT, "backend": index.backend, "params": index.params,
             "bit": index.bit, "count": len(index), "fingerprint": fingerprint,
             "codes_sha256": None if packed is None else codes_digest(packed[:len(index)]),
@@ -67,7 +67,7 @@ def load_index(directory):
         if not os.path.isfile(path) or sha256_file(path) != digest:
             raise CacheError(f"{path} is missing or differs from when the index was saved")
     index = recreate_index(meta["backend"], meta["params"], meta["bit"], directory)
-    index.load_payload(directory, meta["count"])
+    index.load_files(directory, meta["count"], meta["files"])
     if len(index) != meta["count"]:
         index.close()
         raise CacheError(f"the index holds {len(index)} codes, {META_FILE} says {meta['count']} "
