@@ -6,6 +6,15 @@ class UserError(Exception):
     """Bad input the user can fix: printed as one line, no traceback."""
 
 
+def one_line(err, limit=200):
+    """``Type: message`` of an exception raised by a library, on one line
+    (its first non-blank line, cut at ``limit`` characters), for a
+    one-line error that quotes it."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    text = f"{type(err).__name__}: {lines[0]}" if lines else type(err).__name__
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
 INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for Ctrl-C
 
 

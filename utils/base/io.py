@@ -227,18 +227,31 @@ def new_temp_file(directory, name):
 def atomic_write(path, write):
     """Call ``write(tmp_path)`` for a temp file beside ``path``, then fsync it,
     rename it into place and fsync the folder (see the module docstring)."""
-    directory = os.path.dirname(os.path.abspath(path))
-    with disk_full_is_user_error(path):
-        os.makedirs(directory, exist_ok=True)
-        tmp = new_temp_file(directory, os.path.basename(path))
-        try:
-            write(tmp)
-            fsync_file(tmp)
+    atomic_write_all({path: write})
+
+
+def atomic_write_all(writes):
+    """``atomic_write`` of several files as one unit ({path: write}): every
+    temp file is written and fsync'ed first, and only when all of them are
+    complete are they renamed into place, one after the other; an error in
+    any write leaves every old file as it was and no temp file behind."""
+    temps = {}
+    try:
+        for path, write in writes.items():
+            directory = os.path.dirname(os.path.abspath(path))
+            with disk_full_is_user_error(path):
+                os.makedirs(directory, exist_ok=True)
+                temps[path] = new_temp_file(directory, os.path.basename(path))
+                write(temps[path])
+                fsync_file(temps[path])
+        for path, tmp in temps.items():
             os.replace(tmp, path)
-        except BaseException:
+    except BaseException:
+        for tmp in temps.values():
             if os.path.exists(tmp):
                 os.remove(tmp)
-            raise
+        raise
+    for directory in {os.path.dirname(os.path.abspath(path)) for path in temps}:
         fsync_dir(directory)
 
 
