@@ -20,7 +20,7 @@ import os
 import numpy as np
 
 from utils.base.errors import UserError, one_line
-from utils.base.fingerprint import sha256_file
+from utils.base.fingerprint import is_sha256, sha256_file
 from utils.base.io import atomic_save, atomic_write_json
 from utils.base.safe_pickle import RefusedPickle, load_paddle_file
 from utils.base.text_files import read_json
@@ -94,10 +94,6 @@ def read_manifest(manifest):
             raise ValueError(f"its entry for {name[:80]!r} is not {{\"bytes\": n, \"sha256\": hex}}")
         entries[name] = (size, sha)
     return record, entries
-
-
-def is_sha256(text):
-    return isinstance(text, str) and len(text) == 64 and all(c in "0123456789abcdef" for c in text)
 
 
 def recorded_arch(path):

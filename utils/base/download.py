@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from utils.base.errors import UserError
 from utils.base.fingerprint import file_digest
-from utils.base.io import disk_full_is_user_error, open_own_file
+from utils.base.io import disk_full_is_user_error, open_own_file, refuse_link
 
 BASE_ENV = "HASHNET_DOWNLOAD_BASE"
 CHECKSUMS_ENV = "HASHNET_CHECKSUMS"
@@ -227,6 +227,8 @@ def through_paddle(paddle_download, remote, cached):
     those and raise DownloadFailed instead."""
     source = mirrored(remote)
     md5 = source.checksum.split(":", 1)[1]
+    for path in (cached, cached + "_tmp"):   # where Paddle opens its file with open(path, "wb")
+        refuse_link(path, "download cache file")
     try:
         with quiet("paddle.utils.download", "httpx"):  # our error line says it once
             return paddle_download(source.url, md5)

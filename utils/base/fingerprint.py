@@ -19,6 +19,11 @@ def file_digest(path, algorithm="sha256", header=b""):
     return digest.hexdigest()
 
 
+def is_sha256(text):
+    """A sha256 as this project writes it: 64 lower-case hex digits."""
+    return isinstance(text, str) and len(text) == 64 and all(c in "0123456789abcdef" for c in text)
+
+
 def sha256_file(path):
     return file_digest(path, "sha256")
 
