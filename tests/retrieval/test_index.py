@@ -17,12 +17,13 @@ import sys
 import numpy as np
 import pytest
 from hypothesis import given
+from hypothesis import strategies as st
 
 from support.centred_model import BIT, codes_of, make_checkpoint
 from support.cli import TINY, run_predict_inprocess
 from support.demo_set import database_batch, predict_argv, query_path
 from support.errors import user_error
-from support.fuzz import FUZZ, json_like, mutated, one_line_or_result
+from support.fuzz import FUZZ, edited_text, json_like, mutated, one_line_or_result
 from utils.retrieval.code_cache import make_fingerprint
 from utils.retrieval.hamming import hamming_distances, hamming_topk, unpack_codes
 from utils.retrieval.index import (BACKENDS, MISSING, build_index, create_index, load_index,
@@ -436,3 +437,16 @@ def test_fuzzed_index_json_is_read_or_refused_in_one_line(data, tmp_path_factory
             assert len(index) == len(packed)
             index.close()
     fuzz()
+
+
+SPEC_SEEDS = ["faiss:ivf,nlist=64,nprobe=8,train=0", "faiss:multihash,tables=4,hash_bits=16,nflip=1",
+              "faiss:hnsw,m=16,ef_search=64", "milvus:bin_ivf_flat,uri=http://127.0.0.1:19530,"
+              "collection=codes,nlist=8,nprobe=2", "exact"]
+
+
+@FUZZ
+@given(spec=st.sampled_from(SPEC_SEEDS).flatmap(edited_text))
+def test_fuzzed_index_spec_is_parsed_in_range_or_refused_in_one_line(spec):
+    from utils.retrieval.index.registry import params_problem
+    parsed = one_line_or_result(parse_spec, spec)
+    assert parsed is None or params_problem(*parsed) is None

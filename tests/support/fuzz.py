@@ -37,7 +37,7 @@ def one_line_or_result(read, *args, **kwargs):
         return read(*args, **kwargs)
     except UserError as err:
         message = str(err)
-        assert message.strip() and "\n" not in message, repr(message)
+        assert message.strip() and len(message.splitlines()) == 1, repr(message)
         return None
     finally:
         took = time.perf_counter() - start

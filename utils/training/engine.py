@@ -31,6 +31,7 @@ from utils.data.loaders import build_datasets, build_loader
 from utils.data.splits import SPLITS
 from utils.inference.encoder import encode_batches, fastest_forward
 from utils.retrieval.codes import CODE_RULES
+from utils.retrieval.hamming import backend_variable
 from utils.retrieval.metrics import retrieval_metrics
 from utils import methods
 from utils.training import recipes
@@ -316,6 +317,7 @@ def save(args, name, model, optimizer, criterion, state):
 def run(args):
     arch = models.model_class(args.arch)
     check_sizes(args.crop_size, min_crop=arch.min_crop, label=arch.label)  # config checks the rest
+    backend_variable()   # the environment's $HASHNET_HAMMING_BACKEND, before any work
     setup_runtime(args)
     if args.eval:
         return run_eval(args)
