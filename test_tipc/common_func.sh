@@ -158,29 +158,29 @@ func_check_config() {  # refuse, in one line (exit 2), a config that is more tha
     for i in "${!CFG_KEY[@]}"; do
         key=${CFG_KEY[$i]} value=${CFG_VALUE[$i]}
         if [[ $key == -* && ! $key =~ $TIPC_FLAG_RE ]]; then
-            config_error "'$(func_quote "$key")' is not a flag name (--name of letters, digits, _ . -)"
+            config_error "'$key' is not a flag name (--name of letters, digits, _ . -)"
         fi
         [[ $value == null || -z $value ]] && continue
         case $key in
             model_name|train_model_name)
                 [[ $value =~ $TIPC_NAME_RE ]] \
-                    || config_error "$key '$(func_quote "$value")' must be a plain name (letters, digits, _ . -): it names a folder or file inside the output folder" ;;
+                    || config_error "$key '$value' must be a plain name (letters, digits, _ . -): it names a folder or file inside the output folder" ;;
             python)
                 [[ $value =~ $TIPC_PYTHON_RE ]] \
-                    || config_error "python '$(func_quote "$value")' must be a python interpreter (python, python3.10, /usr/bin/python3)" ;;
+                    || config_error "python '$value' must be a python interpreter (python, python3.10, /usr/bin/python3)" ;;
             gpu_list)
                 for item in ${value//|/ }; do
                     [[ $item =~ $TIPC_GPUS_RE ]] \
-                        || config_error "gpu_list entry '$(func_quote "$item")' must be -1 or GPU ids like 0,1"
+                        || config_error "gpu_list entry '$item' must be -1 or GPU ids like 0,1"
                 done ;;
             use-gpu|--use-gpu)
                 for item in ${value//|/ }; do
                     [[ ${item,,} == true || ${item,,} == false ]] \
-                        || config_error "$key value '$(func_quote "$item")' must be True or False"
+                        || config_error "$key value '$item' must be True or False"
                 done ;;
         esac
         if [[ " $TIPC_COMMAND_KEYS " == *" $key "* ]] && ! func_is_command "$value"; then
-            config_error "$key '$(func_quote "$value")' must be [python] SCRIPT.py ARGS, of letters, digits, spaces, quotes and _ . / : = , + @ % -: a config's commands are data, not shell code"
+            config_error "$key '$value' must be [python] SCRIPT.py ARGS, of letters, digits, spaces, quotes and _ . / : = , + @ % -: a config's commands are data, not shell code"
         fi
     done
 }

@@ -306,3 +306,36 @@ def test_fuzzed_checkpoint_is_read_or_refused_in_one_line(tmp_path_factory, data
     path.write_bytes(data)
     state = one_line_or_result(load_state_file, str(path), "checkpoint")
     assert state is None or isinstance(state, dict)
+
+
+# ---------------------------------------------------------------- each check on its own
+# The file-level tests above pass through several checks; these hold each one
+# to its contract, so that a check that stops working is noticed although the
+# others still refuse the file.
+def test_an_array_is_filled_only_with_a_plain_numeric_dtype():
+    from utils.base.safe_pickle import set_array_state
+    for dtype in (np.dtype([("a", "O")]), np.dtype("O"), np.dtype("V8"), np.dtype("S8")):
+        message = user_error(set_array_state, np.ndarray((0,), np.uint8),
+                             (1, (2,), dtype, False, bytes(16)))
+        assert "which weights and data files never hold" in message, dtype
+
+
+def test_a_dtype_state_is_only_its_own():
+    from utils.base.safe_pickle import set_dtype_state
+    fields = (3, "|", None, ("a",), {"a": (np.dtype("O"), 0)}, 8, 1, 0)
+    for dtype, state in ((np.dtype("V8", copy=True), fields),
+                         (np.dtype("f4", copy=True), (3, "<", None, None, None, -1, -1, 63)),
+                         (np.dtype("f4", copy=True), (3, "<", None, None, None, 8, 4, 0))):
+        assert "fields or flags set by the pickle" in user_error(set_dtype_state, dtype, state)
+    big = np.dtype("f4", copy=True)
+    set_dtype_state(big, (3, ">", None, None, None, -1, -1, 0))   # its own, big-endian
+    assert big == np.dtype(">f4")
+
+
+def test_a_read_past_the_end_is_refused_before_it_allocates():
+    import io
+    from utils.base.safe_pickle import BoundedReader
+    reader = BoundedReader(io.BytesIO(b"12345"))
+    assert reader.read(3) == b"123"
+    with pytest.raises(pickle.UnpicklingError, match="declares 3 bytes where the file has 2 left"):
+        reader.read(3)

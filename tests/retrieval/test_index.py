@@ -397,9 +397,9 @@ def saved_exact(folder, data, tmp_path):
 
 @pytest.mark.parametrize("change, fragment", [
     ({"params": {"kind": "scan", "nlist": 4}}, "exact:scan takes the parameters none"),
-    ({"count": "300"}, "count is not a int"),
+    ({"count": "300"}, "count is not an integer"),
     ({"files": {"../codes.npy": "0" * 64}}, "files lists '../codes.npy'"),
-    ({"backend": ["exact"]}, "backend is not a str"),
+    ({"backend": ["exact"]}, "backend is not a name"),
     ({"bit": 0}, "bit 0 or count 300 out of range"),
 ], ids=["unknown parameter", "count a string", "a file outside", "backend a list", "bit 0"])
 def test_index_json_of_the_wrong_shape_is_one_line(data, tmp_path, change, fragment):

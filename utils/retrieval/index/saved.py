@@ -63,16 +63,18 @@ def read_meta(directory):
     return meta
 
 
-META_TYPES = {"backend": str, "params": dict, "bit": int, "count": int, "files": dict}
+META_TYPES = {"backend": (str, "a name"), "params": (dict, "an object"),
+              "bit": (int, "an integer"), "count": (int, "an integer"),
+              "files": (dict, "an object")}
 
 
 def meta_problem(meta):
     """What makes ``meta`` not an index.json this code writes, or None."""
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         return "no \"format\": 1"
-    wrong = [key for key, type_ in META_TYPES.items() if type(meta.get(key)) is not type_]
+    wrong = [key for key, (type_, _) in META_TYPES.items() if type(meta.get(key)) is not type_]
     if wrong:
-        return f"{wrong[0]} is not a {META_TYPES[wrong[0]].__name__}"
+        return f"{wrong[0]} is not {META_TYPES[wrong[0]][1]}"
     if meta["backend"] not in BACKENDS:
         return f"unknown backend {meta['backend'][:40]!r}"
     if not 1 <= meta["bit"] <= MAX_BIT or meta["count"] < 0:
