@@ -12,6 +12,7 @@ from utils.base.runtime import available_cores
 from utils.data.caffe_pipeline import PIPELINES, build_pipeline, resolve_pipeline
 from utils.data.images import DEFAULT_MAX_PIXELS, set_max_pixels
 from utils.data.presets import DATASET_PRESETS, need_num_class
+from utils.retrieval.hamming import backend_variable
 from utils.retrieval.index import DEFAULT_SPEC, index_help, is_saved_index, parse_spec
 
 TOP_RESULTS = Range(low=1, high=1000)   # each one is a tile of the montage
@@ -114,6 +115,7 @@ def resolve_retrieval_args(args):
         check_arch_sizes(args)
     if not is_saved_index(args.index):
         parse_spec(args.index)   # an unknown backend, kind or parameter fails now
+    backend_variable()           # so does a bad $HASHNET_HAMMING_BACKEND
     if getattr(args, "img", None) is not None and not os.path.exists(args.img):
         # a directory or a bad file: the image reader says which
         raise UserError(f"query image {args.img} not found")

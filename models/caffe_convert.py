@@ -7,6 +7,8 @@ Caffe names the layers as models/caffenet.py does. Convolution weights are
 (legacy V1 blobs: [1, 1, out, in]) and become Paddle's [in, out]; biases are
 flattened. fc8 (the 1000-way classifier) has no counterpart and is dropped.
 """
+import math
+
 import numpy as np
 
 from utils.base.caffe_proto import read_net
@@ -24,6 +26,9 @@ def caffenet_state(layers, source="the caffemodel"):
             raise UserError(f"{source} has no {name} with weight and bias: not a CaffeNet model")
         weight, bias = layers[name][1]
         if name in INNER_PRODUCTS:
+            if weight.ndim < 2 or math.prod(weight.shape[:-2]) != 1:
+                raise UserError(f"{source}: {name} weight has shape {list(weight.shape)}, not "
+                                "[out, in] (or [1, 1, out, in]): not a CaffeNet model")
             weight = weight.reshape(weight.shape[-2:]).T   # Caffe [out, in] -> Paddle [in, out]
         state[f"{name}.weight"] = np.ascontiguousarray(weight, np.float32)
         state[f"{name}.bias"] = np.ascontiguousarray(bias.reshape(-1), np.float32)

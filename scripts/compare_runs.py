@@ -14,11 +14,11 @@ also learning_curves.png: the logged loss and every evaluation's mAP against
 the training step.
 """
 import argparse
-import json
 import os
 from collections import Counter
 
-from utils.base.errors import UserError, run_cli
+from utils.base.errors import UserError, one_line, run_cli
+from utils.base.text_files import read_json
 from utils.training.run_log import HISTORY, read_history
 from utils.training.plots import (describe, finish_axes, new_figure, plot_pr_curve, plot_precision_at_n,
                          save_png)
@@ -38,32 +38,56 @@ def load_metrics(path):
         raise UserError(f"{path}: no metrics.json in this directory" if os.path.isdir(path)
                         else f"{path}: no such file or directory")
     try:
-        with open(file) as f:
-            metrics = json.load(f)
-    except UnicodeDecodeError:
-        raise UserError(f"{file}: not a metrics.json (not a text file)") from None
-    except json.JSONDecodeError as err:
-        raise UserError(f"{file}: not a metrics.json (invalid JSON: {err})") from None
+        metrics = read_json(file)
     except OSError as err:
         raise UserError(f"{file}: cannot read ({err.strerror})") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{file}: not a metrics.json (not a text file)") from None
+    except ValueError as err:
+        raise UserError(f"{file}: not a metrics.json (invalid JSON: {one_line(err)})") from None
     if not isinstance(metrics, dict):
         raise UserError(f"{file}: not a metrics.json (expected a JSON object)")
     missing = [key for key in REQUIRED if key not in metrics]
     if missing:
         raise UserError(f"{file}: not a metrics.json (missing {', '.join(missing)})")
-    try:
-        curve, pn = metrics["pr_curve"], metrics["precision_at_n"]
-        if not (len(curve["radius"]) == len(curve["precision"]) == len(curve["recall"])
-                and len(pn["n"]) == len(pn["precision"])):
-            raise ValueError("curve lengths differ")
-    except (KeyError, TypeError, ValueError) as err:
-        raise UserError(f"{file}: not a metrics.json (malformed curves: {err})") from None
+    problem = metrics_problem(metrics)
+    if problem:
+        raise UserError(f"{file}: not a metrics.json ({problem})")
+    curve = metrics["pr_curve"]
     metrics.setdefault("bit", len(curve["radius"]) - 1)
     metrics["_source"] = file
     run_dir = os.path.dirname(file)
     if os.path.isfile(os.path.join(run_dir, HISTORY)):
         metrics["_history"] = read_history(run_dir)
     return metrics
+
+
+def numbers(value):
+    return type(value) is list and all(type(v) in (int, float) for v in value)
+
+
+def metrics_problem(metrics):
+    """What in ``metrics`` is not of the shape evaluations write, or None."""
+    for key in ("map", "precision_radius"):
+        if type(metrics[key]) not in (int, float):
+            return f"{key} is not a number"
+    for key in ("map_tie_aware", "recall_radius"):
+        if type(metrics.get(key)) not in (int, float, type(None)):
+            return f"{key} is not a number"
+    for key in ("bit", "radius"):
+        if key in metrics and not (type(metrics[key]) is int and 0 <= metrics[key] <= 4096):
+            return f"{key} is not a whole number in 0..4096"
+    if not isinstance(metrics.get("dataset"), (str, type(None))):
+        return "dataset is not a name"
+    curve, pn = metrics["pr_curve"], metrics["precision_at_n"]
+    if not (isinstance(curve, dict) and all(numbers(curve.get(k))
+                                            for k in ("radius", "precision", "recall"))
+            and isinstance(pn, dict) and numbers(pn.get("n")) and numbers(pn.get("precision"))):
+        return "malformed curves: pr_curve and precision_at_n must hold lists of numbers"
+    if not (len(curve["radius"]) == len(curve["precision"]) == len(curve["recall"]) > 0
+            and len(pn["n"]) == len(pn["precision"])):
+        return "malformed curves: curve lengths differ"
+    return None
 
 
 def _labels(runs):

@@ -34,7 +34,7 @@ from utils.base.download import (Remote, check_mirror_settings, fetch, run_downl
                                  through_paddle, unpack_zip)
 from utils.base.errors import UserError, run_cli
 from utils.base.io import ensure_writable_dir
-from utils.data.list_format import numbered_lines, split_line, write_list
+from utils.data.list_format import numbered_lines, split_line, write_lists
 from utils.data.splits import SPLITS
 
 AUTHORS_COMMIT = "85387b814fcf95daff887bd325cbaa0e8def7323"
@@ -91,8 +91,8 @@ DATASETS = {
 }
 
 
-def rewrite_list(src, dst, prefix, num_class):
-    """The authors' list ``src`` -> ``dst`` with ``prefix`` cut from every path."""
+def authors_entries(src, prefix, num_class):
+    """(paths, labels) of the authors' list ``src`` with ``prefix`` cut from every path."""
     paths, labels = [], []
     for number, line in numbered_lines(src):
         path, row = split_line(line, num_class, f"{src}:{number}")
@@ -101,8 +101,7 @@ def rewrite_list(src, dst, prefix, num_class):
                             "not the authors' list (delete it and run again)")
         paths.append(path[len(prefix):])
         labels.append(row)
-    write_list(dst, paths, labels)
-    return len(paths)
+    return paths, labels
 
 
 def get_listed(name, root, list_dir, extra_jobs):
@@ -120,10 +119,10 @@ def get_listed(name, root, list_dir, extra_jobs):
         unpack_zip(zips[folder], root, folder)
         os.remove(zips[folder])  # verified and unpacked: the folder is the data now
     num_class = DATASET_PRESETS[name][0]
+    lists = {split: authors_entries(raw[split], dataset.prefix, num_class) for split in SPLITS}
+    write_lists(list_dir, lists)   # all three or none
     for split in SPLITS:
-        count = rewrite_list(raw[split], os.path.join(list_dir, f"{split}.txt"),
-                             dataset.prefix, num_class)
-        print(f"{os.path.join(list_dir, split + '.txt')}: {count} images")
+        print(f"{os.path.join(list_dir, split + '.txt')}: {len(lists[split][0])} images")
     if dataset.by_hand:
         print(f"images: {dataset.by_hand.format(root=root)}")
     print(f"{name} ready: --data-path {root} --list-dir {list_dir}")

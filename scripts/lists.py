@@ -23,7 +23,7 @@ import sys
 from utils.base.errors import UserError, run_cli
 from utils.base.flags import AT_LEAST_1, NUM_CLASS, SEED, Range, add, check_ranges, machine_cores
 from utils.base.io import atomic_write_json, ensure_writable_dir
-from utils.data.list_check import (check_lists, first_problems, format_report,
+from utils.data.list_check import (REPORT_FILE, check_lists, first_problems, format_report,
                                    lists_fingerprint, split_fingerprint)
 from utils.data.list_sources import (CLASSES_FILE, default_root, images_from_coco, images_from_csv,
                                      images_from_folder, make_lists)
@@ -142,6 +142,7 @@ def make(args):
     images = read_source(args, root)
     queries = read_queries(args, root, images.classes)
     made, notes = make_lists(images, protocol, args.split_seed, args.list_dir, queries)
+    drop_stale_report(args.list_dir)
     extra = f" + {len(queries.paths):,} queries" if queries else ""
     print(f"source ({kind}): {len(images.classes)} classes, {len(images.paths):,} images{extra}, "
           f"paths relative to {root}")
@@ -159,11 +160,19 @@ def make(args):
           f"--data-path {shlex.quote(root)} --num_class {len(images.classes)}")
 
 
+def drop_stale_report(list_dir):
+    """The check report of the lists just replaced describes lists that are gone."""
+    report = os.path.join(list_dir, REPORT_FILE)
+    if os.path.isfile(report) and not os.path.islink(report):
+        os.remove(report)
+        print(f"removed {report}: it reported on the lists these replace")
+
+
 def check(args):
     for flag, folder in (("--list-dir", args.list_dir), ("--data-path", args.root)):
         if not os.path.isdir(folder):
             raise UserError(f"{flag} {folder} not found")
-    json_path = args.json or os.path.join(args.list_dir, "check.json")
+    json_path = args.json or os.path.join(args.list_dir, REPORT_FILE)
     ensure_writable_dir(os.path.dirname(os.path.abspath(json_path)), "--json")
     report = check_lists(args.list_dir, args.root, args.num_class, args.protocol, args.decode,
                          args.workers)

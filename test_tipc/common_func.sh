@@ -9,6 +9,13 @@
 #   a list         --use-gpu:False|True        (the driver loops over it)
 #   null           --pretrained:null           (the flag is left out)
 # Lines starting with "##" or "===" separate blocks; blank lines are ignored.
+#
+# A config is data, never code: every flag value goes into the commands as
+# one quoted word (func_quote), so ";", "$(...)" or a quote in it reach the
+# program as text; a command (norm_train:, eval:, ...) must be
+# "[python] SCRIPT.py ARGS" of plain characters; names that become paths
+# (model_name, train_model_name, gpu_list entries) cannot leave the output
+# folder. func_check_config refuses anything else in one line (exit 2).
 
 TIPC_MODES="lite_train_lite_infer whole_train_whole_infer whole_infer"
 
@@ -43,12 +50,29 @@ func_mode_value() {    # VALUE MODE -> the MODE entry of a per-mode value, else 
     [[ $mode == whole_infer ]] && func_mode_value "$value" whole_train_whole_infer
 }
 
-func_set_params() {    # KEY VALUE -> "KEY VALUE", or nothing for a null/empty key or value
+TIPC_PLACEHOLDERS="run_dir checkpoint infer_img tipc_output"   # filled in by the drivers
+
+func_quote() {         # VALUE -> VALUE as one shell word (printf %q), placeholders kept
+    local quoted name
+    printf -v quoted '%q' "$1"
+    for name in $TIPC_PLACEHOLDERS; do
+        quoted=${quoted//"\\{$name\\}"/"{$name}"}
+    done
+    echo "$quoted"
+}
+
+func_fill() {          # TEXT NAME VALUE -> TEXT with {NAME} replaced by VALUE, quoted
+    local text=$1 name=$2 value
+    value=$(func_quote "$3")
+    echo "${text//"{$name}"/$value}"
+}
+
+func_set_params() {    # KEY VALUE -> "KEY VALUE" (VALUE quoted), or nothing for a null/empty key or value
     local key=$1 value=$2
     if [[ -z $key || $key == null || -z $value || $value == null ]]; then
         echo ""
     else
-        echo "$key $value"
+        echo "$key $(func_quote "$value")"
     fi
 }
 
@@ -111,6 +135,54 @@ func_load_config() {
     fi
     cd "$(dirname "${BASH_SOURCE[0]}")/.." || return 2
     func_read_config "$CONFIG" "$MODE" || return 2
+    func_check_config
+}
+
+# ---------------------------------------------------------------- the config is data
+TIPC_NAME_RE='^[A-Za-z0-9_][A-Za-z0-9_.-]*$'      # one path component, not . or ..
+TIPC_FLAG_RE='^--?[A-Za-z0-9][A-Za-z0-9_.-]*$'
+TIPC_COMMAND_RE="^[A-Za-z0-9_./:=,+@%' \"-]*$"   # no $ ` \\ ; & | < > ( ) { } * ? [ ] ~ ! #
+TIPC_PYTHON_RE='^[A-Za-z0-9_./-]*python[0-9.]*$'
+TIPC_GPUS_RE='^(-1|[0-9]+(,[0-9]+)*)$'
+TIPC_COMMAND_KEYS="norm_train pact_train fpgm_train distill_train eval norm_export infer_export \
+inference 2onnx"
+
+func_is_command() {    # VALUE -> true for "[python] SCRIPT.py ARGS" of plain characters
+    local rest=${1#python } script
+    script=${rest%% *}
+    [[ $1 =~ $TIPC_COMMAND_RE && $script == *.py && $script != /* && $script != *..* ]]
+}
+
+func_check_config() {  # refuse, in one line (exit 2), a config that is more than data
+    local i key value item
+    for i in "${!CFG_KEY[@]}"; do
+        key=${CFG_KEY[$i]} value=${CFG_VALUE[$i]}
+        if [[ $key == -* && ! $key =~ $TIPC_FLAG_RE ]]; then
+            config_error "'$key' is not a flag name (--name of letters, digits, _ . -)"
+        fi
+        [[ $value == null || -z $value ]] && continue
+        case $key in
+            model_name|train_model_name)
+                [[ $value =~ $TIPC_NAME_RE ]] \
+                    || config_error "$key '$value' must be a plain name (letters, digits, _ . -): it names a folder or file inside the output folder" ;;
+            python)
+                [[ $value =~ $TIPC_PYTHON_RE ]] \
+                    || config_error "python '$value' must be a python interpreter (python, python3.10, /usr/bin/python3)" ;;
+            gpu_list)
+                for item in ${value//|/ }; do
+                    [[ $item =~ $TIPC_GPUS_RE ]] \
+                        || config_error "gpu_list entry '$item' must be -1 or GPU ids like 0,1"
+                done ;;
+            use-gpu|--use-gpu)
+                for item in ${value//|/ }; do
+                    [[ ${item,,} == true || ${item,,} == false ]] \
+                        || config_error "$key value '$item' must be True or False"
+                done ;;
+        esac
+        if [[ " $TIPC_COMMAND_KEYS " == *" $key "* ]] && ! func_is_command "$value"; then
+            config_error "$key '$value' must be [python] SCRIPT.py ARGS, of letters, digits, spaces, quotes and _ . / : = , + @ % -: a config's commands are data, not shell code"
+        fi
+    done
 }
 
 # func_read_config FILE MODE fills the parallel arrays CFG_KEY, CFG_VALUE (the

@@ -42,15 +42,15 @@ failures=0
 command_for() {  # COMMAND -> the runnable command line
     local command=$1
     [[ $command == "python "* ]] && command=${command#python }
-    command="$python $command"
-    command=${command//\{run_dir\}/$run_dir}
-    echo "${command//\{tipc_output\}/$tipc_output}"
+    command=$(func_fill "$python $command" run_dir "$run_dir")   # each a quoted word
+    func_fill "$command" tipc_output "$tipc_output"
 }
 
 convert=$(command_for "$(func_config_get 2onnx) $(func_config_flags "$convert_block")")
 infer=$(command_for "$(func_config_get inference) $(func_config_flags "$infer_block")")
-checkpoint=$(command_for "$(func_config_get --pretrained "$convert_block")")
-checkpoint=${checkpoint#"$python "}
+checkpoint=$(func_config_get --pretrained "$convert_block")
+checkpoint=${checkpoint//\{run_dir\}/$run_dir}
+checkpoint=${checkpoint//\{tipc_output\}/$tipc_output}
 [[ -f ${checkpoint%.pdparams}.pdparams ]] || config_error "no checkpoint ${checkpoint%.pdparams}.pdparams \
 to convert: run test_tipc/test_train_inference_python.sh first (or set --pretrained)"
 

@@ -126,9 +126,9 @@ command_for() {  # COMMAND ENV_PREFIX RUN_DIR -> the runnable command line
     else                               # the reference's "norm_train:main_single_gpu.py ..."
         command="$python $command"
     fi
-    command=${command//\{run_dir\}/$run_dir}
-    command=${command//\{checkpoint\}/$checkpoint}
-    command=${command//\{infer_img\}/$infer_img}
+    command=$(func_fill "$command" run_dir "$run_dir")          # each a quoted word
+    command=$(func_fill "$command" checkpoint "$checkpoint")
+    command=$(func_fill "$command" infer_img "$infer_img")
     echo "${env_prefix:+$env_prefix }$command"
 }
 

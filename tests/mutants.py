@@ -291,6 +291,53 @@ MUTANTS = [
            "index.add(packed[len(index):])",
            "index.add(packed)",
            ("tests/retrieval/test_index.py::test_saved_index_is_reused_extended_or_rebuilt",)),
+    # no link written through, by us or by a library we hand a path to
+    Mutant("milvus_file_not_claimed", "embedded Milvus opens its milvus.db without our check: a "
+           "planted link makes it write tables into the file it points to",
+           "utils/retrieval/index/milvus.py",
+           "            claim_file(self.where, \"--index milvus's database file\")   # never through a link\n",
+           "",
+           ("tests/retrieval/test_index.py::test_embedded_milvus_never_writes_through_a_planted_link",)),
+    Mutant("paddle_download_through_links", "Paddle's downloader gets paths without our check: "
+           "it writes through a link planted at the file or its _tmp",
+           "utils/base/download.py",
+           "        refuse_link(path, \"download cache file\")\n",
+           "        pass\n",
+           ("tests/base/test_download.py::test_paddles_downloader_never_writes_through_a_planted_link",)),
+    # the restricted loader builds only plain numeric arrays, no larger than the file
+    Mutant("array_dtype_unchecked", "an array is filled with whatever dtype the pickle gives it "
+           "(an object dtype reads pointers from the file's bytes)",
+           "utils/base/safe_pickle.py",
+           "    shape, dtype, fortran, data = state[-4:]\n    if not is_plain_numeric(dtype):\n",
+           "    shape, dtype, fortran, data = state[-4:]\n    if False:\n",
+           ("tests/base/test_safe_pickle.py::test_an_array_is_filled_only_with_a_plain_numeric_dtype",)),
+    Mutant("dtype_state_unchecked", "a dtype takes the state the pickle sets: fields and flags "
+           "of its choosing",
+           "utils/base/safe_pickle.py",
+           "    if not simple or state != expected.__reduce__()[2]:\n",
+           "    if not simple:\n",
+           ("tests/base/test_safe_pickle.py::test_a_dtype_state_is_only_its_own",)),
+    Mutant("declared_size_unbounded", "a pickle's declared size is read (allocated) whatever the "
+           "file holds",
+           "utils/base/safe_pickle.py",
+           "        if n > left:\n",
+           "        if False:\n",
+           ("tests/base/test_safe_pickle.py::test_a_read_past_the_end_is_refused_before_it_allocates",
+            "tests/base/test_safe_pickle.py::test_a_67_byte_file_cannot_ask_for_gigabytes")),
+    # an output folder holds one unit
+    Mutant("onnx_not_verified", "the ONNX file is used without checking it against the export's "
+           "manifest",
+           "utils/inference/onnx_model.py",
+           "        verify_export(path[:-len(\".onnx\")], [path, info])   # its manifest, when it has one\n",
+           "",
+           ("tests/inference/test_export.py::test_the_onnx_file_is_verified_against_its_manifest",
+            "tests/inference/test_export.py::test_a_stale_onnx_beside_a_paddle_export_is_not_used")),
+    Mutant("export_keeps_the_other_format", "installing one format leaves the other format's "
+           "files of the bit length in the folder",
+           "utils/inference/export.py",
+           "    for name in export_files(out_dir, bit):\n        if name not in written:\n",
+           "    for name in []:\n        if name not in written:\n",
+           ("tests/inference/test_export.py::test_installing_the_other_format_replaces_the_whole_export",)),
     Mutant("grown_list_reencodes_old_images", "the code cache encodes a grown list's old images "
            "again and appends them",
            "utils/retrieval/code_cache.py",

@@ -10,6 +10,8 @@
   only paths that exist.
 * README.md links every docs/ page, and every relative link of README.md and
   docs/*.md reaches an existing file (and heading, for a ``#anchor``).
+* docs/deployment.md's ``paddle.hub`` example runs as written, from a folder
+  outside the repository.
 """
 import argparse
 import glob
@@ -157,6 +159,30 @@ def test_doc_commands_name_real_files_and_flags(doc, monkeypatch):
     for command in commands:
         with monkeypatch.context() as patch:
             check_command(command, patch)
+
+
+HUB_PAGE = "docs/deployment.md"
+
+
+def test_the_paddle_hub_example_runs_from_outside_the_repository(tmp_path):
+    """The page's Python block, with the repository's path for its
+    placeholder, in a fresh Python whose working folder (and sys.path) is
+    elsewhere and holds the checkpoint the example names."""
+    import paddle
+    import models
+    from support.paths import GUARD_DIR
+    (block,) = re.findall(r"```python\n(.*?)```", read(HUB_PAGE), re.S)
+    assert "path/to/this/repo" in block
+    checkpoint = re.search(r'pretrained="([^"]+)"', block).group(1)
+    os.makedirs(tmp_path / os.path.dirname(checkpoint))
+    paddle.save(models.build("alexnet", 64).state_dict(), str(tmp_path / checkpoint) + ".pdparams")
+    code = block.replace("path/to/this/repo", REPO) + (
+        "\nprint(paddle.hub.list(%r, source='local'), type(model).__name__, model.training)\n"
+        % REPO)
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300, env=dict(os.environ, PYTHONPATH=GUARD_DIR))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.splitlines()[-1] == "['hashnet'] AlexNetHash False"
 
 
 def test_command_check_can_fail(monkeypatch):

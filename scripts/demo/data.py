@@ -24,7 +24,7 @@ from PIL import Image, ImageDraw
 from utils.base.errors import run_cli
 from utils.base.flags import AT_LEAST_0, AT_LEAST_1, MAX_SIDE, SEED, Range, add, check_ranges
 from utils.base.io import atomic_write
-from utils.data.list_format import write_list
+from utils.data.list_format import write_lists
 
 SHAPES = ("disc", "square", "triangle")
 # Ten hues 36 degrees apart: a class is a colour, so a model must tell close
@@ -100,8 +100,8 @@ def generate(image_dir, list_dir, n_train, n_test, n_extra, size, seed=0, layout
     test = slice(n_train, n_train + n_test)
     database = slice(n_train, total)  # every non-training image, queries included
     # Lists last, so an interrupted run leaves no list pointing at missing images.
-    for split, part in (("train", train), ("test", test), ("database", database)):
-        write_list(os.path.join(list_dir, f"{split}.txt"), names[part], labels[part])
+    write_lists(list_dir, {split: (names[part], labels[part]) for split, part in
+                           (("train", train), ("test", test), ("database", database))})
     return {"train": n_train, "test": n_test, "database": total - n_train}
 
 

@@ -239,3 +239,13 @@ def test_signal_to_one_process_stops_all_at_the_same_step(demo, tmp_path):
     for name in ("log.txt", "log_1.txt"):
         with open(tmp_path / "logs" / run / name) as f:
             assert f"stopped by signal 15 at epoch {epoch}, step {step}" in f.read(), name
+
+
+@pytest.mark.parametrize("name, value", [("PADDLE_LOCAL_SIZE", "0"), ("PADDLE_LOCAL_SIZE", "two"),
+                                         ("PADDLE_RANK_IN_NODE", "-1")])
+def test_a_bad_launcher_variable_is_one_line(monkeypatch, name, value):
+    from support.errors import user_error
+    from utils.base import distributed as dist
+    monkeypatch.setenv(name, value)
+    read = dist.local_process_count if name == "PADDLE_LOCAL_SIZE" else dist.local_rank
+    assert f"{name}={value!r} is not a whole number" in user_error(read)

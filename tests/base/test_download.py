@@ -118,11 +118,12 @@ def test_symlinked_partial_download_is_refused(mirror, tmp_path):  # noqa: F811
 
 def test_mirror_maps_host_and_path(monkeypatch, tmp_path):
     overrides = tmp_path / "sums.json"
-    overrides.write_text(json.dumps({"https://h.org/x/y.txt": {"checksum": "md5:ab", "size": 3}}))
+    overrides.write_text(json.dumps({"https://h.org/x/y.txt": {"checksum": "md5:" + "ab" * 16,
+                                                               "size": 3}}))
     monkeypatch.setenv(download.BASE_ENV, "http://127.0.0.1:1/")
     monkeypatch.setenv(download.CHECKSUMS_ENV, str(overrides))
     assert download.mirrored(Remote("https://h.org/x/y.txt", "md5:cd", 9)) ==\
-        Remote("http://127.0.0.1:1/h.org/x/y.txt", "md5:ab", 3)
+        Remote("http://127.0.0.1:1/h.org/x/y.txt", "md5:" + "ab" * 16, 3)
     assert download.mirrored(Remote("https://h.org/z", "md5:cd")).checksum == "md5:cd"
 
 
@@ -132,7 +133,10 @@ def test_mirror_maps_host_and_path(monkeypatch, tmp_path):
     ("[1, 2]", "must hold a JSON object"),
     ('{"http://127.0.0.1/a.zip": {"checksum": "sha9:00"}}', "the entry for http://127.0.0.1/a.zip must be"),
     ('{"http://127.0.0.1/a.zip": {"checksum": "md5:00", "size": "big"}}', "the entry for"),
-])
+    ('{"http://127.0.0.1/a.zip": {"checksum": "md5:xyz"}}', "the entry for"),   # not 32 hex digits
+    ("[" * 100_000, "is not valid JSON (JSON nested too deeply)"),
+], ids=["missing", "not JSON", "a list", "unknown kind", "size a string", "not hex",
+        "nested too deeply"])
 def test_bad_checksums_variable_is_one_line(monkeypatch, tmp_path, content, fragment):
     path = tmp_path / "checksums.json"
     if content is not None:
@@ -241,6 +245,48 @@ def test_backbone_md5_mismatch_is_one_line_and_leaves_nothing(monkeypatch, tmp_p
     assert f"md5 differs from {md5}: deleted it" in message
     assert f"put it at {weights / 'AlexNet_pretrained.pdparams'}" in message
     assert os.listdir(weights) == [] and len(corrupt.seen) == 3  # Paddle's three tries
+
+
+@pytest.mark.parametrize("planted", ["AlexNet_pretrained.pdparams", "AlexNet_pretrained.pdparams_tmp"])
+def test_paddles_downloader_never_writes_through_a_planted_link(monkeypatch, tmp_path, planted):
+    """Paddle's downloader opens its files with open(path, "wb"): a link
+    planted at either is refused before it runs, the victim untouched."""
+    from paddle.utils import download as paddle_download
+    from models.alexnet import AlexNetHash
+    target = victim(tmp_path)
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    os.symlink(target, weights / planted)
+    monkeypatch.setattr(paddle_download, "WEIGHTS_HOME", str(weights))
+    monkeypatch.setenv(download.BASE_ENV, "http://127.0.0.1:1/")   # never reached
+    message = user_error(AlexNetHash(16).load_backbone, "imagenet")
+    assert f"{weights / planted} is a symbolic link: refusing to write through it" in message
+    assert target.read_text() == VICTIM_TEXT
+
+
+CHECKSUMS_SEED = {"https://h.org/a.zip": {"checksum": "md5:" + "0f" * 16, "size": 12},
+                  "https://h.org/b.txt": {"checksum": "git-blob-sha1:" + "a1" * 20}}
+
+
+def test_fuzzed_checksums_variable_is_read_or_refused_in_one_line(tmp_path_factory):
+    from hypothesis import given
+    from support.fuzz import FUZZ, json_like, mutated, one_line_or_result
+    path = tmp_path_factory.mktemp("fuzzed_checksums") / "sums.json"
+
+    @FUZZ
+    @given(data=json_like(CHECKSUMS_SEED) | mutated([json.dumps(CHECKSUMS_SEED).encode()]))
+    def fuzz(data):
+        path.write_bytes(data if isinstance(data, bytes) else json.dumps(data).encode())
+        old = os.environ.get(download.CHECKSUMS_ENV)
+        os.environ[download.CHECKSUMS_ENV] = str(path)
+        try:
+            remote = one_line_or_result(mirrored, Remote("https://h.org/a.zip", "md5:" + "1" * 32))
+        finally:
+            os.environ.pop(download.CHECKSUMS_ENV)
+            if old is not None:
+                os.environ[download.CHECKSUMS_ENV] = old
+        assert remote is None or download.is_checksum(remote.checksum)
+    fuzz()
 
 
 # ---------------------------------------------------------------- no download in the demo and CI

@@ -86,3 +86,17 @@ def test_second_run_on_a_locked_output_dir_refuses_then_a_dead_holder_is_taken_o
     with output_dir_lock(str(out)):          # a clean release leaves nothing to take over
         pass
     assert "taking over" not in capsys.readouterr().err
+
+
+def test_a_lock_file_of_another_shape_is_read_as_no_holder(tmp_path):
+    """The holder record is JSON we wrote; anything else (a list, a number)
+    is an unknown holder, never an exception."""
+    for text in ("[1, 2]", "7", '{"pid": 1', "[" * 10_000):
+        path = tmp_path / "lock"
+        path.write_text(text)
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            assert run_lock.read_holder(fd) == {}
+            assert run_lock.describe(run_lock.read_holder(fd)) == "pid unknown"
+        finally:
+            os.close(fd)

@@ -14,7 +14,8 @@ from support.backends import exhaustive_spec, index_specs
 from support.errors import user_error
 from utils.base.errors import UserError
 from utils.retrieval.hamming import hamming_distances, hamming_topk
-from utils.retrieval.index import BACKENDS, MISSING, create_index, load_index, save_index
+from utils.retrieval.index import (BACKENDS, MISSING, create_index, load_index, parse_spec,
+                                   save_index)
 
 BIT, K = 64, 20
 
@@ -148,3 +149,19 @@ def test_adds_and_removes_equal_a_build_on_the_codes_left(name, kind, codes, tmp
     finally:
         index.close()
         rebuilt.close()
+
+
+def test_every_parameter_has_a_stated_range_checked_before_any_work():
+    """Each parameter of each kind has a rule (utils/base/flags.py Range or
+    Pattern); a value outside it is refused when the spec is parsed, in one
+    line naming the parameter and its range, before any backend is built."""
+    for name, cls in BACKENDS.items():
+        for kind in cls.kinds:
+            for key in cls.defaults.get(kind, {}):
+                rule = cls.valid[key]
+                bad = (rule.out_of_range_example() if hasattr(rule, "out_of_range_example")
+                       else "not:a value")
+                message = user_error(parse_spec, f"{name}:{kind},{key}={bad}")
+                assert f"{key}={bad} must be {rule.violation(bad)}" in message, message
+                assert "\n" not in message
+                assert rule.violation(cls.defaults[kind][key]) is None, (name, kind, key)

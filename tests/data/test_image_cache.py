@@ -248,6 +248,65 @@ def test_corrupt_cache_is_rebuilt(photos, tmp_path, messages, damage):
     assert_same_datasets(plain["test"], cached["test"])
 
 
+def replace_in_place(path, keep_inode):
+    """Other pixels under the same path and size: rewritten in the same file
+    (a new mtime), or a new file renamed over it with the old mtime kept (a
+    new inode): what an editor or a copy tool does."""
+    old = os.stat(path)
+    data = bytearray(open(path, "rb").read())
+    data[len(data) // 2] ^= 0xFF
+    if keep_inode:
+        with open(path, "r+b") as f:
+            f.write(data)
+        os.utime(path, ns=(old.st_atime_ns, old.st_mtime_ns + 10**9))
+    else:
+        with open(path + ".new", "wb") as f:
+            f.write(data)
+        os.utime(path + ".new", ns=(old.st_atime_ns, old.st_mtime_ns))
+        os.replace(path + ".new", path)
+
+
+@pytest.mark.parametrize("keep_inode", [True, False], ids=["rewritten", "renamed over"])
+def test_an_image_replaced_in_place_is_noticed(photos, tmp_path, messages, keep_inode):
+    images = tmp_path / "images"
+    shutil.copytree(photos.image_dir, images)
+    both(photos, tmp_path / "cache", splits=("test",), image_dir=str(images))
+    replace_in_place(str(images / photos.names[3]), keep_inode)
+    messages.clear()
+    plain, cached = both(photos, tmp_path / "cache", splits=("test",), image_dir=str(images))
+    assert any("is stale (1 of " in m and f"e.g. {photos.names[3]}" in m for m in messages), \
+        messages
+    assert_same_datasets(plain["test"], cached["test"])
+
+
+def test_fuzzed_cache_file_is_read_or_rebuilt(photos, tmp_path_factory):
+    """Any bytes in the cache's place: the cache is read, or rebuilt with a
+    line saying why, never another exception or an allocation past the file."""
+    from hypothesis import given
+    from support.fuzz import FUZZ, mutated, one_line_or_result
+    cache_dir = tmp_path_factory.mktemp("fuzzed_image_cache")
+    settings = data_settings(make(photos, "--image_cache", str(cache_dir)))
+    build_datasets(settings, ("test",))
+    (name,) = os.listdir(cache_dir)
+    path = cache_dir / name
+    seed = path.read_bytes()
+    step = image_cache.CentreCrop(RESIZE, CROP)
+    fingerprint = image_cache.make_fingerprint(os.path.join(photos.list_dir, "test.txt"),
+                                               photos.image_dir, step, len(range(0, 16, 3)))
+
+    @FUZZ
+    @given(data=mutated([seed, seed[-300:]]))
+    def fuzz(data):
+        path.write_bytes(data)
+        cache = image_cache.DecodedImageCache(str(path), fingerprint, log=lambda line: None)
+        try:
+            read = one_line_or_result(cache.read)
+        except image_cache.CacheError:   # unreadable or stale: get() rebuilds it
+            return
+        assert read is not None and len(read) == fingerprint["count"]
+    fuzz()
+
+
 def test_not_enough_disk_is_refused(photos, tmp_path, monkeypatch):
     usage = shutil.disk_usage(tmp_path)
     monkeypatch.setattr(shutil, "disk_usage", lambda path: usage._replace(free=50_000))

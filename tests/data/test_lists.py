@@ -154,15 +154,15 @@ def test_image_list_reads_an_image_whose_path_has_spaces(tmp_path):
 
 
 def test_other_readers_follow_the_rule(tmp_path):
-    """get_data's rewrite of the authors' lists, the retrieval's query lookup
+    """get_data's reading of the authors' lists, the retrieval's query lookup
     and the demo report's class count read spaced paths like parse_list."""
     import types
     from deploy.database import query_label
-    from scripts.get_data import rewrite_list
+    from scripts.get_data import authors_entries
     src = tmp_path / "raw.txt"
     src.write_text("/their/prefix/a b.jpg 0 1\n/their/prefix/c.jpg 1 0\n")
     dst = str(tmp_path / "lists" / "database.txt")
-    assert rewrite_list(str(src), dst, "/their/prefix/", 2) == 2
+    write_list(dst, *authors_entries(str(src), "/their/prefix/", 2))
     assert lines(dst) == ["a b.jpg 0 1", "c.jpg 1 0"]
     save_image(str(tmp_path / "a b.jpg"), None, 0)
     db = types.SimpleNamespace(root=str(tmp_path), paths=parse_list(dst, 2)[0],

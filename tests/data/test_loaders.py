@@ -393,3 +393,33 @@ def test_reference_dataset_names_are_accepted(name):
     args = parse_args(["--dataset", name])
     assert (args.num_class, args.topK) == REFERENCE_PRESETS[name]
     assert args.list_dir == os.path.join("data", name)
+
+
+@pytest.mark.parametrize("batch, fragment", [
+    ([1, 2], "holds no uint8 [n, 3072] image rows"),
+    ({b"data": np.zeros((2, 3071), np.uint8), b"labels": [0, 1]}, "holds no uint8 [n, 3072]"),
+    ({b"data": np.zeros((2, 3072), np.uint8), b"labels": [0, 10]}, "holds no class id 0..9"),
+    ({b"data": np.zeros((2, 3072), np.uint8), b"labels": [0]}, "holds no class id 0..9"),
+], ids=["a list", "short rows", "class 10", "a label short"])
+def test_a_cifar_batch_of_the_wrong_shape_is_one_line(tmp_path, batch, fragment):
+    folder, _, _ = fake_cifar(tmp_path)
+    with open(folder / "data_batch_2", "wb") as f:
+        pickle.dump(batch, f)
+    assert f"data_batch_2 {fragment}" in user_error(read_cifar10, str(folder))
+
+
+def test_fuzzed_cifar_batch_is_read_or_refused_in_one_line(tmp_path_factory):
+    from hypothesis import given
+    from support.fuzz import FUZZ, mutated, one_line_or_result
+    from utils.data.loaders import cifar_batch
+    folder, _, _ = fake_cifar(tmp_path_factory.mktemp("fuzzed_cifar"), per_batch=2)
+    seeds = [(folder / name).read_bytes() for name in BATCH_NAMES[:2]]
+
+    @FUZZ
+    @given(data=mutated(seeds))
+    def fuzz(data):
+        (folder / "fuzzed_batch").write_bytes(data)
+        with open(folder / "fuzzed_batch", "rb") as f:
+            read = one_line_or_result(cifar_batch, f, "fuzzed_batch")
+        assert read is None or read[0].shape == (len(read[1]), 3072)
+    fuzz()

@@ -21,16 +21,16 @@ from support.paths import GUARD_DIR, REPO
 from utils.base import download
 
 
-def test_rewrite_list_cuts_the_authors_prefix(tmp_path):
-    from scripts.get_data import rewrite_list
-    src, dst = tmp_path / "raw.txt", tmp_path / "out" / "train.txt"
+def test_authors_entries_cut_the_authors_prefix(tmp_path):
+    from scripts.get_data import authors_entries
+    src = tmp_path / "raw.txt"
     src.write_text("/home/x/coco/train2014/a.jpg 0 1\n/home/x/coco/val2014/b.jpg 1 0\n")
-    assert rewrite_list(str(src), str(dst), "/home/x/coco/", 2) == 2
-    assert dst.read_text() == "train2014/a.jpg 0 1\nval2014/b.jpg 1 0\n"
+    assert authors_entries(str(src), "/home/x/coco/", 2) == (["train2014/a.jpg", "val2014/b.jpg"],
+                                                             [[0, 1], [1, 0]])
     src.write_text("/home/x/coco/a.jpg 0 1\n/elsewhere/b.jpg 1 0\n")
-    assert f"{src}:2: path /elsewhere/b.jpg" in user_error(rewrite_list, str(src), str(dst),
+    assert f"{src}:2: path /elsewhere/b.jpg" in user_error(authors_entries, str(src),
                                                           "/home/x/coco/", 2)
-    assert f"{src}:1: 2 labels, expected 3" in user_error(rewrite_list, str(src), str(dst),
+    assert f"{src}:1: 2 labels, expected 3" in user_error(authors_entries, str(src),
                                                           "/home/x/coco/", 3)
 
 

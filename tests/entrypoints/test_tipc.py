@@ -10,8 +10,11 @@ import re
 
 import paddle
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from support.paths import REPO
+from support.fuzz import FUZZ
 from support.tipc import LITE, NO_GPU, bash, statuses
 from utils.training.config import RECIPE_SEEDS
 
@@ -121,6 +124,74 @@ def test_bad_mode_and_missing_config_exit_2():
         proc = bash("test_tipc/test_train_inference_python.sh", *args)
         assert proc.returncode == 2, (args, proc.stderr)
         assert proc.stdout == ""
+
+
+# ---------------------------------------------------------------- a config is data
+def edited_config(out_dir, *edits):
+    """A copy of the 16-bit config with each (line regex, replacement) applied once."""
+    text = open(os.path.join(REPO, CONFIG.format(bit=16))).read()
+    for pattern, line in edits:
+        text, n = re.subn(f"(?m)^{pattern}$", line.replace("\\", "\\\\"), text)
+        assert n == 1, pattern
+    config = out_dir / "train_infer_python.txt"
+    config.write_text(text)
+    return str(config)
+
+
+@pytest.mark.parametrize("edit, fragment", [
+    (("model_name:.*", "model_name:../../victim"), "model_name '../../victim' must be a plain name"),
+    (("train_model_name:.*", "train_model_name:../x"), "train_model_name '../x' must be"),
+    (("gpu_list:.*", "gpu_list:0|../../../victim"), "gpu_list entry '../../../victim' must be"),
+    (("norm_train:.*", "norm_train:python main_single_gpu.py; touch MARK"),
+     "norm_train 'python main_single_gpu.py; touch MARK' must be [python] SCRIPT.py"),
+    (("eval:.*", "eval:python -c 'import os'"), "eval 'python -c 'import os'' must be"),
+    (("python:.*", "python:bash"), "python 'bash' must be a python interpreter"),
+    (("--seed:0", "--seed;touch MARK:0"), "is not a flag name"),
+    (("--use-gpu:False\\|True", "--use-gpu:False|True;touch MARK"),
+     "--use-gpu value 'True;touch' must be True or False"),
+], ids=["model name leaves the output folder", "checkpoint name leaves it", "gpu entry leaves it",
+        "a command with ;", "python -c", "another interpreter", "a flag name with ;",
+        "use-gpu with ;"])
+def test_a_config_that_is_more_than_data_is_refused_before_anything_runs(tmp_path, edit, fragment):
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "keep.txt").write_text("keep")
+    config = edited_config(tmp_path, edit)
+    for script in ("test_tipc/prepare.sh", "test_tipc/test_train_inference_python.sh"):
+        proc = bash(script, config, LITE, env={"TIPC_OUTPUT_DIR": str(tmp_path / "a" / "b")})
+        assert proc.returncode == 2, (script, proc.stderr)
+        errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+        assert len(errors) == 1 and fragment in errors[0], (script, proc.stderr)
+    assert (victim / "keep.txt").read_text() == "keep" and not (tmp_path / "a").exists()
+    assert not list(tmp_path.rglob("MARK")) and not os.path.exists(os.path.join(REPO, "MARK"))
+
+
+def quoted_flags(values):
+    """The flags the drivers build of --v<i> VALUE, then run as run_step runs
+    a step (``bash -c``): the words the program receives."""
+    script = ("source test_tipc/common_func.sh; i=0; for v in \"$@\"; do "
+              "printf '%s ' \"$(func_set_params --v$i \"$v\")\"; i=$((i + 1)); done")
+    flags = bash("-c", script, "_", *values).stdout
+    words = bash("-c", f"printf '%s\\0' {flags}").stdout
+    return words.split("\0")[:-1]
+
+
+def test_flag_values_are_passed_as_text_never_run(tmp_path):
+    values = ["16 $(touch MARK)", "`touch MARK`", "a; touch MARK", "{a,b}", "~", "*", "'\"",
+              "{run_dir}/out dir"]
+    words = quoted_flags(values)
+    assert words == [w for i, v in enumerate(values) for w in (f"--v{i}", v)]
+    assert not os.path.exists(os.path.join(REPO, "MARK"))
+
+
+@FUZZ
+@given(values=st.lists(st.text(st.characters(blacklist_categories=("Cs",),   # config files are UTF-8
+                                             blacklist_characters="\x00\n\r"),
+                               min_size=1, max_size=12), min_size=1, max_size=4))
+def test_fuzzed_flag_values_reach_the_program_unchanged(values):
+    values = [v for v in values if v not in ("", "null")]   # left out by design
+    if values:
+        assert quoted_flags(values) == [w for i, v in enumerate(values) for w in (f"--v{i}", v)]
 
 
 # ---------------------------------------------------------------- end to end

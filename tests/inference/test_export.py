@@ -103,6 +103,80 @@ def test_export_without_a_manifest_still_loads(two_exports, tmp_path):
     InferenceModel(legacy, BIT)
 
 
+# ---------------------------------------------------------------- one export per bit length
+def staged_onnx(folder):
+    """What an ONNX export leaves in its temp folder before install (the
+    bytes need not be a model: install and the manifest check come first)."""
+    os.makedirs(folder)
+    with open(os.path.join(folder, f"inference_{BIT}.onnx"), "wb") as f:
+        f.write(b"onnx bytes")
+    with open(os.path.join(folder, f"inference_{BIT}.export.json"), "w") as f:
+        f.write('{"bit": %d, "img_size": 64, "format": "onnx"}' % BIT)
+    return folder
+
+
+def test_installing_the_other_format_replaces_the_whole_export(two_exports, tmp_path):
+    from utils.inference import export
+    out = str(tmp_path / "out")
+    shutil.copytree(two_exports[0], out)
+    export.install(staged_onnx(str(tmp_path / "staged")), out, BIT)
+    assert sorted(digests(out)) == [f"inference_{BIT}.{s}" for s in ("export.json",
+                                                                     "manifest.json", "onnx")]
+    message = user_error(model_files, out, BIT)     # no Paddle file of the old export is left
+    assert "has no complete 16-bit inference model" in message
+    staged = str(tmp_path / "paddle_again")
+    shutil.copytree(two_exports[1], staged)
+    os.remove(os.path.join(staged, f"inference_{BIT}.manifest.json"))
+    export.install(staged, out, BIT)
+    assert digests(out) == digests(two_exports[1])   # the .onnx went with the ONNX export
+
+
+def onnx_export(folder):
+    """An ONNX export's files and manifest in ``folder`` (bytes, not a model)."""
+    from utils.inference.predictor import write_export_manifest
+    staged_onnx(folder)
+    write_export_manifest(folder, BIT)
+    return folder
+
+
+def test_the_onnx_file_is_verified_against_its_manifest(tmp_path):
+    pytest.importorskip("onnxruntime", reason="ONNX needs onnxruntime (requirements-dev.txt)")
+    from utils.inference.onnx_model import OnnxModel
+    folder = onnx_export(str(tmp_path / "onnx"))
+    with open(os.path.join(folder, f"inference_{BIT}.onnx"), "ab") as f:
+        f.write(b"other weights")
+    message = user_error(OnnxModel, folder, BIT)
+    assert f"inference_{BIT}.onnx does not match" in message and "\n" not in message
+
+
+def test_a_stale_onnx_beside_a_paddle_export_is_not_used(two_exports, tmp_path):
+    pytest.importorskip("onnxruntime", reason="ONNX needs onnxruntime (requirements-dev.txt)")
+    from utils.inference.onnx_model import OnnxModel
+    out = str(tmp_path / "out")
+    shutil.copytree(two_exports[0], out)
+    with open(os.path.join(out, f"inference_{BIT}.onnx"), "wb") as f:
+        f.write(b"an older export")
+    assert "is not one of the files" in user_error(OnnxModel, out, BIT)
+
+
+def test_fuzzed_manifest_is_read_or_refused_in_one_line(two_exports, tmp_path_factory):
+    import json
+    from hypothesis import given
+    from support.fuzz import FUZZ, json_like, mutated, one_line_or_result
+    folder = str(tmp_path_factory.mktemp("fuzzed_export") / "export")
+    shutil.copytree(two_exports[0], folder)
+    manifest = os.path.join(folder, f"inference_{BIT}.manifest.json")
+    seed = json.load(open(manifest))
+
+    @FUZZ
+    @given(data=json_like(seed) | mutated([json.dumps(seed).encode()]))
+    def fuzz(data):
+        with open(manifest, "wb") as f:
+            f.write(data if isinstance(data, bytes) else json.dumps(data).encode())
+        one_line_or_result(model_files, folder, BIT)
+    fuzz()
+
+
 # ---------------------------------------------------------------- leftovers
 
 

@@ -236,3 +236,67 @@ def test_grown_list_encodes_only_the_new_entries(tmp_path, files):
     enc.n = N + 6
     source = cache_for(tmp_path, files, lines).get(enc, N + 6, entries=list_entries(lst))[2]
     assert source == "built" and enc.starts[-1] == 0
+
+
+# ---------------------------------------------------------------- images changed on disk
+def with_images(files):
+    """Real files at the list's paths under the data root."""
+    weights, lst, root = files
+    for i in range(N):
+        (root / "images").mkdir(exist_ok=True)
+        (root / "images" / f"{i}.jpg").write_bytes(bytes([i]) * 100)
+    return list_entries(lst)
+
+
+@pytest.mark.parametrize("how", ["rewritten", "renamed over"])
+def test_an_image_replaced_in_place_is_re_encoded(tmp_path, files, how):
+    """Same path, same list, same size: the cache notices the new file by its
+    mtime or inode and encodes again (it kept the old code before)."""
+    lines, enc = [], Encoder()
+    entries = with_images(files)
+    cache_for(tmp_path, files, lines).get(enc, N, entries=entries)
+    image = files[2] / "images" / "5.jpg"
+    old = os.stat(image)
+    if how == "rewritten":
+        image.write_bytes(b"\xff" * 100)
+        os.utime(image, ns=(old.st_atime_ns, old.st_mtime_ns + 10**9))
+    else:
+        (files[2] / "new.jpg").write_bytes(b"\xff" * 100)
+        os.utime(files[2] / "new.jpg", ns=(old.st_atime_ns, old.st_mtime_ns))
+        os.replace(files[2] / "new.jpg", image)
+    new = Encoder(seed=1)
+    packed, _, source = cache_for(tmp_path, files, lines).get(new, N, entries=entries)
+    assert source == "built" and new.calls == 1
+    assert any("stale (1 of 12 images changed on disk" in line and "images/5.jpg" in line
+               for line in lines), lines
+    np.testing.assert_array_equal(packed, pack_codes(new.codes))
+
+
+def test_fuzzed_cache_file_is_read_or_rebuilt(tmp_path_factory):
+    """Any bytes in the cache's place: reused if they are a cache of these
+    inputs, else rebuilt with a line saying why; never an exception, never
+    an allocation the file does not hold."""
+    from hypothesis import given
+    from support.fuzz import FUZZ, mutated, one_line_or_result
+    tmp_path = tmp_path_factory.mktemp("fuzzed_code_cache")
+    weights, lst, root = tmp_path / "w.pdparams", tmp_path / "database.txt", tmp_path / "images"
+    weights.write_bytes(b"weights v1")
+    lst.write_text("".join(f"images/{i}.jpg 1 0 0 0 0 0 0 0 0 0\n" for i in range(N)))
+    root.mkdir()
+    files = (weights, lst, root)
+    entries = with_images(files)
+    cache_for(tmp_path, files, []).get(Encoder(), N, entries=entries)
+    path = tmp_path / "out" / "database_code_x_16.npz"
+    seed = path.read_bytes()
+
+    @FUZZ
+    @given(data=mutated([seed]))
+    def fuzz(data):
+        path.write_bytes(data)
+        enc = Encoder()
+        got = one_line_or_result(cache_for(tmp_path, files, []).get, enc, N, entries=entries)
+        packed, labels, source = got
+        assert packed.shape == (N, BIT // 8) and source in ("cache", "built")
+        if source == "cache":
+            assert enc.calls == 0
+    fuzz()

@@ -177,3 +177,21 @@ def test_bench_search_runs_small():
     assert out.returncode == 0, out.stderr
     assert "distances equal the float method's: True" in out.stdout
     assert "distances equal the float method's: False" not in out.stdout
+
+
+@pytest.mark.parametrize("value, fragment", [
+    ("nmba", "HASHNET_HAMMING_BACKEND='nmba' is not one of auto, numpy, numba"),
+    ("NUMPY", "HASHNET_HAMMING_BACKEND='NUMPY' is not one of"),
+])
+def test_a_bad_backend_variable_is_one_line_before_any_work(monkeypatch, tmp_path, value, fragment):
+    """Checked where the entry points start (here predict.py's flag check),
+    not at the first search."""
+    from deploy.cli import resolve_retrieval_args
+    from support.errors import user_error
+    import types
+    monkeypatch.setenv("HASHNET_HAMMING_BACKEND", value)
+    args = types.SimpleNamespace(dataset="coco", num_class=None, list_dir=str(tmp_path),
+                                 data_path=str(tmp_path), crop_size=224, resize_size=None,
+                                 arch=None, index="exact", img=str(tmp_path / "q.jpg"),
+                                 save_path=str(tmp_path / "out"))
+    assert fragment in user_error(resolve_retrieval_args, args)

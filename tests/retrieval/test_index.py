@@ -7,6 +7,7 @@ their cases are skipped, with the reason, where they are not installed.
 Embedded Milvus writes only under tmp_path; the unreachable server is a
 closed port on 127.0.0.1.
 """
+import json
 import os
 import shutil
 import re
@@ -15,11 +16,14 @@ import sys
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from support.centred_model import BIT, codes_of, make_checkpoint
 from support.cli import TINY, run_predict_inprocess
 from support.demo_set import database_batch, predict_argv, query_path
 from support.errors import user_error
+from support.fuzz import FUZZ, edited_text, json_like, mutated, one_line_or_result
 from utils.retrieval.code_cache import make_fingerprint
 from utils.retrieval.hamming import hamming_distances, hamming_topk, unpack_codes
 from utils.retrieval.index import (BACKENDS, MISSING, build_index, create_index, load_index,
@@ -240,6 +244,10 @@ def test_wrong_code_length_is_a_one_line_error(data, spec, tmp_path):
     ("faiss:lsh", "faiss has no kind 'lsh'"),
     ("faiss:ivf,nprobes=4", "'nprobes=4' is not a faiss:ivf parameter"),
     ("faiss:ivf,nprobe", "'nprobe' is not a faiss:ivf parameter"),
+    ("faiss:hnsw,m=1", "m=1 must be >= 2"),          # faiss crashes the process on it
+    ("faiss:ivf,nprobe=0", "nprobe=0 must be >= 1"),  # faiss aborts the search on it
+    ("faiss:ivf,nprobe=4.5", "nprobe=4.5 must be an integer >= 1"),
+    ("milvus:bin_flat,collection=../x", "collection=../x must be a Milvus collection name"),
 ])
 def test_bad_spec_is_a_one_line_error(spec, fragment):
     message = user_error(parse_spec, spec)
@@ -255,6 +263,17 @@ def test_embedded_milvus_refuses_ivf(tmp_path):
 @needs_faiss
 def test_ivf_with_more_lists_than_codes_is_a_one_line_error(data):
     assert "lower nlist" in user_error(build_index, "faiss:ivf,nlist=64", data[0][:20], 64)
+
+
+@needs_milvus
+def test_embedded_milvus_never_writes_through_a_planted_link(tmp_path):
+    victim = tmp_path / "victim.db"
+    victim.write_bytes(b"someone's data")
+    (tmp_path / "index").mkdir()
+    (tmp_path / "index" / "milvus.db").symlink_to(victim)
+    message = user_error(create_index, "milvus:bin_flat", 64, str(tmp_path / "index"))
+    assert "milvus.db is a symbolic link: refusing to write through it" in message
+    assert victim.read_bytes() == b"someone's data"
 
 
 # ------------------------------------------------------------------ reuse policy
@@ -366,3 +385,68 @@ def test_missing_optional_package_is_a_one_line_error(spec, module, install, mon
     monkeypatch.setitem(sys.modules, module, None)   # import raises ImportError
     message = user_error(create_index, spec, 64, str(tmp_path))
     assert install in message and "--index exact" in message and "\n" not in message
+
+
+# ------------------------------------------------------------------ index.json
+def saved_exact(folder, data, tmp_path):
+    """A saved exact index of 300 codes in ``folder``: (packed, fingerprint, its index.json)."""
+    packed, fp = data[0][:300], fingerprint(tmp_path=tmp_path)
+    save_index(build_index("exact", packed, 64), str(folder), fp, packed)
+    return packed, fp, json.loads((folder / "index.json").read_text())
+
+
+@pytest.mark.parametrize("change, fragment", [
+    ({"params": {"kind": "scan", "nlist": 4}}, "exact:scan takes the parameters none"),
+    ({"count": "300"}, "count is not an integer"),
+    ({"files": {"../codes.npy": "0" * 64}}, "files lists '../codes.npy'"),
+    ({"backend": ["exact"]}, "backend is not a name"),
+    ({"bit": 0}, "bit 0 or count 300 out of range"),
+], ids=["unknown parameter", "count a string", "a file outside", "backend a list", "bit 0"])
+def test_index_json_of_the_wrong_shape_is_one_line(data, tmp_path, change, fragment):
+    folder = tmp_path / "index"
+    packed, fp, meta = saved_exact(folder, data, tmp_path)
+    (folder / "index.json").write_text(json.dumps(dict(meta, **change)))
+    message = user_error(open_saved_index, str(folder), packed, fp, None)
+    assert "cannot serve this database" in message and fragment in message
+
+
+@needs_faiss
+def test_a_saved_index_with_a_parameter_out_of_range_is_rebuilt(data, tmp_path):
+    """index.json's parameters are checked like a spec's: an out-of-range
+    value saved by an older version is never reused."""
+    db, fp, where, lines = data[0][:2000], fingerprint(tmp_path=tmp_path), tmp_path / "ix", []
+    open_saved_index("faiss:ivf,nlist=16", db, fp, str(where), lines.append).close()
+    meta = json.loads((where / "index.json").read_text())
+    meta["params"]["nprobe"] = 0
+    (where / "index.json").write_text(json.dumps(meta))
+    open_saved_index("faiss:ivf,nlist=16", db, fp, str(where), lines.append).close()
+    assert "nprobe=0 must be >= 1" in lines[-2] and "built" in lines[-1]
+
+
+def test_fuzzed_index_json_is_read_or_refused_in_one_line(data, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("fuzzed_index")
+    packed, fp, meta = saved_exact(folder, data, tmp_path_factory.mktemp("fp"))
+
+    @FUZZ
+    @given(text=json_like(meta) | mutated([json.dumps(meta).encode()]))
+    def fuzz(text):
+        (folder / "index.json").write_bytes(text if isinstance(text, bytes) else
+                                            json.dumps(text).encode())
+        index = one_line_or_result(open_saved_index, str(folder), packed, fp, None, lambda _: None)
+        if index is not None:
+            assert len(index) == len(packed)
+            index.close()
+    fuzz()
+
+
+SPEC_SEEDS = ["faiss:ivf,nlist=64,nprobe=8,train=0", "faiss:multihash,tables=4,hash_bits=16,nflip=1",
+              "faiss:hnsw,m=16,ef_search=64", "milvus:bin_ivf_flat,uri=http://127.0.0.1:19530,"
+              "collection=codes,nlist=8,nprobe=2", "exact"]
+
+
+@FUZZ
+@given(spec=st.sampled_from(SPEC_SEEDS).flatmap(edited_text))
+def test_fuzzed_index_spec_is_parsed_in_range_or_refused_in_one_line(spec):
+    from utils.retrieval.index.registry import params_problem
+    parsed = one_line_or_result(parse_spec, spec)
+    assert parsed is None or params_problem(*parsed) is None

@@ -457,6 +457,25 @@ def test_a_finished_run_says_so_and_changed_settings_are_named(trained):
     assert not any("-op" in m or "--seed was" in m for m in lines)
 
 
+@pytest.mark.parametrize("change", [{"config": 5}, {"bank": [1, 2]}, {"history": 7},
+                                    {"epoch": "two"}, {"partial": {"x": 1}}],
+                         ids=["config a number", "bank a list", "history a number", "epoch text",
+                              "partial of other fields"])
+def test_a_training_state_of_another_shape_is_one_line(trained, tmp_path, change):
+    """A .pdopt that unpickles fine but holds other keys or types than the
+    recipe and method read (damaged, foreign, or edited)."""
+    argv, out = trained
+    copy = tmp_path / "output"
+    shutil.copytree(out / "output", copy)
+    saved = paddle.load(str(copy / "last_16.pdopt"))
+    saved["training"].update(change)
+    paddle.save(saved, str(copy / "last_16.pdopt"))
+    os.remove(copy / "last_16.manifest.json")   # as a file of another run would come
+    message = user_error(engine.run, resumed([*argv, "--output-dir", str(copy)], "-e", "3"))
+    assert "last_16.pdopt holds a training state of another shape (" in message, message
+    assert len(message.splitlines()) == 1
+
+
 def test_resume_refuses_a_bank_of_another_training_set():
     from utils.training.engine import load_bank
     from utils.methods.hashnet import HashNetLoss

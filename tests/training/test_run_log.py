@@ -2,11 +2,16 @@
 visualdl.LogReader (skipped with the reason when visualdl is missing), for
 both recipes; --no_visualdl turns VisualDL off."""
 import glob
+import json
 import os
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from support.cli import TINY
+from support.errors import user_error
+from support.fuzz import FUZZ, json_like, mutated, one_line_or_result
 from utils.training import engine
 from utils.training.run_log import RunLog, read_history
 
@@ -70,3 +75,50 @@ def test_the_null_run_log_records_nothing(tmp_path):
     log.step(1, 0.5, 0.1, 1.0, epoch=1)
     log.close()
     assert os.listdir(tmp_path) == []
+
+
+# ---------------------------------------------------------------- reading history.jsonl
+HISTORY_SEED = [{"kind": "step", "step": 1, "loss": 0.69, "lr": 0.001, "beta": 1.0, "epoch": 1,
+                 "time": 1.5},
+                {"kind": "eval", "step": 3, "map": 0.25, "precision_radius": 0.5, "epoch": 1,
+                 "time": 2.5}]
+
+
+def written_history(folder, lines):
+    folder.mkdir(exist_ok=True)
+    data = lines if isinstance(lines, bytes) else "".join(line + "\n" for line in lines).encode(
+        "utf-8", "surrogatepass")
+    (folder / "history.jsonl").write_bytes(data)
+    return str(folder)
+
+
+@pytest.mark.parametrize("lines, fragment", [
+    (['{"kind": "step", "step": 1}', '{"kind": "eval"}'], "history.jsonl:1: its loss is not a number"),
+    (["[1, 2]", "{}"], "history.jsonl:1: not an object"),
+    (['{"kind": "eval", "step": 2, "map": "0.5", "precision_radius": 0}'],
+     "history.jsonl:1: its map is not a number"),
+    (["{torn", '{"kind": "eval", "step": 2, "map": 0.5, "precision_radius": 0}'],
+     "history.jsonl:1: not JSON"),
+    (b"\xff\xfe{}\n", "not UTF-8 text"),
+], ids=["missing numbers", "not an object", "a string for a number", "bad line not last",
+        "not text"])
+def test_history_lines_of_the_wrong_shape_are_one_line(tmp_path, lines, fragment):
+    assert fragment in user_error(read_history, written_history(tmp_path / "run", lines))
+
+
+def test_a_torn_last_line_is_skipped(tmp_path):
+    lines = [json.dumps(r) for r in HISTORY_SEED] + ['{"kind": "st']
+    assert read_history(written_history(tmp_path / "run", lines)) == HISTORY_SEED
+
+
+SEED_TEXT = "".join(json.dumps(r) + "\n" for r in HISTORY_SEED).encode()
+
+
+@FUZZ
+@given(data=st.lists(json_like(HISTORY_SEED[0]) | json_like(HISTORY_SEED[1]), max_size=4)
+       .map(lambda records: "".join(json.dumps(r) + "\n" for r in records).encode())
+       | mutated([SEED_TEXT]))
+def test_fuzzed_history_is_read_or_refused_in_one_line(tmp_path_factory, data):
+    folder = tmp_path_factory.getbasetemp() / "fuzzed_run"
+    records = one_line_or_result(read_history, written_history(folder, data))
+    assert records is None or all(r["kind"] in ("step", "eval") for r in records)

@@ -9,6 +9,8 @@ Only what the project reads from caffe.proto (BVLC/caffe src/caffe/proto/caffe.p
                    data = 5 (packed float), shape = 7 (BlobShape: dim = 1, packed int64)
 A ``.caffemodel`` is a NetParameter; a ``.binaryproto`` mean file is one BlobProto.
 """
+import math
+
 import numpy as np
 
 from utils.base.errors import UserError
@@ -19,6 +21,7 @@ LAYER_NAME, LAYER_TYPE, LAYER_BLOBS = 1, 2, 7
 V1_NAME, V1_TYPE, V1_BLOBS = 4, 5, 6
 BLOB_NUM, BLOB_CHANNELS, BLOB_HEIGHT, BLOB_WIDTH, BLOB_DATA, BLOB_SHAPE = 1, 2, 3, 4, 5, 7
 SHAPE_DIM = 1
+MAX_DIMS = 32   # numpy's limit on an array's dimensions
 # V1LayerParameter.LayerType values of the layers that carry weights
 V1_TYPES = {4: "Convolution", 14: "InnerProduct"}
 
@@ -95,28 +98,52 @@ def packed_varints(view):
     return values
 
 
+def float_values(wire, value):
+    """BlobProto.data as float32: packed (LENGTH, a whole number of floats)
+    or one FIXED32 float; any other encoding is malformed."""
+    if wire == FIXED32 or (wire == LENGTH and len(value) % 4 == 0):
+        return np.frombuffer(value, "<f4")
+    raise ProtoError(f"blob data of wire type {wire} is not whole float32 values")
+
+
+def shape_dims(buf):
+    """BlobShape.dim: packed or repeated varints."""
+    dims = []
+    for number, wire, value in fields(buf):
+        if number == SHAPE_DIM:
+            if wire not in (VARINT, LENGTH):
+                raise ProtoError(f"blob shape dim of wire type {wire}")
+            dims.extend(packed_varints(value) if wire == LENGTH else [value])
+    return dims
+
+
 def read_blob(buf):
     """A BlobProto as a float32 array of its shape (BlobShape, else the legacy
     num/channels/height/width; Caffe drops the legacy dims of size 1 only for
-    InnerProduct, so they are kept and reshaped by the converter)."""
+    InnerProduct, so they are kept and reshaped by the converter). The shape
+    must hold exactly the values the blob has: sizes come from the file."""
     data, shape, legacy = [], None, {}
     for number, wire, value in fields(buf):
         if number == BLOB_DATA:
-            data.append(np.frombuffer(value, "<f4") if wire == LENGTH
-                        else np.frombuffer(value, "<f4", count=1))
+            data.append(float_values(wire, value))
         elif number == BLOB_SHAPE:
-            shape = []
-            for n, w, v in fields(value):
-                if n == SHAPE_DIM:
-                    shape.extend(packed_varints(v) if w == LENGTH else [v])
+            if wire != LENGTH:
+                raise ProtoError(f"blob shape of wire type {wire}")
+            shape = shape_dims(value)
         elif number in (BLOB_NUM, BLOB_CHANNELS, BLOB_HEIGHT, BLOB_WIDTH) and wire == VARINT:
             legacy[number] = value
     if shape is None:
         shape = [legacy.get(n, 1) for n in (BLOB_NUM, BLOB_CHANNELS, BLOB_HEIGHT, BLOB_WIDTH)]
     values = np.concatenate(data) if data else np.zeros(0, np.float32)
-    if values.size != int(np.prod(shape)):
-        raise ProtoError(f"blob of shape {shape} holds {values.size} values")
+    if len(shape) > MAX_DIMS or values.size != math.prod(shape):
+        raise ProtoError(f"blob of shape {shape[:MAX_DIMS]} holds {values.size} values")
     return values.reshape(shape).astype(np.float32)
+
+
+def text_field(wire, value, what):
+    if wire != LENGTH:
+        raise ProtoError(f"{what} of wire type {wire}, not a string")
+    return bytes(value).decode("utf-8", "replace")
 
 
 def read_layer(buf, v1):
@@ -125,10 +152,14 @@ def read_layer(buf, v1):
                                                                              LAYER_BLOBS)
     name, kind, blobs = None, None, []
     for number, wire, value in fields(buf):
-        if number == name_no and wire == LENGTH:
-            name = bytes(value).decode("utf-8", "replace")
+        if number == name_no:
+            name = text_field(wire, value, "layer name")
+        elif number == type_no and v1:
+            if wire != VARINT:
+                raise ProtoError(f"V1 layer type of wire type {wire}, not an enum")
+            kind = V1_TYPES.get(value, f"V1:{value}")
         elif number == type_no:
-            kind = V1_TYPES.get(value, f"V1:{value}") if v1 else bytes(value).decode()
+            kind = text_field(wire, value, "layer type")
         elif number == blobs_no and wire == LENGTH:
             blobs.append(read_blob(value))
     return name, kind, blobs

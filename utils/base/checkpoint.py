@@ -15,15 +15,15 @@ checkpoint without a manifest (the reference's released weights, older
 files) loads unverified, as before.
 """
 import glob
-import json
 import os
 
 import numpy as np
 
-from utils.base.errors import UserError
-from utils.base.fingerprint import sha256_file
+from utils.base.errors import UserError, one_line
+from utils.base.fingerprint import is_sha256, sha256_file
 from utils.base.io import atomic_save, atomic_write_json
 from utils.base.safe_pickle import RefusedPickle, load_paddle_file
+from utils.base.text_files import read_json
 
 
 def rename_accumulators(optimizer_state, names):
@@ -80,15 +80,31 @@ def write_manifest(prefix, suffixes, arch=None):
     atomic_write_json(record, manifest_path(prefix))
 
 
+def read_manifest(manifest):
+    """(the manifest's record, {file name: (bytes, sha256)}); ValueError
+    when the file is not a manifest of that shape."""
+    record = read_json(manifest)
+    files = record.get("files") if isinstance(record, dict) else None
+    if not isinstance(files, dict):
+        raise ValueError('not a JSON object with a "files" object')
+    entries = {}
+    for name, entry in files.items():
+        size, sha = (entry.get("bytes"), entry.get("sha256")) if isinstance(entry, dict) else (0, 0)
+        if type(size) is not int or size < 0 or not is_sha256(sha):
+            raise ValueError(f"its entry for {name[:80]!r} is not {{\"bytes\": n, \"sha256\": hex}}")
+        entries[name] = (size, sha)
+    return record, entries
+
+
 def recorded_arch(path):
     """The ``--arch`` a checkpoint's manifest records, else None (no manifest,
     an older one, or the reference's files)."""
-    manifest = manifest_path(os.path.splitext(path)[0])
     try:
-        with open(manifest) as f:
-            return json.load(f).get("arch")
-    except (OSError, ValueError, AttributeError):
+        record, _ = read_manifest(manifest_path(os.path.splitext(path)[0]))
+    except (OSError, ValueError):
         return None
+    arch = record.get("arch")
+    return arch if isinstance(arch, str) else None
 
 
 def wrong_arch_error(path, state, model, identify):
@@ -116,13 +132,15 @@ def verify_against_manifest(path, prefix=None, remedy=CHECKPOINT_REMEDY):
     if not os.path.isfile(manifest):
         return
     try:
-        with open(manifest) as f:
-            entry = json.load(f)["files"][os.path.basename(path)]
-        want = (int(entry["bytes"]), entry["sha256"])
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        raise UserError(f"manifest {manifest} is unreadable or does not list "
-                        f"{os.path.basename(path)} ({type(err).__name__}: {err}): {remedy}, or "
+        _, entries = read_manifest(manifest)
+    except (OSError, ValueError) as err:
+        raise UserError(f"manifest {manifest} is unreadable ({one_line(err)}): {remedy}, or "
                         "delete the manifest to load the files unverified")
+    want = entries.get(os.path.basename(path))
+    if want is None:
+        raise UserError(f"{path} is not one of the files {manifest} lists (a file of another "
+                        f"save or format): {remedy}, or delete the manifest to load the files "
+                        "unverified")
     size, sha = size_and_sha256(path)
     if (size, sha) != want:
         what = f"{size} bytes, manifest says {want[0]}" if size != want[0] else "sha256 differs"
@@ -146,7 +164,7 @@ def load_state_file(path, what, hint=""):
         raise UserError(f"{what} {path} refused: {refused}: use weights saved by paddle.save "
                         "of a state dict") from None
     except Exception as err:  # not a pickle, truncated, …: bad input
-        raise UserError(f"{what} {path} is unreadable ({type(err).__name__}: {err}){hint}")
+        raise UserError(f"{what} {path} is unreadable ({one_line(err)}){hint}")
     if not isinstance(state, dict):
         raise UserError(f"{what} {path} is not a state dict{hint}")
     return state

@@ -43,16 +43,28 @@ def is_main_process():
     return rank() == 0
 
 
+def launcher_count(name, default, low):
+    """The whole number ``paddle.distributed.launch`` put in ``$name``
+    (``default`` when unset), checked to be >= ``low``."""
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    if not value.strip().isdigit() or int(value) < low:
+        raise UserError(f"{name}={value[:40]!r} is not a whole number >= {low} (set by "
+                        "paddle.distributed.launch): unset it, or start with the launcher")
+    return int(value)
+
+
 def local_rank():
     """This process's rank on its machine (``paddle.distributed.launch`` sets
     it; processes of ``spawn`` all run on one machine, so it is the rank)."""
-    return int(os.environ.get("PADDLE_RANK_IN_NODE", rank()))
+    return launcher_count("PADDLE_RANK_IN_NODE", rank(), 0)
 
 
 def local_process_count():
     """Processes of this run on this machine (they share its cores):
     ``paddle.distributed.launch`` says so per node; spawned ones are all here."""
-    return int(os.environ.get("PADDLE_LOCAL_SIZE", world_size()))
+    return launcher_count("PADDLE_LOCAL_SIZE", world_size(), 1)
 
 
 def wrap_model(model):

@@ -32,14 +32,15 @@ from tqdm import tqdm
 
 from utils.base.errors import UserError
 from utils.base.fingerprint import file_digest
-from utils.base.io import disk_full_is_user_error, open_own_file
+from utils.base.io import disk_full_is_user_error, open_own_file, refuse_link
+from utils.base.text_files import read_json
 
 BASE_ENV = "HASHNET_DOWNLOAD_BASE"
 CHECKSUMS_ENV = "HASHNET_CHECKSUMS"
 TIMEOUT = 30        # seconds without a byte before a transfer counts as cut
 ATTEMPTS = 3        # transfers per file in one run, each resuming the last
 CHUNK = 1 << 20
-CHECKSUM_KINDS = ("md5", "sha1", "git-blob-sha1")
+CHECKSUM_KINDS = {"md5": 32, "sha1": 40, "git-blob-sha1": 40}   # kind -> hex digits
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,8 +81,7 @@ def checksum_overrides():
         return {}
     where = f"{CHECKSUMS_ENV}={path}"
     try:
-        with open(path) as f:
-            table = json.load(f)
+        table = read_json(path)
     except OSError as err:
         raise UserError(f"{where}: cannot read it ({err.strerror}): fix the path or unset "
                         f"{CHECKSUMS_ENV}") from None
@@ -94,12 +94,18 @@ def checksum_overrides():
     for url, entry in table.items():
         checksum = entry.get("checksum") if isinstance(entry, dict) else None
         size = entry.get("size") if isinstance(entry, dict) else None
-        if (not isinstance(checksum, str) or checksum.split(":", 1)[0] not in CHECKSUM_KINDS
-                or ":" not in checksum or not (size is None or type(size) is int and size >= 0)):
+        if not is_checksum(checksum) or not (size is None or type(size) is int and size >= 0):
             raise UserError(f"{where}: the entry for {url} must be {{\"checksum\": "
                             f"\"md5:<hex>\", \"sha1:<hex>\" or \"git-blob-sha1:<hex>\", "
                             f"\"size\": bytes (optional)}}, got {json.dumps(entry)[:120]}")
     return table
+
+
+def is_checksum(text):
+    """``kind:<hex>`` with a known kind and that kind's number of hex digits."""
+    kind, _, digits = text.partition(":") if isinstance(text, str) else ("", "", "")
+    return (len(digits) == CHECKSUM_KINDS.get(kind)
+            and all(c in "0123456789abcdef" for c in digits.lower()))
 
 
 def check_mirror_settings():
@@ -227,6 +233,8 @@ def through_paddle(paddle_download, remote, cached):
     those and raise DownloadFailed instead."""
     source = mirrored(remote)
     md5 = source.checksum.split(":", 1)[1]
+    for path in (cached, cached + "_tmp"):   # where Paddle opens its file with open(path, "wb")
+        refuse_link(path, "download cache file")
     try:
         with quiet("paddle.utils.download", "httpx"):  # our error line says it once
             return paddle_download(source.url, md5)

@@ -2,8 +2,26 @@
 import sys
 
 
+# what str.splitlines breaks a line at, shown escaped in an error message
+LINE_BREAKS = str.maketrans({c: repr(c)[1:-1] for c in "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"})
+
+
 class UserError(Exception):
-    """Bad input the user can fix: printed as one line, no traceback."""
+    """Bad input the user can fix: printed as one line, no traceback. A line
+    break in the message (in a path or a value it quotes from the input) is
+    shown escaped, so that the message stays one line whatever it quotes."""
+
+    def __init__(self, message=""):
+        super().__init__(str(message).translate(LINE_BREAKS))
+
+
+def one_line(err, limit=200):
+    """``Type: message`` of an exception raised by a library, on one line
+    (its first non-blank line, cut at ``limit`` characters), for a
+    one-line error that quotes it."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    text = f"{type(err).__name__}: {lines[0]}" if lines else type(err).__name__
+    return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
 INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for Ctrl-C

@@ -11,6 +11,7 @@ numeric flag.
 import dataclasses
 import math
 import os
+import re
 
 from utils.base.errors import UserError
 
@@ -76,6 +77,20 @@ class Range:
         if self.low is not None:
             return self.low if self.open_low else self.low - 1
         return self.high + 1
+
+
+@dataclasses.dataclass(frozen=True)
+class Pattern:
+    """The Range of a text value: a full match of ``regex``, which ``text``
+    describes (in the help and the error)."""
+    regex: str
+    text: str
+
+    def violation(self, value):
+        return None if isinstance(value, str) and re.fullmatch(self.regex, value) else self.text
+
+    def describe(self):
+        return self.text
 
 
 def machine_cores():

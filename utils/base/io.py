@@ -119,6 +119,15 @@ def fsync_file(path):
         os.close(fd)
 
 
+def link_refused(path, what):
+    return UserError(f"{what} {path} is a symbolic link: refusing to write through it (it could "
+                     "make this run overwrite the file it points to); remove the link")
+
+
+def not_regular(path, what):
+    return UserError(f"{what} {path} is not a regular file: remove it")
+
+
 def open_own_file(path, flags, what):
     """``os.open(path, flags)`` of a file this program writes in a user's
     folder (a lock, a log, a partial download), never through a link it did
@@ -130,16 +139,35 @@ def open_own_file(path, flags, what):
         fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o666)
     except OSError as err:
         if err.errno == errno.ELOOP:
-            raise UserError(f"{what} {path} is a symbolic link: refusing to write through it "
-                            "(it could make this run overwrite the file it points to); remove "
-                            "the link") from None
+            raise link_refused(path, what) from None
         if err.errno in (errno.EISDIR, errno.ENXIO):
-            raise UserError(f"{what} {path} is not a regular file: remove it") from None
+            raise not_regular(path, what) from None
         raise
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
-        raise UserError(f"{what} {path} is not a regular file: remove it")
+        raise not_regular(path, what)
     return fd
+
+
+def claim_file(path, what):
+    """A file a library will open at ``path`` for us (an embedded database):
+    created here first as a regular file, or checked if it exists, so that
+    the library never writes through a link planted there."""
+    os.close(open_own_file(path, os.O_RDWR | os.O_CREAT, what))
+
+
+def refuse_link(path, what):
+    """A path a library will write the ordinary way (Paddle's downloaders
+    open it with ``open(path, "wb")``): a link or a non-regular file there
+    is refused in one line before the path is handed over."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if stat.S_ISLNK(mode):
+        raise link_refused(path, what)
+    if not stat.S_ISREG(mode):
+        raise not_regular(path, what)
 
 
 # ------------------------------------------------ temp names and leftovers
@@ -227,18 +255,31 @@ def new_temp_file(directory, name):
 def atomic_write(path, write):
     """Call ``write(tmp_path)`` for a temp file beside ``path``, then fsync it,
     rename it into place and fsync the folder (see the module docstring)."""
-    directory = os.path.dirname(os.path.abspath(path))
-    with disk_full_is_user_error(path):
-        os.makedirs(directory, exist_ok=True)
-        tmp = new_temp_file(directory, os.path.basename(path))
-        try:
-            write(tmp)
-            fsync_file(tmp)
+    atomic_write_all({path: write})
+
+
+def atomic_write_all(writes):
+    """``atomic_write`` of several files as one unit ({path: write}): every
+    temp file is written and fsync'ed first, and only when all of them are
+    complete are they renamed into place, one after the other; an error in
+    any write leaves every old file as it was and no temp file behind."""
+    temps = {}
+    try:
+        for path, write in writes.items():
+            directory = os.path.dirname(os.path.abspath(path))
+            with disk_full_is_user_error(path):
+                os.makedirs(directory, exist_ok=True)
+                temps[path] = new_temp_file(directory, os.path.basename(path))
+                write(temps[path])
+                fsync_file(temps[path])
+        for path, tmp in temps.items():
             os.replace(tmp, path)
-        except BaseException:
+    except BaseException:
+        for tmp in temps.values():
             if os.path.exists(tmp):
                 os.remove(tmp)
-            raise
+        raise
+    for directory in {os.path.dirname(os.path.abspath(path)) for path in temps}:
         fsync_dir(directory)
 
 

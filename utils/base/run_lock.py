@@ -19,6 +19,7 @@ import time
 
 from utils.base.errors import UserError
 from utils.base.io import ensure_writable_dir, open_own_file
+from utils.base.text_files import parse_json
 
 LOCK_NAME = ".train.lock"
 
@@ -27,9 +28,10 @@ def read_holder(fd):
     """The holder record in the lock file, {} if empty or unreadable."""
     try:
         data = os.pread(fd, 4096, 0)
-        return json.loads(data.decode()) if data.strip() else {}
+        holder = parse_json(data.decode()) if data.strip() else {}
     except (OSError, ValueError):
         return {}
+    return holder if isinstance(holder, dict) else {}
 
 
 def describe(holder):

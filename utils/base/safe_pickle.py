@@ -4,8 +4,8 @@ A ``.pdparams`` / ``.pdopt`` file (and CIFAR-10's python batches) is a
 pickle, and a pickle can name any function to call while it is read:
 ``paddle.load`` or ``pickle.load`` of a crafted file runs its code. Every
 load of weights and state in the project goes through ``restricted_load``
-instead: Python's own (C) unpickler, whose ``find_class`` (asked for every
-class or function a pickle names, before it is called) answers only from
+instead: an unpickler whose ``find_class`` (asked for every class or
+function a pickle names, before it is called) answers only from
 ``allowed()`` and refuses anything else with one line. Nothing outside the
 list is imported or called, so a refused file has run no code of its own.
 
@@ -16,13 +16,29 @@ array and dtype reconstruction, numpy scalars, plain containers, bytes from a
 protocol-2 file, and Paddle's RNG state (a C++ object of three numbers and a
 Mersenne-twister state, saved with the training state).
 
+Allowed names are not enough: a pickle also sets the state of what they
+build (its BUILD opcode), and declares sizes before its bytes. So the
+unpickler (Python's own, with two opcodes replaced) builds only plain
+numeric arrays:
+
+* a dtype is a plain number (bool, int, uint, float, complex), built as a
+  fresh copy, and its state must be exactly that dtype's own: no object
+  dtype, no fields or flags set by the pickle (with them numpy would read an
+  object array's pointers from the file's raw bytes);
+* an array starts empty (numpy's ``(0,)``) and its bytes must be exactly its
+  declared shape times its item size; a scalar's bytes its item size;
+* no read or allocation exceeds what the file still holds (``BoundedReader``:
+  a 67-byte file cannot ask for 1.5 GiB), ``bytearray(n)`` is refused.
+
 ``paddle_tensors`` then turns the arrays into tensors the way ``paddle.load``
 does, so callers see the same objects as before.
 """
 import builtins
 import collections
 import functools
+import math
 import pickle
+import struct
 
 import numpy as np
 
@@ -30,13 +46,19 @@ from utils.base.errors import UserError
 
 
 class RefusedPickle(UserError):
-    """A pickle names a class or function outside ``allowed()``; the message
-    says which, for callers to put after the file's name."""
+    """A pickle names a class or function outside ``allowed()``, or builds
+    something a weights file never holds; the message says which, for
+    callers to put after the file's name."""
 
-    def __init__(self, name):
+    def __init__(self, name, why=None):
         self.name = name
-        super().__init__(f"it asks to call {name} while loading, which weights and data files "
-                         "never need (a crafted or foreign pickle; nothing in it was run)")
+        super().__init__(why or f"it asks to call {name} while loading, which weights and data "
+                         "files never need (a crafted or foreign pickle; nothing in it was run)")
+
+
+def refused_build(what):
+    return RefusedPickle(what, f"it builds {what}, which weights and data files never hold "
+                               "(a crafted or foreign pickle; nothing was built from it)")
 
 
 def _latin1_bytes(text, encoding="latin1"):
@@ -45,6 +67,16 @@ def _latin1_bytes(text, encoding="latin1"):
     if encoding not in ("latin1", "latin-1") or not isinstance(text, str):
         raise pickle.UnpicklingError(f"_codecs.encode with {encoding!r} (only latin1 is allowed)")
     return text.encode("latin1")
+
+
+def _byte_array(source=b"", encoding=None):
+    """``bytearray`` of bytes or latin-1 text; never of a size (an allocation
+    the file does not hold)."""
+    if isinstance(source, str):
+        return bytearray(_latin1_bytes(source, encoding or "latin1"))
+    if not isinstance(source, (bytes, bytearray)) or encoding is not None:
+        raise refused_build(f"a bytearray from {type(source).__name__}")
+    return bytearray(source)
 
 
 def _array_reconstruct():
@@ -66,18 +98,102 @@ def _generator_state():
         return None
 
 
+# ------------------------------------------------ plain numeric arrays only
+NUMERIC_KINDS = "biufc"   # bool, signed, unsigned, float, complex
+
+
+def is_plain_numeric(dtype):
+    """A number type with no fields, sub-array, object or metadata."""
+    return (isinstance(dtype, np.dtype) and dtype.kind in NUMERIC_KINDS and dtype.fields is None
+            and dtype.subdtype is None and not dtype.hasobject and dtype.metadata is None)
+
+
+class _ArrayType:
+    """What ``numpy.ndarray`` resolves to: the marker numpy's pickles pass
+    to ``_reconstruct``; calling it (an array of a size the pickle names)
+    is refused."""
+
+    def __call__(self, *args, **kwargs):
+        raise refused_build("numpy.ndarray(...) of a size the pickle names")
+
+
+ARRAY_TYPE = _ArrayType()
+
+
+def _empty_array(subtype, shape, typecode):
+    """numpy's ``_reconstruct(ndarray, (0,), b"b")``: the empty array BUILD
+    then fills; another type or size is refused."""
+    if subtype is not ARRAY_TYPE or shape != (0,):
+        raise refused_build(f"an array by _reconstruct({shape!r}) (numpy pickles (0,))")
+    return _array_reconstruct()(np.ndarray, (0,), b"b")
+
+
+def _plain_dtype(spec, align=False, copy=False):
+    """``numpy.dtype(spec)`` of a plain number type, as a fresh copy (its
+    BUILD must never touch numpy's own float32)."""
+    try:
+        dtype = np.dtype(spec) if isinstance(spec, str) else None
+    except (TypeError, ValueError):
+        dtype = None
+    if not is_plain_numeric(dtype):
+        raise refused_build(f"numpy.dtype({str(spec)[:40]!r}) (only plain number types are read)")
+    return np.dtype(spec, align=False, copy=True)
+
+
+def _plain_scalar(dtype, data=b""):
+    """A numpy scalar of a plain number type from exactly its item size."""
+    if not is_plain_numeric(dtype):
+        raise refused_build(f"a numpy scalar of dtype {dtype!r}")
+    data = data.encode("latin1") if isinstance(data, str) else data
+    if not isinstance(data, bytes) or len(data) != dtype.itemsize:
+        raise pickle.UnpicklingError(f"a {dtype} scalar of {len(data)} bytes")
+    return _scalar_reconstruct()(dtype, data)
+
+
+def set_dtype_state(dtype, state):
+    """BUILD of a dtype: only the state that dtype has on its own (in either
+    byte order); fields, flags or an item size set by the pickle are refused."""
+    order = state[1] if type(state) is tuple and len(state) > 1 else None
+    if order not in ("<", ">", "|"):
+        raise refused_build("a dtype with a state of its own")
+    expected = dtype.newbyteorder(order) if order != "|" else dtype
+    simple = all(type(x) in (int, str, type(None)) for x in state)
+    if not simple or state != expected.__reduce__()[2]:
+        raise refused_build(f"a {dtype} dtype with fields or flags set by the pickle")
+    dtype.__setstate__(state)
+
+
+def set_array_state(array, state):
+    """BUILD of an array: a plain numeric dtype and exactly the bytes its
+    declared shape needs."""
+    if type(state) is not tuple or len(state) not in (4, 5):
+        raise pickle.UnpicklingError("an array state that is not numpy's")
+    shape, dtype, fortran, data = state[-4:]
+    if not is_plain_numeric(dtype):
+        raise refused_build(f"an array of dtype {dtype!r} (only plain numbers are read)")
+    data = data.encode("latin1") if isinstance(data, str) else data
+    if (type(shape) is not tuple or not all(type(n) is int and n >= 0 for n in shape)
+            or type(fortran) is not bool or not isinstance(data, bytes)):
+        raise pickle.UnpicklingError("an array state that is not numpy's")
+    if len(data) != math.prod(shape) * dtype.itemsize:
+        raise pickle.UnpicklingError(f"an array of shape {list(shape)} {dtype} holds "
+                                     f"{len(data):,} bytes")
+    array.__setstate__((1, shape, dtype, fortran, data))
+
+
 @functools.cache
 def allowed():
     """{(module, name): the object a pickle gets for it}: everything a pickle may name."""
     table = {}
     for numpy_core in ("numpy.core.multiarray", "numpy._core.multiarray"):
-        table[(numpy_core, "_reconstruct")] = _array_reconstruct()
-        table[(numpy_core, "scalar")] = _scalar_reconstruct()
-    table[("numpy", "ndarray")] = np.ndarray
-    table[("numpy", "dtype")] = np.dtype
+        table[(numpy_core, "_reconstruct")] = _empty_array
+        table[(numpy_core, "scalar")] = _plain_scalar
+    table[("numpy", "ndarray")] = ARRAY_TYPE
+    table[("numpy", "dtype")] = _plain_dtype
     table[("collections", "OrderedDict")] = collections.OrderedDict
-    for name in ("tuple", "list", "dict", "set", "frozenset", "bytearray", "complex"):
+    for name in ("tuple", "list", "dict", "set", "frozenset", "complex"):
         table[("builtins", name)] = table[("__builtin__", name)] = getattr(builtins, name)
+    table[("builtins", "bytearray")] = table[("__builtin__", "bytearray")] = _byte_array
     table[("_codecs", "encode")] = _latin1_bytes
     state = _generator_state()
     if state is not None:
@@ -87,8 +203,36 @@ def allowed():
     return table
 
 
-class RestrictedUnpickler(pickle.Unpickler):
-    """``pickle.Unpickler`` that resolves names only from ``allowed()``."""
+class BoundedReader:
+    """``read`` / ``readline`` of an open binary file that refuse a size past
+    its end: the unpickler allocates what an opcode declares before reading."""
+
+    def __init__(self, file):
+        self.file = file
+        start = file.tell()
+        self.end = file.seek(0, 2)
+        file.seek(start)
+
+    def read(self, n):
+        left = self.end - self.file.tell()
+        if n > left:
+            raise pickle.UnpicklingError(f"the pickle declares {n:,} bytes where the file has "
+                                         f"{left:,} left (truncated, or a crafted size)")
+        return self.file.read(n)
+
+    def readline(self):
+        return self.file.readline()
+
+
+class RestrictedUnpickler(pickle._Unpickler):
+    """Python's unpickler that resolves names only from ``allowed()``,
+    sets the state only of plain numeric arrays and dtypes and Paddle's RNG
+    state, and reads no size past the file's end (see the module docstring)."""
+
+    dispatch = dict(pickle._Unpickler.dispatch)
+
+    def __init__(self, file, encoding="latin1"):
+        super().__init__(BoundedReader(file), encoding=encoding)
 
     def find_class(self, module, name):
         try:
@@ -99,10 +243,29 @@ class RestrictedUnpickler(pickle.Unpickler):
     def persistent_load(self, pid):
         raise RefusedPickle(f"persistent id {str(pid)[:40]!r}")
 
+    def load_build(self):
+        state = self.stack.pop()
+        inst = self.stack[-1]
+        if type(inst) is np.ndarray:
+            set_array_state(inst, state)
+        elif isinstance(inst, np.dtype):
+            set_dtype_state(inst, state)
+        elif type(inst) is allowed().get(("paddle.base.libpaddle", "GeneratorState")):
+            inst.__setstate__(state)
+        else:
+            raise refused_build(f"a {type(inst).__name__} with a state set by the pickle")
+    dispatch[pickle.BUILD[0]] = load_build
+
+    def load_bytearray8(self):
+        size, = struct.unpack("<Q", self.read(8))
+        self.append(bytearray(self.read(size)))   # read first: the size is bounded by the file
+    dispatch[pickle.BYTEARRAY8[0]] = load_bytearray8
+
 
 def restricted_load(file, encoding="latin1"):
     """The object pickled in the open binary ``file``; ``RefusedPickle``
-    (message: the refused name) if it names anything outside ``allowed()``."""
+    (message: the refused name or build) if it names anything outside
+    ``allowed()`` or builds anything but plain numeric arrays."""
     return RestrictedUnpickler(file, encoding=encoding).load()
 
 

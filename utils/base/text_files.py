@@ -1,5 +1,5 @@
-"""Text files people edit by hand (image lists): read what common editors
-write, or say in one line what the file really is.
+"""Text files people edit by hand (image lists) and JSON documents: read
+what common editors write, or say in one line what the file really is.
 
 Read as-is: UTF-8 with or without a byte-order mark (Windows Notepad adds
 one), CRLF or CR line ends, tabs or several spaces between fields, blank
@@ -8,6 +8,7 @@ lines anywhere, no final newline, and UTF-16 with a byte-order mark (Notepad's
 bytes in the text) and bytes that are not UTF-8 (a legacy code page).
 """
 import codecs
+import json
 
 from utils.base.errors import UserError
 
@@ -34,3 +35,21 @@ def read_lines(path):
         line = data[:err.start].count(b"\n") + 1
         raise UserError(f"{path}:{line}: byte 0x{data[err.start]:02x} is not UTF-8 (saved in "
                         "a legacy code page?): re-save the file as UTF-8")
+
+
+def parse_json(text):
+    """The JSON value of ``text`` (str or bytes); ValueError for anything
+    that is not one, nesting too deep for the decoder included (Python's
+    json raises RecursionError there)."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+
+
+def read_json(path):
+    """The JSON value in file ``path`` (UTF-8, a byte-order mark allowed);
+    ValueError when it is not JSON, OSError when it cannot be read."""
+    with open(path, "rb") as f:
+        data = f.read()
+    return parse_json(data.decode("utf-8-sig"))

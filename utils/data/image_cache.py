@@ -22,15 +22,17 @@ One file per list and step, ``<list>-<step>-<hash of the list's path>.u8``:
 
   [ pixels: image 0, image 1, … as flat uint8 H×W×3, back to back ]
   [ index: .npz bytes: offsets int64 [n], shapes int64 [n, 3],
-    fingerprint (JSON), errors (JSON [[i, message], …]) ]
+    fingerprint (JSON), errors (JSON [[i, message], …]),
+    image_stats int64 [n, 3] (size, mtime in ns, inode of each image) ]
   [ trailer: index length (uint64 little-endian), MAGIC ]
 
 written atomically (``utils.base.io.atomic_write``), so a cache is either whole
 or absent. It is used only while its fingerprint (sha256 of the list file,
-the data root, the sizes, the step, the Pillow version) matches; a stale
-or unreadable one is rebuilt with a line saying why, as the database code
-cache (``utils.retrieval.code_cache``) is. Replacing image files in place under the
-same list is not detected: delete the cache then.
+the data root, the sizes, the step, the Pillow version) matches and its
+images' stat identity is the one recorded (an image replaced in place under
+the same path is noticed, unless a tool kept its size, mtime and inode); a
+stale or unreadable one is rebuilt with a line saying why, as the database
+code cache (``utils.retrieval.code_cache``) is.
 """
 import collections
 import contextlib
@@ -45,7 +47,6 @@ import shutil
 import struct
 import sys
 import time
-import zipfile
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -54,12 +55,15 @@ from PIL import Image
 from tqdm import tqdm
 
 from utils.base import distributed as dist
-from utils.base.fingerprint import CacheError, StaleCache, check_fingerprint, sha256_file
+from utils.base.array_files import load_npz
+from utils.base.fingerprint import (CacheError, StaleCache, changed_files, check_fingerprint,
+                                    file_stats, sha256_file)
 from utils.data.hashing_dataset import HashingDataset
 from utils.data.images import check_pixels
 from utils.data.transforms import crop, crop_origin, load_rgb, resize_short, to_normalized_array
 from utils.data.images import short_side_size
-from utils.base.errors import UserError
+from utils.base.errors import UserError, one_line
+from utils.base.text_files import parse_json
 from utils.base.io import (DiskFullError, atomic_write, ensure_writable_dir, free_space,
                            human_bytes, remove_leftovers, temp_file_prefix)
 from utils.base.runtime import available_cores
@@ -238,8 +242,9 @@ class DecodedImageCache:
     ``path``: the cache file; ``fingerprint``: ``make_fingerprint(...)``;
     ``log``: prints one line per decision (default: the run's log)."""
 
-    def __init__(self, path, fingerprint, log=None):
-        self.path, self.fingerprint = path, fingerprint
+    def __init__(self, path, fingerprint, log=None, images=None):
+        """``images``: (paths, file_stats of them) of the list, now."""
+        self.path, self.fingerprint, self.images = path, fingerprint, images
         self.log = log or logging.getLogger("hashnet").info
 
     # -------------------------------------------------------------- reading
@@ -260,22 +265,28 @@ class DecodedImageCache:
                     raise CacheError(f"index of {index_bytes} bytes in a file of {size}")
                 f.seek(pixel_bytes)
                 raw = f.read(index_bytes)
-            with np.load(io.BytesIO(raw), allow_pickle=False) as index:
-                offsets, shapes = index["offsets"], index["shapes"]
-                saved = json.loads(str(index["fingerprint"][()]))
-                errors = {int(i): str(m) for i, m in json.loads(str(index["errors"][()]))}
-        except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as err:
-            raise CacheError(f"{type(err).__name__}: {err}")
+            index = load_npz(raw)
+            offsets, shapes = index["offsets"], index["shapes"]
+            saved = parse_json(str(index["fingerprint"][()]))
+            errors = {int(i): str(m) for i, m in parse_json(str(index["errors"][()]))}
+        except (OSError, ValueError, KeyError, TypeError, OverflowError) as err:
+            raise CacheError(one_line(err))
         check_fingerprint(saved, self.fingerprint, CHANGES)
         self.check_index(offsets, shapes, pixel_bytes)
+        if self.images is not None:
+            changed = changed_files(index.get("image_stats"), self.images[1], self.images[0])
+            if changed:
+                raise StaleCache(changed)
         return DecodedImages(self.path, pixel_bytes, offsets, shapes, errors)
 
     def check_index(self, offsets, shapes, pixel_bytes):
         count = self.fingerprint["count"]
         if offsets.shape != (count,) or shapes.shape != (count, 3):
             raise CacheError(f"index of shape {offsets.shape}/{shapes.shape} for {count} images")
+        if offsets.dtype != np.int64 or shapes.dtype != np.int64:
+            raise CacheError(f"index of types {offsets.dtype}/{shapes.dtype}, not int64")
         ends = offsets + shapes.prod(axis=1)
-        if count and (offsets.min() < 0 or ends.max() > pixel_bytes):
+        if count and (offsets.min() < 0 or shapes.min() < 0 or ends.max() > pixel_bytes):
             raise CacheError(f"index points past the {pixel_bytes} bytes of pixels")
 
     # -------------------------------------------------------------- writing
@@ -307,10 +318,11 @@ class DecodedImageCache:
 
     def index_bytes(self, offsets, shapes, errors):
         buffer = io.BytesIO()
+        stats = {} if self.images is None else {"image_stats": self.images[1]}
         np.savez(buffer, offsets=np.asarray(offsets, dtype=np.int64).reshape(-1),
                  shapes=np.asarray(shapes, dtype=np.int64).reshape(-1, 3),
                  fingerprint=np.array(json.dumps(self.fingerprint, sort_keys=True)),
-                 errors=np.array(json.dumps(errors)))
+                 errors=np.array(json.dumps(errors)), **stats)
         return buffer.getvalue() + TRAILER.pack(buffer.tell(), MAGIC)
 
     def remove_leftovers(self):
@@ -410,12 +422,13 @@ def cached_image_list(images, cache_dir, log=None):
     cache under ``cache_dir``, which local rank 0 builds if needed while the
     other processes on its machine wait for it."""
     step = step_for(images)
+    paths = [os.path.join(images.root, p) for p in images.paths]
     cache = DecodedImageCache(cache_path(cache_dir, images.list_file, step),
                               make_fingerprint(images.list_file, images.root, step,
-                                               len(images.paths)), log)
+                                               len(images.paths)), log,
+                              images=(images.paths, file_stats(paths)))
     if dist.local_rank() == 0:
-        pixels = cache.get([os.path.join(images.root, p) for p in images.paths], step,
-                           images.skip_bad_images)
+        pixels = cache.get(paths, step, images.skip_bad_images)
     else:
         pixels = cache.wait()
     return CachedImageList(images, pixels)

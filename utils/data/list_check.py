@@ -37,6 +37,7 @@ from utils.data.list_sources import CLASSES_FILE, progress
 from utils.data.splits import PROTOCOLS, SPLITS
 
 EXAMPLES = 20          # messages kept per kind of problem
+REPORT_FILE = "check.json"   # the report's default name, in the lists' folder
 # the overlaps a protocol's database rule forbids, besides train & test
 FORBIDDEN = {"rest": {("train", "database"), ("test", "database")},
              "rest+train": {("test", "database")}, "rest+queries": {("train", "database")},

@@ -20,7 +20,7 @@ import os
 import numpy as np
 
 from utils.base.errors import UserError
-from utils.base.io import atomic_write
+from utils.base.io import atomic_write, atomic_write_all
 from utils.base.text_files import read_lines
 
 LABEL_VALUES = ("0", "1")
@@ -63,8 +63,20 @@ def split_line(line, num_class, where):
     return path, [int(v) for v in tail]
 
 
+def check_utf8(text, what):
+    """UserError unless ``text`` can be written to a UTF-8 list file: a file
+    name in another encoding reaches Python with its bad bytes as lone
+    surrogates (os.fsdecode), which no list line can hold."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise UserError(f"{what} {text!r} is not UTF-8 (a name saved in another encoding): list "
+                        "files are UTF-8; rename it") from None
+
+
 def check_writable_path(path):
     """UserError unless ``path`` reads back as itself under the rule above."""
+    check_utf8(path, "image path")
     if not path or path != path.strip() or len(path.splitlines()) != 1:
         raise UserError(f"image path {path!r} starts or ends with whitespace or holds a line "
                         "break: list files cannot hold it; rename the file")
@@ -79,14 +91,34 @@ def format_line(path, labels):
     return f"{path} {' '.join(str(int(v)) for v in labels)}"
 
 
-def write_list(list_file, paths, labels):
-    """Write a list file atomically (a temp file renamed into place)."""
-    text = "".join(format_line(p, row) + "\n" for p, row in zip(paths, labels))
+def list_text(paths, labels):
+    """The text of a list file (every line checked by ``format_line``)."""
+    return "".join(format_line(p, row) + "\n" for p, row in zip(paths, labels))
 
+
+def text_writer(text):
+    """A ``write(tmp)`` for utils/base/io.py's atomic writes of UTF-8 ``text``."""
     def write(tmp):
         with open(tmp, "w", encoding="utf-8") as f:
             f.write(text)
-    atomic_write(list_file, write)
+    return write
+
+
+def write_list(list_file, paths, labels):
+    """Write a list file atomically (a temp file renamed into place)."""
+    atomic_write(list_file, text_writer(list_text(paths, labels)))
+
+
+def write_lists(list_dir, splits, extra=None):
+    """A data set's lists as one unit: {split: (paths, labels)} ->
+    ``<list_dir>/<split>.txt``, and ``extra`` {file name: text} (classes.txt).
+    Every line is checked before any file is written, and the files replace
+    the old ones together (utils/base/io.py ``atomic_write_all``): a path
+    the rule cannot hold never leaves a new train.txt beside an old test.txt."""
+    texts = {os.path.join(list_dir, f"{split}.txt"): list_text(*entries)
+             for split, entries in splits.items()}
+    texts.update({os.path.join(list_dir, name): text for name, text in (extra or {}).items()})
+    atomic_write_all({path: text_writer(text) for path, text in texts.items()})
 
 
 def numbered_lines(list_file):

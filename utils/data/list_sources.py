@@ -22,7 +22,6 @@ or a CSV happens to have.
 """
 import csv
 import dataclasses
-import json
 import os
 import posixpath
 import re
@@ -31,10 +30,9 @@ import sys
 import numpy as np
 from tqdm import tqdm
 
-from utils.base.errors import UserError
-from utils.base.io import atomic_write
-from utils.base.text_files import read_lines
-from utils.data.list_format import check_writable_path, write_list
+from utils.base.errors import UserError, one_line
+from utils.base.text_files import read_json, read_lines
+from utils.data.list_format import check_utf8, check_writable_path, write_lists
 from utils.data.splits import SPLITS, draw_split
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp",
@@ -135,7 +133,8 @@ def images_from_folder(folder, root, classes=None):
 # ---------------------------------------------------------------- CSV / TSV
 def csv_rows(csv_file):
     """(line number, cells) of the non-blank rows; tab-separated when the
-    header holds a tab, else comma-separated."""
+    header holds a tab, else comma-separated. A row is one line: a quoted
+    cell may hold the delimiter, not a line break."""
     if not os.path.isfile(csv_file):
         raise UserError(f"CSV file {csv_file} not found")
     lines = read_lines(csv_file)
@@ -143,12 +142,45 @@ def csv_rows(csv_file):
     if not numbered:
         raise UserError(f"CSV file {csv_file} is empty")
     delimiter = "\t" if "\t" in numbered[0][1] else ","
-    cells = csv.reader([line for _, line in numbered], delimiter=delimiter)
-    return [(n, [c.strip() for c in row]) for (n, _), row in zip(numbered, cells)]
+    rows = []
+    for n, line in numbered:
+        try:
+            cells = next(csv.reader([line], delimiter=delimiter, strict=True))
+        except csv.Error as err:
+            raise UserError(f"{csv_file}:{n}: not a {'TSV' if delimiter == chr(9) else 'CSV'} "
+                            f"row ({err}): quote cells that hold the delimiter, on one line")
+        rows.append((n, [c.strip() for c in cells]))
+    return rows
 
 
 def is_zero_one_table(rows):
     return all(all(c in ("0", "1") for c in cells[1:]) for _, cells in rows)
+
+
+def is_number(text):
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
+
+
+def check_numeric_labels(csv_file, header, rows):
+    """A table whose label cells are all numbers is a 0/1 table: refuse
+    one that is not (decimals such as 1.0, counts, -1, an empty cell), rather
+    than reading its numbers as class names. One label column of whole
+    numbers stays a column of class names (ids)."""
+    numeric = [c for _, cells in rows for c in cells[1:] if c]
+    if not numeric or not all(is_number(c) for c in numeric):
+        return
+    if len(header) == 2 and all(c.isdigit() for c in numeric):
+        return
+    for lineno, cells in rows:
+        bad = next((c for c in cells[1:] if c not in ("0", "1")), None)
+        if bad is not None:
+            raise UserError(f"{csv_file}:{lineno}: labels must be 0 or 1, got {bad!r} (a table of "
+                            "numbers is read as one 0/1 column per class; write class names as "
+                            "names)")
 
 
 def images_from_csv(csv_file, root, label_sep=";"):
@@ -158,6 +190,7 @@ def images_from_csv(csv_file, root, label_sep=";"):
     if len(header) < 2 or not rows:
         raise UserError(f"{csv_file}: needs a header row (path, then label columns) and at "
                         "least one image row")
+    check_numeric_labels(csv_file, header, rows)
     where = {}   # path -> "file:line" of its first row
     if is_zero_one_table(rows):
         classes, table = header[1:], {}
@@ -202,18 +235,53 @@ def coco_image_folder(json_file):
 
 
 def load_coco(json_file):
+    """The images, annotations and categories of a COCO instances file,
+    each record checked for the fields and types the lists need."""
     if not os.path.isfile(json_file):
         raise UserError(f"COCO annotation file {json_file} not found")
     try:
-        with open(json_file, encoding="utf-8") as f:
-            data = json.load(f)
-    except (ValueError, UnicodeDecodeError) as err:
-        raise UserError(f"{json_file} is not valid JSON ({err})")
+        data = read_json(json_file)
+    except ValueError as err:
+        raise UserError(f"{json_file} is not valid JSON ({one_line(err)})")
     missing = [k for k in ("images", "annotations", "categories")
-               if not isinstance(data, dict) or k not in data]
+               if not isinstance(data, dict) or not isinstance(data.get(k), list)]
     if missing:
-        raise UserError(f"{json_file} has no {', '.join(missing)}: not a COCO instances file")
+        raise UserError(f"{json_file} has no list of {', '.join(missing)}: not a COCO instances "
+                        "file")
+    check_records(json_file, "images", data["images"], {"id": int, "file_name": str})
+    check_records(json_file, "annotations", data["annotations"],
+                  {"image_id": int, "category_id": int})
+    check_records(json_file, "categories", data["categories"], {"id": int, "name": str})
+    if not data["categories"]:
+        raise UserError(f"{json_file} lists no categories: not a COCO instances file")
+    for kind, key in (("images", "id"), ("images", "file_name"), ("categories", "id"),
+                      ("categories", "name")):
+        check_unique(json_file, kind, key, data[kind])
     return data
+
+
+def check_records(json_file, kind, records, fields):
+    """UserError naming the first record of ``kind`` that is not an object
+    with ``fields`` {name: type} (a bool is not an int here)."""
+    for i, record in enumerate(records):
+        bad = [name for name, type_ in fields.items() if not isinstance(record, dict)
+               or type(record.get(name)) is not type_]
+        if bad:
+            raise UserError(f"{json_file}: {kind}[{i}] has no {' / '.join(bad)} of type "
+                            f"{' / '.join(fields[n].__name__ for n in bad)}: not a COCO "
+                            "instances file")
+
+
+def check_unique(json_file, kind, key, records):
+    """One record per ``key`` value: an image file under two ids would
+    otherwise be two images (and could land in two splits)."""
+    first = {}
+    for i, record in enumerate(records):
+        value = record[key]
+        if value in first:
+            raise UserError(f"{json_file}: {kind}[{i}] has the {key} {value!r} of "
+                            f"{kind}[{first[value]}]: each must be listed once")
+        first[value] = i
 
 
 def coco_labels(data, json_file, column, ignore_crowd):
@@ -225,7 +293,7 @@ def coco_labels(data, json_file, column, ignore_crowd):
         if ignore_crowd and ann.get("iscrowd", 0):
             continue
         if ann["image_id"] not in row_of or ann["category_id"] not in column:
-            raise UserError(f"{json_file}: annotation {ann.get('id')} names image "
+            raise UserError(f"{json_file}: annotation {str(ann.get('id'))[:40]} names image "
                             f"{ann['image_id']} / category {ann['category_id']}, which the "
                             "file does not list")
         labels[row_of[ann["image_id"]], column[ann["category_id"]]] = 1
@@ -248,12 +316,23 @@ def images_from_coco(json_files, root, ignore_crowd=False):
         paths += [relative_to_root(f"{folder}/{img['file_name']}", root, json_file)
                   for img in data["images"]]
         wheres += [f"{json_file}: image id {img['id']}" for img in data["images"]]
+    check_one_path_per_image(paths, wheres)
     require_files(paths, root, wheres.__getitem__)
     labels = np.concatenate(blocks)
     crowd = "crowd annotations ignored" if ignore_crowd else "crowd annotations counted"
     return LabelledImages(paths, labels, [name for _, name in categories],
                           [f"{len(categories)} COCO categories (ids {categories[0][0]}.."
                            f"{categories[-1][0]}, in id order); {crowd}"])
+
+
+def check_one_path_per_image(paths, wheres):
+    """File names that normalise to one path (``a.jpg``, ``./a.jpg``) are one image."""
+    first = {}
+    for i, path in enumerate(paths):
+        if path in first:
+            raise UserError(f"{wheres[i]} is the file {path} of {wheres[first[path]]}: each "
+                            "image must be listed once")
+        first[path] = i
 
 
 def default_root(kind, source):
@@ -292,15 +371,9 @@ def with_queries(images, queries):
 def check_class_names(classes):
     """classes.txt holds one name a line: refuse what it cannot hold."""
     for name in classes:
+        check_utf8(name, "class name")
         if not name.strip() or len(name.splitlines()) != 1:
             raise UserError(f"class name {name!r} is empty or holds a line break")
-
-
-def write_classes(path, classes):
-    def write(tmp):
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write("".join(f"{name}\n" for name in classes))
-    atomic_write(path, write)
 
 
 def make_lists(images, protocol, seed, out_dir, queries=None):
@@ -319,7 +392,6 @@ def make_lists(images, protocol, seed, out_dir, queries=None):
     parts = draw_split(images.labels, protocol, seed, is_query, images.classes)
     made = {split: ([images.paths[i] for i in idx], images.labels[idx])
             for split, idx in parts.items()}
-    for split in SPLITS:
-        write_list(os.path.join(out_dir, f"{split}.txt"), *made[split])
-    write_classes(os.path.join(out_dir, CLASSES_FILE), images.classes)
+    write_lists(out_dir, {split: made[split] for split in SPLITS},
+                {CLASSES_FILE: "".join(f"{name}\n" for name in images.classes)})
     return made, images.notes

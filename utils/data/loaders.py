@@ -21,7 +21,7 @@ import numpy as np
 import paddle
 from PIL import Image
 
-from utils.base.errors import UserError
+from utils.base.errors import UserError, one_line
 from utils.base.io import check_input_dir
 from utils.base.safe_pickle import RefusedPickle, restricted_load
 from utils.data.caffe_pipeline import build_pipeline
@@ -99,16 +99,30 @@ class ArrayImages(HashingDataset):
 
 
 # ---------------------------------------------------------------- CIFAR-10
+CIFAR_ROW = 3 * 32 * 32   # one image: 1024 R, 1024 G, 1024 B values
+CIFAR_AGAIN = "download cifar-10-python.tar.gz again from its site"
+
+
 def cifar_batch(file, shown):
-    """One CIFAR-10 python batch (a pickle: read without running code from it)."""
+    """(image rows uint8 [n, 3072], class ids int64 [n]) of one CIFAR-10
+    python batch (a pickle: read without running code from it)."""
     try:
-        return restricted_load(file, encoding="bytes")
+        batch = restricted_load(file, encoding="bytes")
     except RefusedPickle as refused:
-        raise UserError(f"{shown} refused: {refused}: download cifar-10-python.tar.gz again "
-                        "from its site") from None
+        raise UserError(f"{shown} refused: {refused}: {CIFAR_AGAIN}") from None
     except Exception as err:  # truncated or not a pickle
-        raise UserError(f"{shown} is unreadable ({type(err).__name__}: {err}): download "
-                        "cifar-10-python.tar.gz again from its site") from None
+        raise UserError(f"{shown} is unreadable ({one_line(err)}): {CIFAR_AGAIN}") from None
+    data = batch.get(b"data") if isinstance(batch, dict) else None
+    labels = batch.get(b"labels") if isinstance(batch, dict) else None
+    if not (isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.ndim == 2
+            and data.shape[1] == CIFAR_ROW):
+        raise UserError(f"{shown} holds no uint8 [n, {CIFAR_ROW}] image rows: not a CIFAR-10 "
+                        f"python batch; {CIFAR_AGAIN}")
+    if not (isinstance(labels, list) and len(labels) == len(data)
+            and all(type(v) is int and 0 <= v < 10 for v in labels)):
+        raise UserError(f"{shown} holds no class id 0..9 per image row: not a CIFAR-10 python "
+                        f"batch; {CIFAR_AGAIN}")
+    return data, np.asarray(labels, np.int64)
 
 
 def read_cifar10(path):
@@ -134,8 +148,8 @@ def read_cifar10(path):
     else:
         raise UserError(f"CIFAR-10 not found at {path}: download cifar-10-python.tar.gz "
                         "yourself and pass it (or its extracted folder) as --data-path")
-    images = np.concatenate([b[b"data"] for b in batches]).reshape(-1, 3, 32, 32)
-    classes = np.concatenate([np.asarray(b[b"labels"]) for b in batches])
+    images = np.concatenate([data for data, _ in batches]).reshape(-1, 3, 32, 32)
+    classes = np.concatenate([labels for _, labels in batches])
     return images.transpose(0, 2, 3, 1).copy(), classes
 
 

@@ -24,8 +24,8 @@ from utils.base.io import (atomic_write_json, check_not_cut_short, disk_full_is_
                            fsync_dir, fsync_file, make_temp_dir, remove_leftovers)
 from utils.data.transforms import normalize
 from utils.inference.onnx_model import OnnxModel, check_onnx_size, convert_to_onnx, onnx_path
-from utils.inference.predictor import (MODEL_SUFFIXES, InferenceModel, export_info_path,
-                                       write_export_manifest)
+from utils.inference.predictor import (MODEL_SUFFIXES, InferenceModel, export_files,
+                                       export_info_path, write_export_manifest)
 
 TOLERANCE = 1e-4   # of the hash-layer outputs, relative to max(1, max |z|)
 
@@ -84,21 +84,21 @@ def parameter_bytes(model):
 
 
 def install(tmp_dir, out_dir, bit):
-    """Move the checked files into place, the manifest first: a reader
-    (predictor.model_files) then sees the whole old export, the whole new one,
-    or a mismatch it refuses, never a mix. The other format's program file of
-    the same name goes, so program and parameters always match."""
+    """Move the checked files into place as one unit: the manifest first, so
+    that a reader (predictor.model_files, OnnxModel) sees the whole old
+    export, the whole new one, or files the manifest does not list or match,
+    which it refuses; never a mix. Then every other ``inference_{bit}.*``
+    file of the folder goes (the other format's, a stale one): the folder
+    holds this export of the bit length and nothing else of it."""
     os.makedirs(out_dir, exist_ok=True)
     manifest = os.path.basename(write_export_manifest(tmp_dir, bit))
     written = sorted(os.listdir(tmp_dir), key=lambda name: name != manifest)  # manifest first
-    paddle_program = any(name.endswith(MODEL_SUFFIXES) for name in written)
-    for suffix in MODEL_SUFFIXES if paddle_program else ():
-        stale = os.path.join(out_dir, f"inference_{bit}{suffix}")
-        if f"inference_{bit}{suffix}" not in written and os.path.isfile(stale):
-            os.remove(stale)
     for name in written:
         fsync_file(os.path.join(tmp_dir, name))
         os.replace(os.path.join(tmp_dir, name), os.path.join(out_dir, name))
+    for name in export_files(out_dir, bit):
+        if name not in written:
+            os.remove(os.path.join(out_dir, name))
     fsync_dir(out_dir)
     return [os.path.join(out_dir, name) for name in written]
 

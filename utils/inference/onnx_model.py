@@ -24,7 +24,8 @@ import numpy as np
 from utils.retrieval.codes import sign_codes
 from utils.base.errors import UserError
 from utils.base.io import atomic_write
-from utils.inference.predictor import checked_output, export_info_path, exported_image_size
+from utils.inference.predictor import (checked_output, export_info_path, exported_image_size,
+                                       verify_export)
 
 OPSET = 11
 
@@ -137,6 +138,7 @@ class OnnxModel:
                             f"--format onnx --save-inference-dir {model_dir}`)")
         self.files = (path,)
         info = export_info_path(model_dir, bit)
+        verify_export(path[:-len(".onnx")], [path, info])   # its manifest, when it has one
         self.image_size = exported_image_size(model_dir, bit, path) if os.path.isfile(info) else None
         self.use_gpu = False
         options = ort.SessionOptions()

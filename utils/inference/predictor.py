@@ -15,16 +15,19 @@ with its manifest, or files that do not all match the manifest; the reader
 (``model_files``) refuses the latter in one line. An export without a
 manifest (older ones) is used unverified, as before.
 """
-import json
 import os
 
 import numpy as np
 
+import models
 from utils.retrieval.codes import sign_codes
 from utils.base.distributed import gpu_count
 from utils.base.checkpoint import verify_against_manifest, write_manifest
-from utils.base.errors import UserError
+from utils.base.errors import UserError, one_line
+from utils.base.flags import SIDE
 from utils.base.runtime import restoring_num_threads
+from utils.base.text_files import read_json
+from utils.data.caffe_pipeline import PIPELINES
 
 MODEL_SUFFIXES = (".json", ".pdmodel")   # Paddle 3.x first, then 2.x
 
@@ -58,12 +61,18 @@ def verify_export(prefix, files):
             verify_against_manifest(path, prefix, EXPORT_REMEDY)
 
 
+def export_files(folder, bit):
+    """The names of the ``inference_{bit}.*`` files in ``folder``: one
+    export, of either format, and its manifest and sidecar."""
+    return sorted(name for name in os.listdir(folder) if name.startswith(f"inference_{bit}."))
+
+
 def write_export_manifest(folder, bit):
     """The manifest of the export in ``folder`` (all its inference_{bit}.*
     files), written there; export_model.py installs it first."""
     prefix = os.path.join(folder, f"inference_{bit}")
-    suffixes = [name[len(f"inference_{bit}"):] for name in sorted(os.listdir(folder))
-                if name.startswith(f"inference_{bit}.") and not name.endswith(".manifest.json")]
+    suffixes = [name[len(f"inference_{bit}"):] for name in export_files(folder, bit)
+                if not name.endswith(".manifest.json")]
     write_manifest(prefix, suffixes)
     return prefix + ".manifest.json"
 
@@ -75,16 +84,33 @@ def export_info_path(model_dir, bit):
 
 def read_export_info(model_dir, bit):
     """export_model.py's sidecar as a dict ({} when there is none: an older
-    export, which is AlexNet's)."""
-    info = export_info_path(model_dir, bit)
-    if not os.path.isfile(info):
+    export, which is AlexNet's), each field it records that a reader uses
+    checked for its type and range."""
+    info_path = export_info_path(model_dir, bit)
+    if not os.path.isfile(info_path):
         return {}
     try:
-        with open(info) as f:
-            return dict(json.load(f))
-    except (OSError, ValueError, TypeError) as err:
-        raise UserError(f"{info} is unreadable ({type(err).__name__}: {err}): export the "
-                        "model again with export_model.py")
+        info = read_json(info_path)
+    except (OSError, ValueError) as err:
+        raise UserError(f"{info_path} is unreadable ({one_line(err)}): export the model again "
+                        "with export_model.py")
+    problem = export_info_problem(info, bit)
+    if problem:
+        raise UserError(f"{info_path}: {problem}: not export_model.py's record of this model; "
+                        "export it again")
+    return info
+
+
+def export_info_problem(info, bit):
+    """What in ``info`` (an export.json) is of the wrong type or range, or None."""
+    if not isinstance(info, dict):
+        return "not a JSON object"
+    valid = {"bit": lambda v: type(v) is int and v == bit,
+             "img_size": lambda v: type(v) is int and SIDE.violation(v) is None,
+             "arch": lambda v: isinstance(v, str) and v in models.ARCHS,
+             "input_pipeline": lambda v: isinstance(v, str) and v in PIPELINES}
+    bad = next((key for key, ok in valid.items() if key in info and not ok(info[key])), None)
+    return None if bad is None else f"{bad} {str(info[bad])[:40]!r} is not valid here"
 
 
 def exported_image_size(model_dir, bit, program_file):
@@ -92,21 +118,15 @@ def exported_image_size(model_dir, bit, program_file):
     sidecar, else from the data op of a PIR (.json) program; None if neither
     says (a Paddle 2.x .pdmodel from elsewhere)."""
     info = read_export_info(model_dir, bit)
-    if info:
-        try:
-            return int(info["img_size"])
-        except (ValueError, KeyError, TypeError) as err:
-            raise UserError(f"{export_info_path(model_dir, bit)} is unreadable "
-                            f"({type(err).__name__}: {err}): export the model again with "
-                            "export_model.py")
+    if "img_size" in info:
+        return info["img_size"]
     return pir_input_side(program_file) if program_file.endswith(".json") else None
 
 
 def pir_input_side(program_file):
     """S of the ``data`` op's [-1, 3, S, S] shape in a PIR program, or None."""
     try:
-        with open(program_file) as f:
-            ops = json.load(f)["program"]["regions"][0]["blocks"][0]["ops"]
+        ops = read_json(program_file)["program"]["regions"][0]["blocks"][0]["ops"]
         for op in ops:
             if str(op.get("#", "")).endswith(".data"):
                 shape = next(a["AT"]["D"] for a in op["A"] if a.get("N") == "shape")

@@ -15,14 +15,19 @@ the list had changed. Here a cache is an ``.npz`` file holding
 
   * ``entries_sha256`` the digest of the list's entries (paths and labels,
                     ``entries_digest``), outside the fingerprint
+  * ``image_stats`` int64 [n, 3]: each image's size, mtime (ns) and inode when
+                    it was encoded (utils/base/fingerprint.py ``file_stats``)
 
-and it is used only when its fingerprint equals the current one; otherwise
-the codes are rebuilt (a stale cache is never reused) and a line says why.
+and it is used only when its fingerprint equals the current one and its
+images' stat identity is unchanged (an image replaced in place under the
+same path counts as a change); otherwise the codes are rebuilt (a stale
+cache is never reused) and a line says why.
 One exception saves the re-encoding: when only the list changed and the new
 list starts with the cached entries (images appended), only the new images
 are encoded and appended (``extend``); the codes equal a rebuild's.
 A cache that cannot be read is rebuilt with a warning. Files are written
-atomically (``utils.base.io.atomic_write``) and read with ``allow_pickle=False``.
+atomically (``utils.base.io.atomic_write``) and read through
+``utils.base.array_files`` (no pickles, no array larger than the file).
 
 The reference's ``database_code_{bit}.npy`` (a ±1 float array [n, bit], no
 labels, no fingerprint) is still read, but only when no fingerprinted cache
@@ -33,14 +38,16 @@ import hashlib
 import json
 import os
 import time
-import zipfile
 
 import numpy as np
 
 from utils.retrieval.hamming import pack_codes
-from utils.base.fingerprint import (CacheError, StaleCache, check_fingerprint,  # noqa: F401
-                                    sha256_file, sha256_files)
+from utils.base.array_files import load_npy, load_npz
+from utils.base.errors import one_line
+from utils.base.fingerprint import (CacheError, StaleCache, changed_files,  # noqa: F401
+                                    check_fingerprint, file_stats, sha256_file, sha256_files)
 from utils.base.io import atomic_write
+from utils.base.text_files import parse_json
 
 FORMAT = 1
 # fingerprint key -> what a difference means, for the "rebuilding" line
@@ -99,30 +106,41 @@ class DatabaseCodeCache:
         self.path, self.fingerprint, self.legacy_path, self.log = path, fingerprint, legacy_path, log
         self.bit = fingerprint["bit"]
         self.nbytes = (self.bit + 7) // 8
+        self.images = None   # (paths, stats) of the list's images, set by get()
 
     # -------------------------------------------------------------- reading
     def read(self):
         """(packed, labels) from ``path``; CacheError if unreadable,
         StaleCache if made by something else."""
-        packed, labels, saved, _ = self.read_unchecked()
+        packed, labels, saved, _, stats = self.read_unchecked()
         check_fingerprint(saved, self.fingerprint, CHANGES)
+        self.check_images(stats, len(packed))
         return self.check_arrays(packed, labels)
 
     def read_unchecked(self):
-        """(packed, labels, saved fingerprint, entries digest or None), nothing
-        checked; CacheError if unreadable."""
+        """(packed, labels, saved fingerprint, entries digest or None, image
+        stats or None), nothing checked; CacheError if unreadable."""
         try:
-            with np.load(self.path, allow_pickle=False) as data:
-                packed, labels = data["packed"], data["labels"]
-                saved = json.loads(str(data["fingerprint"][()]))
-                entries = str(data["entries_sha256"][()]) if "entries_sha256" in data else None
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
-            raise CacheError(f"{type(err).__name__}: {err}")
-        return packed, labels, saved, entries
+            data = load_npz(self.path)
+            packed, labels = data["packed"], data["labels"]
+            saved = parse_json(str(data["fingerprint"][()]))
+            entries = str(data["entries_sha256"][()]) if "entries_sha256" in data else None
+        except (OSError, ValueError, KeyError) as err:
+            raise CacheError(one_line(err))
+        return packed, labels, saved, entries, data.get("image_stats")
+
+    def check_images(self, stats, count):
+        """StaleCache when the first ``count`` images of the list are not, on
+        disk, the ones the cache encoded (``get`` sets the current stats)."""
+        if self.images is not None:
+            paths, current = self.images
+            changed = changed_files(stats, current[:count], paths[:count])
+            if changed:
+                raise StaleCache(changed)
 
     def check_arrays(self, packed, labels):
         if (packed.dtype != np.uint8 or packed.ndim != 2 or packed.shape[1] != self.nbytes
-                or labels.ndim != 2 or len(labels) != len(packed)):
+                or labels.ndim != 2 or len(labels) != len(packed) or labels.dtype.kind not in "biuf"):
             raise CacheError(f"arrays of unexpected shape/type (packed {packed.dtype} "
                              f"{packed.shape}, labels {labels.dtype} {labels.shape})")
         return packed, labels.astype(np.float32)
@@ -130,9 +148,9 @@ class DatabaseCodeCache:
     def read_legacy(self, count):
         """Packed codes from the reference's ±1 ``.npy``, or CacheError."""
         try:
-            codes = np.load(self.legacy_path, allow_pickle=False)
-        except (OSError, ValueError, EOFError) as err:
-            raise CacheError(f"{type(err).__name__}: {err}")
+            codes = load_npy(self.legacy_path)
+        except (OSError, ValueError) as err:
+            raise CacheError(one_line(err))
         if codes.ndim != 2 or codes.shape != (count, self.bit):
             raise CacheError(f"shape {codes.shape}, expected ({count}, {self.bit}) for this "
                              "list and --bit")
@@ -144,6 +162,8 @@ class DatabaseCodeCache:
     def write(self, packed, labels, entries=None):
         """``entries``: (paths, labels) of the list, for a later ``extend``."""
         extra = {} if entries is None else {"entries_sha256": np.array(entries_digest(*entries))}
+        if self.images is not None:
+            extra["image_stats"] = self.images[1][:len(packed)]
 
         def save(tmp):
             with open(tmp, "wb") as f:  # a file object: np.savez would add ".npz" to a name
@@ -157,8 +177,9 @@ class DatabaseCodeCache:
         None when the cache is not a prefix of the list (weights, sizes... or
         its entries differ). ``build(start)`` encodes entries start..count-1."""
         try:
-            packed, labels, saved, digest = self.read_unchecked()
+            packed, labels, saved, digest, stats = self.read_unchecked()
             packed, labels = self.check_arrays(packed, labels)
+            self.check_images(stats, len(packed))
         except CacheError:
             return None
         old = len(packed)
@@ -190,9 +211,13 @@ class DatabaseCodeCache:
         encodes the database; ``count``: the number of images in the list (a
         legacy cache must match); ``rebuild``: ignore any cache; ``entries``:
         the list's (paths, labels), which allow appending to a cache of a
-        shorter list. ``source`` is "cache", "legacy" (labels None: take them
-        from the list), "extended" or "built".
+        shorter list and whose images' stat identity the cache must match.
+        ``source`` is "cache", "legacy" (labels None: take them from the
+        list), "extended" or "built".
         """
+        if entries is not None:
+            root = self.fingerprint["data_path"]
+            self.images = (entries[0], file_stats([os.path.join(root, p) for p in entries[0]]))
         if rebuild:
             self.log(f"database codes: --rebuild_cache: encoding {count:,} images")
         elif os.path.isfile(self.path):

@@ -32,6 +32,7 @@ from collections import namedtuple
 
 import numpy as np
 
+from utils.base.errors import UserError
 from utils.retrieval.threshold import threshold_walk
 
 try:  # optional compiled path
@@ -109,7 +110,7 @@ def resolve_backend(backend=None):
     "auto" for the default), else ``$HASHNET_HAMMING_BACKEND``, else numba
     when importable, else numpy. The one place that reads the environment."""
     if backend in (None, "auto"):
-        backend = os.environ.get(_ENV) or "auto"
+        backend = backend_variable()
     if backend == "auto":
         return "numba" if numba is not None else "numpy"
     if backend not in ("numpy", "numba"):
@@ -118,6 +119,22 @@ def resolve_backend(backend=None):
         raise ValueError("the numba backend was requested but numba is not installed "
                          "(pip install numba, or use backend='numpy')")
     return backend
+
+
+BACKEND_CHOICES = ("auto", "numpy", "numba")
+
+
+def backend_variable():
+    """``$HASHNET_HAMMING_BACKEND`` (unset: auto), checked against its
+    choices; the entry points call it before any work starts."""
+    value = os.environ.get(_ENV) or "auto"
+    if value not in BACKEND_CHOICES:
+        raise UserError(f"{_ENV}={value[:40]!r} is not one of {', '.join(BACKEND_CHOICES)}: "
+                        f"fix it or unset it")
+    if value == "numba" and numba is None:
+        raise UserError(f"{_ENV}=numba but numba is not installed: pip install numba, or "
+                        "unset it")
+    return value
 
 
 def _scan_kernel(backend):

@@ -8,6 +8,7 @@ periods it trains in and its log lines; the method (utils/methods/) the
 loss. One step, the stop signal and the RNG streams are utils/training/step.py.
 The model comes from the model registry (``models.build(--arch, --bit)``).
 Multi-process specifics live in utils/base/distributed.py."""
+import contextlib
 import dataclasses
 import json
 import logging
@@ -15,11 +16,13 @@ import os
 import sys
 import time
 
+import numpy as np
+
 import models
 from utils.base import distributed as dist
 from utils.base.checkpoint import (load_training_state, load_weights, newest_checkpoint,
                                    save_checkpoint)
-from utils.base.errors import UserError
+from utils.base.errors import UserError, one_line
 from utils.base.fingerprint import sha256_file
 from utils.base.flags import check_sizes
 from utils.base.io import atomic_write_json, ensure_writable_dir
@@ -31,6 +34,7 @@ from utils.data.loaders import build_datasets, build_loader
 from utils.data.splits import SPLITS
 from utils.inference.encoder import encode_batches, fastest_forward
 from utils.retrieval.codes import CODE_RULES
+from utils.retrieval.hamming import backend_variable
 from utils.retrieval.metrics import retrieval_metrics
 from utils import methods
 from utils.training import recipes
@@ -234,17 +238,48 @@ def resume(args, recipe, training, state, log):
     model, optimizer, criterion = training
     prefix = newest_checkpoint(args.output_dir, args.bit) if args.resume == "auto" else args.resume
     load_weights(model, prefix, models.arch_of_state)
-    saved = load_training_state(prefix, model, optimizer,
-                                check=lambda training: check_resumable(args, training, prefix))
-    if "bank" in saved:
-        load_bank(criterion, saved.pop("bank"), prefix)
-    where = recipe.restore(saved, state, prefix)
+    with reading_training_state(prefix):
+        saved = load_training_state(prefix, model, optimizer,
+                                    check=lambda training: check_resumable(args, training, prefix))
+        if "bank" in saved:
+            load_bank(criterion, saved.pop("bank"), prefix)
+        fresh = dict(state)
+        where = recipe.restore(saved, state, prefix)
+        check_counter_types(state, fresh)
+        changed = changed_settings(saved.get("config", {}), vars(args))
     log.info(f"resumed from {prefix} at {where}")
-    for key, (was, now) in changed_settings(saved.get("config", {}), vars(args)).items():
+    for key, (was, now) in changed.items():
         log.warning(f"warning: --resume {prefix}: {flag_of(key)} was {was}, now {now}")
     if not list(recipe.periods(state)):
         log.info(f"{prefix} is a finished run ({recipe.position(state)}): nothing left to "
                  "train; raise -e / --max_iter to train further")
+
+
+@contextlib.contextmanager
+def reading_training_state(prefix):
+    """The training state a .pdopt unpickles to is input too: one without a
+    key, or with a value of another type, than the recipe and method read
+    (a damaged or foreign file that is still a pickle) is a one-line
+    UserError, before or while it is restored, never a traceback."""
+    try:
+        yield
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, RuntimeError) as err:
+        raise UserError(f"{prefix}.pdopt holds a training state of another shape ({one_line(err)})"
+                        ": resume from another checkpoint, or start from its weights with "
+                        "--pretrained") from None
+
+
+COUNTER_TYPES = {int: (int, np.integer), float: (int, float, np.integer, np.floating),
+                 list: (list,)}
+
+
+def check_counter_types(state, fresh):
+    """TypeError unless each counter a checkpoint restored into ``state`` is
+    of the kind the recipe's fresh state (``fresh``) holds there."""
+    for key, value in fresh.items():
+        kinds = COUNTER_TYPES.get(type(value))
+        if kinds and (not isinstance(state.get(key), kinds) or isinstance(state.get(key), bool)):
+            raise TypeError(f"its {key} is a {type(state.get(key)).__name__}")
 
 
 # Settings a resumed run may change, but should not do silently.
@@ -321,6 +356,7 @@ def save(args, name, model, optimizer, criterion, state):
 def run(args):
     arch = models.model_class(args.arch)
     check_sizes(args.crop_size, min_crop=arch.min_crop, label=arch.label)  # config checks the rest
+    backend_variable()   # the environment's $HASHNET_HAMMING_BACKEND, before any work
     setup_runtime(args)
     if args.eval:
         return run_eval(args)

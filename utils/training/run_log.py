@@ -24,6 +24,10 @@ import math
 import os
 import time
 
+from utils.base.errors import UserError, one_line
+from utils.base.io import open_own_file
+from utils.base.text_files import parse_json
+
 VDL_DIR = "vdl"
 HISTORY = "history.jsonl"
 RECALL_SCALE = 10_000
@@ -69,7 +73,8 @@ class RunLog:
         self.backend, self.note = NullBackend(), "no run log"
         if log_dir is not None:
             self.backend, self.note = visualdl_backend(log_dir, use_visualdl)
-            self.history = open(os.path.join(log_dir, HISTORY), "a")
+            self.history = open(open_own_file(os.path.join(log_dir, HISTORY), os.O_WRONLY
+                                              | os.O_CREAT | os.O_APPEND, "run history"), "a")
 
     def _append(self, record):
         if self.history is not None:
@@ -107,13 +112,47 @@ class RunLog:
             self.history = None
 
 
+# the numbers each kind of record holds (RunLog.step / RunLog.evaluation)
+RECORD_FIELDS = {"step": ("step", "loss", "lr", "beta"), "eval": ("step", "map",
+                                                                  "precision_radius")}
+
+
+def record_problem(record):
+    """Why ``record`` is not a step or eval record of RunLog, or None."""
+    kind = record.get("kind") if isinstance(record, dict) else None
+    fields = RECORD_FIELDS.get(kind) if isinstance(kind, str) else None
+    if fields is None:
+        return 'not an object of "kind" step or eval'
+    bad = [f for f in fields if type(record.get(f)) not in (int, float)]
+    return f"its {bad[0]} is not a number" if bad else None
+
+
 def read_history(log_dir):
-    """The records of ``<log_dir>/history.jsonl`` (a torn last line is skipped)."""
+    """The records of ``<log_dir>/history.jsonl``; a torn last line (a run
+    killed while writing it) is skipped, any other line that is not a step
+    or eval record is a one-line UserError naming the file and line."""
+    path = os.path.join(log_dir, HISTORY)
+    try:
+        with open(path, "rb") as f:
+            lines = f.read().decode("utf-8").split("\n")
+    except OSError as err:
+        raise UserError(f"{path}: cannot read it ({err.strerror})") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not UTF-8 text, not a history.jsonl") from None
+    last = max((n for n, line in enumerate(lines, 1) if line.strip()), default=0)
     records = []
-    with open(os.path.join(log_dir, HISTORY)) as f:
-        for line in f:
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = parse_json(line)
+        except ValueError as err:
+            if n == last:
                 continue
+            raise UserError(f"{path}:{n}: not JSON ({one_line(err)}): not a history.jsonl line")
+        problem = record_problem(record)
+        if problem:
+            raise UserError(f"{path}:{n}: {problem}: not a history.jsonl record of "
+                            "utils/training/run_log.py")
+        records.append(record)
     return records

@@ -38,8 +38,10 @@ class CodeIndex(abc.ABC):
     registered with ``@register("name")`` from registry.py).
 
     Class attributes: ``backend`` (its ``--index`` name, set by ``register``),
-    ``kinds`` (the KINDs of its specs, the first the default) and
-    ``defaults`` ({kind: {parameter: default}}), ``approximate`` (the kinds
+    ``kinds`` (the KINDs of its specs, the first the default),
+    ``defaults`` ({kind: {parameter: default}}) and ``valid`` ({parameter:
+    its utils/base/flags.py Range, or Pattern for text}: every parameter
+    has one, checked before any work), ``approximate`` (the kinds
     whose top-k may miss items; the others equal the exact scan item by item),
     ``modules`` (the optional packages it imports) and ``requires`` (what to
     pip install for them, in the help; "" when nothing), ``exhaustive``
@@ -53,6 +55,7 @@ class CodeIndex(abc.ABC):
     backend = None
     kinds = ()
     defaults = {}
+    valid = {}
     approximate = ()
     exhaustive = {}
     modules = ()

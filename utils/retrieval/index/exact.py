@@ -7,6 +7,7 @@ import os
 
 import numpy as np
 
+from utils.base.array_files import load_npy
 from utils.base.io import atomic_write
 from utils.retrieval.hamming import HammingIndex, hamming_topk
 from utils.retrieval.index.registry import register
@@ -61,7 +62,7 @@ class ExactIndex(CodeIndex):
         return [CODES_FILE]
 
     def load_payload(self, directory, count):
-        codes = np.load(os.path.join(directory, CODES_FILE), allow_pickle=False)
+        codes = self.check_codes(load_npy(os.path.join(directory, CODES_FILE)), CODES_FILE)
         self.parts, self.count = [codes], len(codes)
 
     def load_files(self, directory, count, files=()):

@@ -27,6 +27,7 @@ import os
 import numpy as np
 
 from utils.base.errors import UserError
+from utils.base.flags import Range
 from utils.base.io import atomic_write
 from utils.retrieval.index.registry import register
 from utils.retrieval.index.base import CodeIndex, rank_candidates, search_complete_ties
@@ -59,6 +60,10 @@ class FaissIndex(CodeIndex):
     exhaustive = {"ivf": {"nlist": 16, "nprobe": 16},
                   "multihash": {"tables": 2, "hash_bits": 8, "nflip": 8},
                   "hnsw": {"ef_search": 1 << 16}}
+    # faiss aborts or crashes outside these (HNSW with m < 2, IVF with nprobe 0)
+    valid = {"nlist": Range(1, 1 << 20), "nprobe": Range(1, 1 << 20), "train": Range(0, 1 << 30),
+             "tables": Range(1, 64), "hash_bits": Range(1, 64), "nflip": Range(0, 64),
+             "m": Range(2, 512), "ef_search": Range(1, 1 << 20), "ef_construction": Range(1, 1 << 20)}
 
     def __init__(self, bit, directory=None, **params):
         super().__init__(bit, **params)

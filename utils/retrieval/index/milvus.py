@@ -22,6 +22,8 @@ import tempfile
 import numpy as np
 
 from utils.base.errors import UserError
+from utils.base.flags import Pattern, Range
+from utils.base.io import claim_file
 from utils.retrieval.index.registry import register
 from utils.retrieval.index.base import CodeIndex, search_complete_ties
 
@@ -54,6 +56,11 @@ class MilvusIndex(CodeIndex):
                 "bin_ivf_flat": {"uri": "", "collection": "hashnet_codes", "nlist": 1024,
                                  "nprobe": 16}}
     exhaustive = {"bin_ivf_flat": {"nlist": 16, "nprobe": 16}}   # every list probed
+    valid = {"uri": Pattern(r"((https?|tcp)://[^\s,/]+(/\S*)?)?",
+                            "empty (embedded) or http(s)://HOST:PORT"),
+             "collection": Pattern(r"[A-Za-z_][A-Za-z0-9_]{0,254}",
+                                   "a Milvus collection name (letters, digits, _; 255 at most)"),
+             "nlist": Range(1, 65536), "nprobe": Range(1, 65536)}   # Milvus's own bounds
 
     def __init__(self, bit, directory=None, **params):
         super().__init__(bit, **params)
@@ -66,6 +73,7 @@ class MilvusIndex(CodeIndex):
             directory = directory or tempfile.mkdtemp(prefix="hashnet-milvus-")
             os.makedirs(directory, exist_ok=True)
             self.directory = os.path.abspath(directory)
+            claim_file(self.where, "--index milvus's database file")   # never through a link
         self.client = self.connect()
 
     @property

@@ -12,18 +12,21 @@ added, nothing is re-encoded or rebuilt). Otherwise it is rebuilt with a line
 saying why, or, for an index the user named by its folder, refused.
 """
 import hashlib
-import json
 import os
 import time
 
-from utils.base.errors import UserError
-from utils.base.fingerprint import CacheError, StaleCache, check_fingerprint, sha256_file
+from utils.base.errors import UserError, one_line
+from utils.base.fingerprint import (CacheError, StaleCache, check_fingerprint, is_sha256,
+                                    sha256_file)
 from utils.base.io import atomic_write_json
+from utils.base.text_files import read_json
 from utils.retrieval.code_cache import CHANGES
-from utils.retrieval.index.registry import build_index, parse_spec, recreate_index
+from utils.retrieval.index.registry import (BACKENDS, build_index, params_problem, parse_spec,
+                                            recreate_index)
 
 FORMAT = 1
 META_FILE = "index.json"
+MAX_BIT = 4096   # a code length beyond this is a corrupt file, not a model
 
 
 def is_saved_index(path):
@@ -47,27 +50,66 @@ def save_index(index, directory, fingerprint=None, packed=None):
 
 
 def read_meta(directory):
+    """``index.json`` of a saved folder, every field checked for its type
+    and range; CacheError naming the first that is not."""
     path = os.path.join(directory, META_FILE)
     try:
-        with open(path) as f:
-            meta = json.load(f)
+        meta = read_json(path)
     except (OSError, ValueError) as err:
-        raise CacheError(f"{path}: {type(err).__name__}: {err}")
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise CacheError(f"{path} is not an index description of format {FORMAT}")
+        raise CacheError(f"{path}: {one_line(err)}")
+    problem = meta_problem(meta)
+    if problem:
+        raise CacheError(f"{path} is not an index description of format {FORMAT}: {problem}")
     return meta
+
+
+META_TYPES = {"backend": (str, "a name"), "params": (dict, "an object"),
+              "bit": (int, "an integer"), "count": (int, "an integer"),
+              "files": (dict, "an object")}
+
+
+def meta_problem(meta):
+    """What makes ``meta`` not an index.json this code writes, or None."""
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        return "no \"format\": 1"
+    wrong = [key for key, (type_, _) in META_TYPES.items() if type(meta.get(key)) is not type_]
+    if wrong:
+        return f"{wrong[0]} is not {META_TYPES[wrong[0]][1]}"
+    if meta["backend"] not in BACKENDS:
+        return f"unknown backend {meta['backend'][:40]!r}"
+    if not 1 <= meta["bit"] <= MAX_BIT or meta["count"] < 0:
+        return f"bit {meta['bit']} or count {meta['count']} out of range"
+    if not (meta.get("fingerprint") is None or isinstance(meta["fingerprint"], dict)):
+        return "fingerprint is not an object"
+    if not (meta.get("codes_sha256") is None or is_sha256(meta["codes_sha256"])):
+        return "codes_sha256 is not a sha256"
+    bad = next((name for name, digest in meta["files"].items()
+                if not is_plain_file_name(name) or not is_sha256(digest)), None)
+    if bad is not None:
+        return f"files lists {bad[:80]!r}, not a file name of the folder with its sha256"
+    return params_problem(BACKENDS[meta["backend"]], meta["params"])
+
+
+def is_plain_file_name(name):
+    """A name inside the index folder: no separator, not . or .."""
+    return bool(name) and name not in (".", "..") and "/" not in name and os.sep not in name
 
 
 def load_index(directory):
     """(index, meta) from a saved folder; CacheError if it is incomplete or
-    altered (a payload file whose digest differs, a row count that does not)."""
+    altered (a payload file whose digest differs, a row count that does
+    not, a payload its backend cannot read)."""
     meta = read_meta(directory)
     for name, digest in meta["files"].items():
         path = os.path.join(directory, name)
         if not os.path.isfile(path) or sha256_file(path) != digest:
             raise CacheError(f"{path} is missing or differs from when the index was saved")
-    index = recreate_index(meta["backend"], meta["params"], meta["bit"], directory)
-    index.load_files(directory, meta["count"], meta["files"])
+    try:
+        index = recreate_index(meta["backend"], meta["params"], meta["bit"], directory)
+        index.load_files(directory, meta["count"], meta["files"])
+    except (UserError, OSError, ValueError, RuntimeError) as err:   # faiss: RuntimeError
+        raise CacheError(f"{directory}: its {meta['backend']} payload cannot be read "
+                         f"({one_line(err)})")
     if len(index) != meta["count"]:
         index.close()
         raise CacheError(f"the index holds {len(index)} codes, {META_FILE} says {meta['count']} "
