@@ -31,7 +31,7 @@ import paddle
 import paddle.nn as nn
 
 from utils.base.flags import SEED, option
-from utils.methods.registry import Method, quantization_weight, register, resolve_defaults
+from utils.methods.registry import Method, quantization_weight, register
 
 CENTER_TRIES = 10000       # the tutorial's redraws of random centres
 LOG_FLOOR = -100.0         # torch.nn.BCELoss clamps each log here
@@ -86,8 +86,8 @@ class CSQ(Method):
                                      "centre", SEED)
 
     @classmethod
-    def resolve(cls, given, bit, dataset):
-        return resolve_defaults(cls, given, {"quantization_weight": 1e-4 if bit >= 64 else 1e-3})
+    def defaults(cls, bit, dataset):
+        return {"quantization_weight": 1e-4 if bit >= 64 else 1e-3}
 
     def criterion(self, n_train):
         rng = np.random.default_rng(self.settings.center_seed)

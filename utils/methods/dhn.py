@@ -18,13 +18,11 @@ N×N pairs (i = j included, one stream):
   docs/comparison.md. (Its threshold branch, |h| − 1 > 15, cannot fire for
   |h| ≤ 1.)
 """
-import dataclasses
-
 import paddle
 import paddle.nn as nn
 
 from utils.methods.gradients import with_gradient_of
-from utils.methods.registry import Method, quantization_weight, register, resolve_defaults
+from utils.methods.registry import Method, QuantizationSettings, register
 
 PAIR_THRESHOLD = 15.0   # train_val.prototxt pairwise_param threshold
 
@@ -41,13 +39,11 @@ class DHN(Method):
     training = {"learning_rate": 2e-5, "optimizer": "sgd", "momentum": 0.9, "weight_decay": 5e-4,
                 "epoch": 18, "de_step": 3, "de_gamma": 0.5}
 
-    @dataclasses.dataclass(frozen=True)
-    class Settings:
-        quantization_weight: float = quantization_weight()
+    Settings = QuantizationSettings
 
     @classmethod
-    def resolve(cls, given, bit, dataset):
-        return resolve_defaults(cls, given, {"quantization_weight": 0.2})
+    def defaults(cls, bit, dataset):
+        return {"quantization_weight": 0.2}
 
     def criterion(self, n_train):
         return DHNLoss(self.settings.quantization_weight)

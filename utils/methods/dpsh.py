@@ -16,12 +16,10 @@ N the training-set size, B the batch; η ``--quantization_weight`` (10,
 constant log 2 with no gradient, whatever its label, so a bank of labels
 filled as images are seen trains as the port's labels known up front do.
 """
-import dataclasses
-
 import paddle
 
 from utils.methods.bank import MemoryBank
-from utils.methods.registry import Method, quantization_weight, register, resolve_defaults
+from utils.methods.registry import Method, QuantizationSettings, register
 
 
 @register("dpsh")
@@ -34,13 +32,11 @@ class DPSH(Method):
     training = {"learning_rate": 0.025, "optimizer": "sgd", "momentum": 0.0, "weight_decay": 1e-5,
                 "epoch": 150, "de_step": 50, "de_gamma": 0.1}
 
-    @dataclasses.dataclass(frozen=True)
-    class Settings:
-        quantization_weight: float = quantization_weight()
+    Settings = QuantizationSettings
 
     @classmethod
-    def resolve(cls, given, bit, dataset):
-        return resolve_defaults(cls, given, {"quantization_weight": 10.0})
+    def defaults(cls, bit, dataset):
+        return {"quantization_weight": 10.0}
 
     def criterion(self, n_train):
         return DPSHLoss(n_train, self.bit, self.num_class, self.settings.quantization_weight)

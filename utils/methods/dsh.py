@@ -22,7 +22,7 @@ import paddle.nn as nn
 
 from utils.base.flags import POSITIVE_FLOAT, option
 from utils.methods.gradients import with_gradient_of
-from utils.methods.registry import Method, quantization_weight, register, resolve_defaults
+from utils.methods.registry import Method, quantization_weight, register
 
 
 @register("dsh")
@@ -44,8 +44,8 @@ class DSH(Method):
                                      "(default 2 x --bit)", POSITIVE_FLOAT, kind=float)
 
     @classmethod
-    def resolve(cls, given, bit, dataset):
-        return resolve_defaults(cls, given, {"quantization_weight": 0.01, "margin": 2.0 * bit})
+    def defaults(cls, bit, dataset):
+        return {"quantization_weight": 0.01, "margin": 2.0 * bit}
 
     def criterion(self, n_train):
         return DSHLoss(self.settings.margin, self.settings.quantization_weight)

@@ -46,12 +46,10 @@ class HashNetCaffe(Method):
                                       POSITIVE_FLOAT, kind=float)
 
     @classmethod
-    def resolve(cls, given, bit, dataset):
+    def defaults(cls, bit, dataset):
         """The prototxts' defaults: class_num by dataset, α = 10/bit ("10 / the
         length of code")."""
-        defaults = {"class_num": CLASS_NUM.get(dataset, CLASS_NUM["coco"]),
-                    "sigmoid_param": 10.0 / bit}
-        return cls.Settings(**{k: defaults[k] if v is None else v for k, v in given.items()})
+        return {"class_num": CLASS_NUM.get(dataset, CLASS_NUM["coco"]), "sigmoid_param": 10.0 / bit}
 
     def criterion(self, n_train):
         return TwoStreamLoss(self.settings.sigmoid_param, self.settings.class_num)

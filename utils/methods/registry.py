@@ -34,6 +34,12 @@ def resolve_defaults(cls, given, defaults):
 
 
 @dataclasses.dataclass(frozen=True)
+class QuantizationSettings:
+    """The settings of a method whose only flag is its quantization weight."""
+    quantization_weight: float = quantization_weight()
+
+
+@dataclasses.dataclass(frozen=True)
 class NoSettings:
     """The settings of a method without flags of its own."""
 
@@ -78,10 +84,15 @@ class Method(abc.ABC):
     @classmethod
     def resolve(cls, given, bit, dataset):
         """``Settings`` from the flag values ``given`` ({field: value}, None
-        where the flag was not given): the field's default fills a None; a
-        method whose defaults depend on the bit length or the dataset
-        overrides this."""
-        return cls.Settings(**{k: v for k, v in given.items() if v is not None})
+        where the flag was not given): ``defaults`` fills a None, else the
+        field's own default."""
+        return resolve_defaults(cls, given, cls.defaults(bit, dataset))
+
+    @classmethod
+    def defaults(cls, bit, dataset):
+        """{field: value} of the fields whose default is the method's
+        official value for this bit length or dataset (None in ``Settings``)."""
+        return {}
 
     @abc.abstractmethod
     def criterion(self, n_train):
