@@ -39,7 +39,7 @@ from scripts.compare_runs import PUBLISHED
 from utils import methods
 from utils.base.checkpoint import load_weights
 from utils.base.errors import UserError, run_cli
-from utils.base.io import atomic_write_json
+from utils.base.io import atomic_write, atomic_write_json
 from utils.data.presets import DATASET_PRESETS
 from utils.inference.encoder import fastest_forward
 from utils.inference.features import backbone_features
@@ -193,7 +193,8 @@ def measure_deep(comparison, name, bit):
     model = models.build(args.arch, bit)
     load_weights(model, prefix, models.arch_of_state)
     loaders = engine.make_loaders(args, ("test", "database"))
-    forward = fastest_forward(model, len(loaders["test"].dataset) + len(loaders["database"].dataset))
+    images = len(loaders["test"].dataset) + len(loaders["database"].dataset)
+    forward = fastest_forward(model, images)
     query = engine.encode(forward, loaders["test"], "encoding queries")
     database = engine.encode(forward, loaders["database"], "encoding database")
     return dict(protocol_metrics(query, database, args.topK), checkpoint=prefix)
@@ -231,7 +232,7 @@ def measure_shallow(features, name, bit, seed=0):
 def measure_all(comparison, names):
     """Each (method, bit) not measured yet, shallow ones first (minutes, not hours)."""
     features = Features(comparison)
-    order = [n for n in names if n in SHALLOW_METHODS] + [n for n in names if n not in SHALLOW_METHODS]
+    order = sorted(names, key=lambda name: name not in SHALLOW_METHODS)   # stable: shallow first
     for name in order:
         for bit in comparison.bits:
             path = comparison.result_path(name, bit)
@@ -331,6 +332,11 @@ def plot(comparison, table, topk, path):
     return save_png(fig, path)
 
 
+def write_text(path, text):
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
+
+
 def write_outputs(comparison, names):
     table = collect(comparison, names)
     topk = next(iter(next(iter(table.values())).values()))["topk"]
@@ -350,8 +356,7 @@ def write_outputs(comparison, names):
     atomic_write_json(report, os.path.join(comparison.out, "comparison.json"))
     text = markdown(comparison, table, topk)
     path = os.path.join(comparison.out, "comparison.md")
-    from utils.base.io import atomic_write
-    atomic_write(path, lambda tmp: open(tmp, "w").write(text))
+    atomic_write(path, lambda tmp: write_text(tmp, text))
     plot(comparison, table, topk, os.path.join(comparison.out, "map_vs_bits.png"))
     print(text, end="")
     print(f"wrote {path}, comparison.json and map_vs_bits.png in {comparison.out}; measuring "

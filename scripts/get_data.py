@@ -2,8 +2,8 @@
 them, unpack atomically, and write the lists with paths relative to --root.
 
     python -m scripts.get_data coco --root datasets/coco --with-backbone   # lists, COCO 2014 images (19 GiB), weights
-    python -m scripts.get_data nuswide_81_m --root datasets/nuswide_81_m  # the authors' lists; your images
-    python -m scripts.get_data imagenet --root /data/ILSVRC2012   # the lists, on your ILSVRC-2012 copy
+    python -m scripts.get_data nuswide_81_m --root datasets/nuswide_81_m  # lists; your images
+    python -m scripts.get_data imagenet --root /data/ILSVRC2012   # lists; your ILSVRC-2012 copy
     python -m scripts.get_data cifar10          # paddle.vision's Cifar10 download
 
 Afterwards train with ``--data-path ROOT --list-dir LIST_DIR`` (the defaults,

@@ -61,7 +61,8 @@ def test_reproduce_nuswide_81_on_the_users_images(mirror, tmp_path):
     config = json.loads((eval_dir / "config.json").read_text())
     assert (config["dataset"], config["num_class"]) == ("nuswide_81_m", 81)
     measured = json.loads((eval_dir / "metrics.json").read_text())["map"]
-    summary = [line for line in proc.stdout.splitlines() if line.startswith("nuswide_81_m, 16 bits")]
+    summary = [line for line in proc.stdout.splitlines()
+               if line.startswith("nuswide_81_m, 16 bits")]
     assert len(summary) == 1 and f" {measured:.4f} " in summary[0]   # no paper column to set it by
     assert len((tmp_path / "lists" / "train.txt").read_text().splitlines()[0].split()) == 82
 
