@@ -24,11 +24,15 @@ from utils.training.plots import (describe, finish_axes, new_figure, plot_pr_cur
                          save_png)
 
 REQUIRED = ("map", "precision_radius", "pr_curve", "precision_at_n")
-# Published COCO mAP@5000 per bit length, for --reference coco: the HashNet
-# paper (Cao et al., ICCV 2017) and the reference Paddle reproduction's
-# released runs (github.com/hatimwen/paddle_hashnet, its README).
+# Published mAP@R per bit length, for --reference: the HashNet paper (Cao et
+# al., ICCV 2017: COCO mAP@5000; ImageNet-100 mAP@1000 as its Table 1 is
+# copied in Hindawi Adv. Multimedia 2017, art. 8961091, Table 3) and the
+# reference Paddle reproduction's released COCO runs
+# (github.com/hatimwen/paddle_hashnet, its README).
 PUBLISHED = {"coco": {"paper": {16: 0.6873, 32: 0.7184, 48: 0.7301, 64: 0.7362},
-                      "reference": {16: 0.619, 32: 0.682, 48: 0.715, 64: 0.734}}}
+                      "reference": {16: 0.619, 32: 0.682, 48: 0.715, 64: 0.734}},
+             "imagenet": {"paper": {16: 0.442, 32: 0.606, 48: 0.663, 64: 0.684},
+                          "reference": {}}}
 
 
 def load_metrics(path):

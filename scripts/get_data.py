@@ -2,13 +2,17 @@
 them, unpack atomically, and write the lists with paths relative to --root.
 
     python -m scripts.get_data coco --root datasets/coco --with-backbone   # lists, COCO 2014 images (19 GiB), weights
-    python -m scripts.get_data nuswide_81_m     # the authors' lists; images by hand (see the note it prints)
-    python -m scripts.get_data imagenet         # the same for ImageNet-100
+    python -m scripts.get_data nuswide_81_m --root datasets/nuswide_81_m  # lists; your images
+    python -m scripts.get_data imagenet --root /data/ILSVRC2012   # lists; your ILSVRC-2012 copy
     python -m scripts.get_data cifar10          # paddle.vision's Cifar10 download
 
 Afterwards train with ``--data-path ROOT --list-dir LIST_DIR`` (the defaults,
 datasets/<dataset> and data/<dataset>, match those of main_single_gpu.py for
-COCO). Nothing is fetched twice: verified files and unpacked folders are kept,
+COCO). ImageNet-100 and NUS-WIDE-81 images are not fetched: they are your
+copy (ILSVRC-2012's train/ and val/ folders; the authors' NUS-WIDE images),
+each list line's image is found under --root and the lists point at it; a
+line whose image is missing stops the step, naming how many and the first.
+Nothing is fetched twice: verified files and unpacked folders are kept,
 an interrupted download resumes. Offline, one error line names every URL and
 the path to put that file at by hand. Where the recorded sizes and checksums
 come from:
@@ -28,6 +32,7 @@ import dataclasses
 import functools
 import os
 import sys
+import typing
 
 from utils.data.presets import DATASET_PRESETS
 from utils.base.download import (Remote, check_mirror_settings, fetch, run_downloads,
@@ -49,12 +54,15 @@ class ListedDataset:
     ``prefix``: the authors' machine-specific start of every list path, cut
     so that the paths become relative to --root. ``lists``: split ->
     (git blob sha1, size or None). ``archives``: (Remote, top-level folder).
-    ``by_hand``: how to get images that cannot be fetched (Google Drive)."""
+    ``by_hand``: how to get images that are not fetched (your copy);
+    ``locate(path, root)``: where a list path (prefix cut) is in that copy,
+    relative to ``root`` (None if nowhere)."""
     authors_folder: str
     prefix: str
     lists: dict
     archives: tuple = ()
     by_hand: str = ""
+    locate: typing.Callable = None
 
     def list_remote(self, split):
         blob, size = self.lists[split]
@@ -63,6 +71,37 @@ class ListedDataset:
 
 
 AUTHORS_DRIVE = "https://drive.google.com/drive/folders/0B7IzDz-4yH_HOXdoaDU4dk40RFE"
+
+
+def as_listed(path, root):
+    """The image is where the list says, under ``root``."""
+    return path if os.path.isfile(os.path.join(root, path)) else None
+
+
+@functools.lru_cache(maxsize=4)
+def files_under(folder):
+    """{file name: its path relative to folder's parent} of every file below ``folder``."""
+    found = {}
+    for directory, _, files in os.walk(folder):
+        for name in files:
+            found.setdefault(name, os.path.relpath(os.path.join(directory, name),
+                                                   os.path.dirname(folder)))
+    return found
+
+
+def in_ilsvrc(path, root):
+    """An authors' ImageNet path in an ILSVRC-2012 copy: ``image/<wnid>_<n>.JPEG``
+    is ``train/<wnid>/<wnid>_<n>.JPEG``; ``val_image/<name>`` is ``val/<name>``,
+    or ``val/<wnid>/<name>`` in the class folders many copies sort val into;
+    the authors' own flat folders work too."""
+    folder, name = path.split("/", 1)
+    first = f"train/{name.split('_')[0]}/{name}" if folder == "image" else f"val/{name}"
+    for candidate in (first, path):
+        if os.path.isfile(os.path.join(root, candidate)):
+            return candidate
+    if folder == "val_image" and os.path.isdir(os.path.join(root, "val")):
+        return files_under(os.path.join(root, "val")).get(name)
+    return None
 DATASETS = {
     "coco": ListedDataset(
         "coco", "/home/caozhangjie/run-czj/dataset/coco/",
@@ -80,14 +119,16 @@ DATASETS = {
          "test": ("f2020b82316771824fbc10e2f1b782bcfeff60bf", 1104604),
          "database": ("ffdbe7b9459b247f9081546aa73e1cf314b01e83", None)},
         by_hand=f"get nus_wide.tar.gz from the authors' {AUTHORS_DRIVE} and extract it so that "
-                "{root}/images/<name>.jpg exist"),
+                "{root}/images/<name>.jpg exist", locate=as_listed),
     "imagenet": ListedDataset(
         "imagenet", "/home/caozhangjie/run-czj/dataset/imagenet/",
         {"train": ("cd8975c4bd8aece5303e230db26e28904b268c13", 3500785),
          "test": ("8a1b80d81c2f3ffb0d9982fe6180a34a9965548e", 1410000),
          "database": ("49e9fae9d86fb853ceec4593661b13469362c572", None)},
-        by_hand=f"get imagenet.tar.gz from the authors' {AUTHORS_DRIVE} and extract it so that "
-                "{root}/image/ and {root}/val_image/ exist"),
+        by_hand="pass your ILSVRC-2012 copy as --root ({root}/train/<wnid>/<wnid>_<n>.JPEG, "
+                "{root}/val/[<wnid>/]ILSVRC2012_val_<n>.JPEG), or extract the authors' "
+                f"imagenet.tar.gz from {AUTHORS_DRIVE} so that {{root}}/image/ and "
+                "{root}/val_image/ exist", locate=in_ilsvrc),
 }
 
 
@@ -104,10 +145,31 @@ def authors_entries(src, prefix, num_class):
     return paths, labels
 
 
+def locate_images(dataset, entries, root):
+    """``entries`` ({split: (paths, labels)}) with each path replaced by
+    where ``dataset.locate`` finds its image under ``root``; a UserError
+    naming the missing images (how many, the first, how to get them)
+    unless every one is found. Nothing is written before."""
+    found, missing, total = {}, [], 0
+    for split, (paths, labels) in entries.items():
+        where = [dataset.locate(path, root) for path in paths]
+        missing += [f"{split}.txt: {p}" for p, w in zip(paths, where) if w is None]
+        total += len(paths)
+        found[split] = (where, labels)
+    if missing:
+        raise UserError(f"{len(missing):,} of the {total:,} images the lists name are not under "
+                        f"{root} (first: {missing[0]}): {dataset.by_hand.format(root=root)}, "
+                        "then run this again")
+    return found
+
+
 def get_listed(name, root, list_dir, extra_jobs):
     """Lists (and images, where they can be fetched) of one ListedDataset."""
     dataset = DATASETS[name]
-    raw = {split: os.path.join(root, "hashnet_lists", f"{split}.txt") for split in SPLITS}
+    # beside the rewritten lists when the images are your copy (--root may be read-only)
+    raw_dir = (os.path.join(list_dir, "authors") if dataset.locate
+               else os.path.join(root, "hashnet_lists"))
+    raw = {split: os.path.join(raw_dir, f"{split}.txt") for split in SPLITS}
     jobs = [functools.partial(fetch, dataset.list_remote(split), raw[split]) for split in SPLITS]
     pending = [(remote, folder) for remote, folder in dataset.archives
                if not os.path.isdir(os.path.join(root, folder))]
@@ -120,11 +182,15 @@ def get_listed(name, root, list_dir, extra_jobs):
         os.remove(zips[folder])  # verified and unpacked: the folder is the data now
     num_class = DATASET_PRESETS[name][0]
     lists = {split: authors_entries(raw[split], dataset.prefix, num_class) for split in SPLITS}
+    if dataset.locate:
+        lists = locate_images(dataset, lists, root)
+        print(f"images: all {sum(len(p) for p, _ in lists.values()):,} list entries found "
+              f"under {root}")
+    elif dataset.by_hand:
+        print(f"images: {dataset.by_hand.format(root=root)}")
     write_lists(list_dir, lists)   # all three or none
     for split in SPLITS:
         print(f"{os.path.join(list_dir, split + '.txt')}: {len(lists[split][0])} images")
-    if dataset.by_hand:
-        print(f"images: {dataset.by_hand.format(root=root)}")
     print(f"{name} ready: --data-path {root} --list-dir {list_dir}")
 
 
@@ -171,7 +237,11 @@ def main(argv):
         return 0
     root = args.root or os.path.join("datasets", args.dataset)
     list_dir = args.list_dir or os.path.join("data", args.dataset)
-    ensure_writable_dir(root, "--root")
+    if DATASETS[args.dataset].archives:
+        ensure_writable_dir(root, "--root")
+    elif not os.path.isdir(root):
+        raise UserError(f"--root {root} is not a folder: "
+                        + DATASETS[args.dataset].by_hand.format(root=root))
     ensure_writable_dir(list_dir, "--list-dir")
     get_listed(args.dataset, root, list_dir, extra)
     return 0

@@ -6,8 +6,10 @@
 
 Used by the download tests (tests/conftest.py's ``server`` fixture,
 tests/models/test_backbones.py, tests/entrypoints/test_tipc_reference.py) and
-to run ``REPRODUCE_PRESET=tiny bash scripts/reproduce.sh 16`` end to end
-without the network.
+to run ``REPRODUCE_PRESET=tiny bash scripts/reproduce.sh [coco|imagenet|
+nuswide_81] 16`` end to end without the network. ImageNet's and NUS-WIDE's
+images are never downloaded (they are the user's copy): their fixtures
+also write such a copy, under ``copies/<dataset>/`` of the served folder.
 """
 import http.server
 import io
@@ -92,7 +94,6 @@ def put(root, url, data, checksums, kind="md5"):
 def coco_fixture(root, checksums, seed=0):
     """Tiny COCO: the authors' list format (their path prefix, 80 labels) and
     train2014.zip / val2014.zip of JPEGs, placed at the real URLs' mirror paths."""
-    from scripts.demo.data import make_image
     from scripts.get_data import DATASETS
     coco = DATASETS["coco"]
     zips = {folder: (io.BytesIO(), []) for _, folder in coco.archives}
@@ -100,24 +101,92 @@ def coco_fixture(root, checksums, seed=0):
     for i in range(N_TRAIN + N_TEST + N_DATABASE):
         folder = "train2014" if i % 3 else "val2014"
         name = f"{folder}/COCO_{folder}_{i:012d}.jpg"
-        image, classes = make_image(np.random.default_rng([seed, i]), SIZE)
-        buffer = io.BytesIO()
-        image.save(buffer, format="JPEG", quality=90)
-        zips[folder][1].append((name, buffer.getvalue()))
-        labels = np.zeros(80, dtype=int)
-        labels[list(classes)] = 1
-        lines.append(f"{coco.prefix}{name} {' '.join(map(str, labels))}\n")
-    splits = {"train": lines[:N_TRAIN], "test": lines[N_TRAIN:N_TRAIN + N_TEST],
-              "database": lines[N_TRAIN:]}
-    for split, split_lines in splits.items():
-        put(root, coco.list_remote(split).url, "".join(split_lines).encode(), checksums,
-            kind="git-blob-sha1")
+        data, classes = jpeg(seed, i)
+        zips[folder][1].append((name, data))
+        lines.append(label_line(f"{coco.prefix}{name}", classes, 80))
+    serve_lists(root, coco, {"train": lines[:N_TRAIN], "test": lines[N_TRAIN:N_TRAIN + N_TEST],
+                             "database": lines[N_TRAIN:]}, checksums)
     for remote, folder in coco.archives:
         buffer, members = zips[folder]
         with zipfile.ZipFile(buffer, "w") as z:
             for name, data in members:
                 z.writestr(name, data)
         put(root, remote.url, buffer.getvalue(), checksums)
+
+
+def jpeg(seed, i):
+    """A demo-set image as JPEG bytes, and its classes."""
+    from scripts.demo.data import make_image
+    image, classes = make_image(np.random.default_rng([seed, i]), SIZE)
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue(), classes
+
+
+def label_line(path, classes, num_class):
+    labels = np.zeros(num_class, dtype=int)
+    labels[list(classes)] = 1
+    return f"{path} {' '.join(map(str, labels))}\n"
+
+
+def serve_lists(root, dataset, splits, checksums):
+    """The authors' lists of ``dataset`` (scripts/get_data.py DATASETS) at
+    their URLs' mirror paths."""
+    for split, lines in splits.items():
+        put(root, dataset.list_remote(split).url, "".join(lines).encode(), checksums,
+            kind="git-blob-sha1")
+
+
+def write_copy(path, data):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+def imagenet_fixture(root, checksums, seed=1):
+    """Tiny ImageNet-100: the authors' lists (their prefix, image/ and
+    val_image/ names, 100 labels, one per image) served, and a user's
+    ILSVRC-2012 copy in ``copy_dir(root, "imagenet")``: train/<wnid>/ and
+    val/, half of val sorted into class folders."""
+    from scripts.get_data import DATASETS
+    imagenet, copy = DATASETS["imagenet"], copy_dir(root, "imagenet")
+    train, val = [], []
+    for i in range(N_TRAIN + N_DATABASE):
+        data, classes = jpeg(seed, i)
+        wnid = f"n{classes[0]:08d}"
+        write_copy(os.path.join(copy, "train", wnid, f"{wnid}_{i}.JPEG"), data)
+        train.append(label_line(f"{imagenet.prefix}image/{wnid}_{i}.JPEG", classes[:1], 100))
+    for i in range(N_TEST):
+        data, classes = jpeg(seed + 1, i)
+        name = f"ILSVRC2012_val_{i + 1:08d}.JPEG"
+        folder = os.path.join(copy, "val", *([f"n{classes[0]:08d}"] if i % 2 else []))
+        write_copy(os.path.join(folder, name), data)
+        val.append(label_line(f"{imagenet.prefix}val_image/{name}", classes[:1], 100))
+    serve_lists(root, imagenet, {"train": train[:N_TRAIN], "test": val, "database": train},
+                checksums)
+
+
+def nuswide_fixture(root, checksums, seed=2):
+    """Tiny NUS-WIDE-81: the authors' lists (their ./data/nuswide_81/ prefix,
+    81 labels, some lines without any) served, and the authors' images in
+    ``copy_dir(root, "nuswide_81")``/images/."""
+    from scripts.get_data import DATASETS
+    nuswide, copy = DATASETS["nuswide_81_m"], copy_dir(root, "nuswide_81")
+    lines = []
+    for i in range(N_TRAIN + N_TEST + N_DATABASE):
+        data, classes = jpeg(seed, i)
+        name = f"images/{i}_{1000 + i}_0a1b2c3d4e_m.jpg"
+        write_copy(os.path.join(copy, name), data)
+        lines.append(label_line(f"{nuswide.prefix}{name}", [] if i % 7 == 3 else classes, 81))
+    serve_lists(root, nuswide, {"train": lines[:N_TRAIN],
+                                "test": lines[N_TRAIN:N_TRAIN + N_TEST],
+                                "database": lines[N_TRAIN:]}, checksums)
+
+
+def copy_dir(root, dataset):
+    """Where the fixtures keep a user's own copy of ``dataset``'s images
+    (ImageNet, NUS-WIDE: not downloaded), beside the served files."""
+    return os.path.join(str(root), "copies", dataset)
 
 
 def alexnet_fixture(root, checksums, seed=0):
@@ -135,6 +204,8 @@ def make_fixtures(root, weights=True):
     """All fixtures under ``root``; returns the path of their checksums.json."""
     checksums = {}
     coco_fixture(root, checksums)
+    imagenet_fixture(root, checksums)
+    nuswide_fixture(root, checksums)
     if weights:
         alexnet_fixture(root, checksums)
     path = os.path.join(root, "checksums.json")

@@ -94,7 +94,7 @@ MUTANTS = [
            "return {\"beta\": continuation_beta(max(epoch - 1, 1), self.settings.step_continuation)}",
            ("tests/training/test_schedules.py::test_train_one_epoch_sets_lr_and_beta",)),
     Mutant("bank_detached", "the batch's bank rows are written detached, not live (spec §2.2)",
-           "utils/methods/hashnet.py",
+           "utils/methods/bank.py",
            "U = paddle.scatter(self.U, ind, u, overwrite=True)",
            "U = paddle.scatter(self.U, ind, u.detach(), overwrite=True)",
            ("tests/methods/test_hashnet.py::test_gradient_includes_the_live_rows_column_terms",)),
@@ -356,6 +356,62 @@ MUTANTS = [
            "    path = journal_path(cache)\n    if True:",
            ("tests/deploy/test_live_database.py::"
             "test_kill_during_an_add_is_finished_or_undone_at_the_next_start",)),
+    # one per method of the comparison (HashNet's ablations, the deep and the shallow baselines)
+    Mutant("no_weighting_still_weighted", "HashNet-W keeps the n/n1, n/n0 pair weights",
+           "utils/methods/hashnet_ablations.py",
+           "    weighted = False\n", "    weighted = True\n",
+           ("tests/methods/test_hashnet_ablations.py::"
+            "test_two_steps_match_the_transcription[hashnet_no_weighting]",)),
+    Mutant("no_continuation_still_raises_beta", "HashNet-sgn raises β by continuation",
+           "utils/methods/hashnet_ablations.py",
+           "    continuation = False\n", "    continuation = True\n",
+           ("tests/methods/test_hashnet_ablations.py::test_without_continuation_beta_stays_one",)),
+    Mutant("continuous_similarity_without_4", "HashNet+C scales a pair's gradient by W, not 4·W",
+           "utils/methods/hashnet.py",
+           "scale = 4 * continuous_weight(R, y, Y)", "scale = continuous_weight(R, y, Y)",
+           ("tests/methods/test_hashnet_ablations.py::"
+            "test_two_steps_match_the_transcription[hashnet_continuous]",)),
+    Mutant("dhn_quantization_sign_flipped", "DHN's quantization gradient pushes |h| away from 1",
+           "utils/methods/dhn.py",
+           "smooth.mean() + lam * K * quantization", "smooth.mean() - lam * K * quantization",
+           ("tests/methods/test_dhn.py::test_loss_and_gradient_match_the_cu_transcription",)),
+    Mutant("csq_centres_not_binary", "a multi-label image's CSQ centre is the sum of its label "
+           "centres, not its sign (not ±1)",
+           "utils/methods/csq.py",
+           "return paddle.where(total == 0, tie, paddle.sign(total))",
+           "return paddle.where(total == 0, tie, total)",
+           ("tests/methods/test_csq.py::test_ties_and_unlabelled_rows_take_the_random_centre",
+            "tests/methods/test_csq.py::test_loss_and_gradient_match_the_train_py_transcription")),
+    Mutant("dpsh_bank_live", "DPSH's bank rows carry a gradient (the port writes outputs.data)",
+           "utils/methods/dpsh.py",
+           "U, Y = self.write(z.detach(), y, ind)", "U, Y = self.write(z, y, ind)",
+           ("tests/methods/test_dpsh.py::test_the_bank_carries_no_gradient",)),
+    Mutant("dsh_full_pair_derivative", "DSH trains with the derivative of its reported pairwise "
+           "term, not the layer's half of it",
+           "utils/methods/dsh.py",
+           "pairs / 2 + lam * (rule.detach() * z).sum() / n",
+           "pairs + lam * (rule.detach() * z).sum() / n",
+           ("tests/methods/test_dsh.py::test_pairwise_gradient_is_half_its_derivative",)),
+    Mutant("lsh_not_centred", "LSH projects the raw features, not the centred ones",
+           "utils/methods/shallow/lsh.py",
+           "return centred(features, self.mean) @ self.projection",
+           "return features @ self.projection",
+           ("tests/methods/shallow/test_lsh.py::"
+            "test_codes_equal_the_reference_with_the_same_random_state",)),
+    Mutant("itq_rotation_transposed", "ITQ's Procrustes step takes R = S Ŝᵀ instead of Ŝ Sᵀ",
+           "utils/methods/shallow/itq.py",
+           "R = right_t.T @ left.T", "R = left @ right_t",
+           ("tests/methods/shallow/test_itq.py::"
+            "test_codes_equal_the_reference_with_the_same_random_state[16]",)),
+    Mutant("itq_cca_unscaled", "ITQ-CCA's directions are not scaled by their correlations",
+           "utils/methods/shallow/itq_cca.py",
+           "self.projection = W * correlations", "self.projection = W",
+           ("tests/methods/shallow/test_itq_cca.py::"
+            "test_codes_are_itq_on_the_correlation_scaled_directions",)),
+    Mutant("sh_keeps_the_constant_mode", "SH's first bit is the constant eigenfunction",
+           "utils/methods/shallow/sh.py",
+           "[1:bit + 1]]", "[:bit]]",
+           ("tests/methods/shallow/test_sh.py::test_modes_follow_the_eigenvalues_of_the_ranges",)),
 ]
 
 

@@ -145,6 +145,8 @@ def check_command(command, monkeypatch):
         if not os.path.isfile(os.path.join(REPO, module.replace(".", "/") + ".py")):
             return   # pytest, paddle's launcher: not ours
         flags = known_flags(capture_parser(module, monkeypatch), argv)
+        if "--" in argv:   # what follows a bare -- is passed on to another program
+            argv = argv[:argv.index("--")]
         for word in argv:
             if word.startswith("-") and not re.match(r"^-\d", word):
                 assert word.split("=")[0] in flags, f"{command}: {module} has no flag {word}"

@@ -25,11 +25,13 @@ ENTRY_POINTS = {   # module -> arguments it requires
     "scripts.gpu_check": [], "scripts.get_data": ["coco"],
     "scripts.compare_runs": ["run", "--out", "o"], "scripts.convert_alexnet": ["a", "b"],
     "scripts.convert_backbone": ["a", "b"],
+    "scripts.compare_methods": ["--dataset", "demo"],
 }
 
 
 NO_NUMERIC_FLAGS = ("scripts.get_data", "scripts.compare_runs", "scripts.convert_alexnet",
-                    "scripts.convert_backbone")
+                    "scripts.convert_backbone",
+                    "scripts.compare_methods")   # its --bits has choices
 
 
 sys.path.insert(0, os.path.join(REPO, "deploy", "inference_python"))

@@ -1,6 +1,6 @@
 """scripts/get_data.py against the local fixture server (the ``mirror``
-fixture of tests/conftest.py): COCO images and lists, NUS-WIDE lists and
-the note on its images, CIFAR-10 through paddle.vision's download, the
+fixture of tests/conftest.py): COCO images and lists, NUS-WIDE and
+ImageNet lists on your copy of their images, CIFAR-10 through paddle.vision's download, the
 authors' list prefix cut; the download variables and the destinations are
 checked before anything is downloaded."""
 import io
@@ -48,9 +48,11 @@ def test_get_data_coco_from_the_fixture_server(mirror, tmp_path):
     assert len(mirror.seen) == requests
 
 
-def test_get_data_nuswide_lists_and_the_images_note(mirror, monkeypatch, tmp_path, capsys):
-    """Lists only (the images are on the authors' Google Drive): paths made
-    relative to --root, and a note saying where the images go."""
+def test_get_data_nuswide_finds_every_listed_image_in_your_copy(mirror, monkeypatch, tmp_path,
+                                                                capsys):
+    """The images are your copy: each list line's image must be under
+    --root; missing ones stop the step in one line (how many, the first,
+    where to get them) before any list is written."""
     from scripts.get_data import DATASETS, main
     nus = DATASETS["nuswide_81_m"]
     checksums = {}
@@ -61,10 +63,46 @@ def test_get_data_nuswide_lists_and_the_images_note(mirror, monkeypatch, tmp_pat
     sums = tmp_path / "sums.json"
     sums.write_text(json.dumps(checksums))
     monkeypatch.setenv(download.CHECKSUMS_ENV, str(sums))
-    main(["nuswide_81_m", "--root", str(tmp_path / "nus"), "--list-dir", str(tmp_path / "lists")])
-    assert (tmp_path / "lists" / "test.txt").read_text() == f"images/test_1.jpg {label}\n"
-    out = capsys.readouterr().out
-    assert "drive.google.com" in out and f"{tmp_path / 'nus'}/images/<name>.jpg" in out
+    root, lists = tmp_path / "nus", tmp_path / "lists"
+    (root / "images").mkdir(parents=True)
+    (root / "images" / "train_1.jpg").write_bytes(b"jpeg")
+    argv = ["nuswide_81_m", "--root", str(root), "--list-dir", str(lists)]
+    message = user_error(main, argv)
+    assert message.startswith(f"2 of the 3 images the lists name are not under {root} "
+                              "(first: test.txt: images/test_1.jpg)")
+    assert "drive.google.com" in message and not (lists / "test.txt").exists()
+    for split in ("test", "database"):
+        (root / "images" / f"{split}_1.jpg").write_bytes(b"jpeg")
+    main(argv)
+    assert (lists / "test.txt").read_text() == f"images/test_1.jpg {label}\n"
+    assert "images: all 3 list entries found under" in capsys.readouterr().out
+    assert sorted(os.listdir(root)) == ["images"]   # the authors' lists went to --list-dir
+
+
+def test_ilsvrc_copies_in_either_layout(tmp_path):
+    """An authors' ImageNet path found in ILSVRC-2012's train/<wnid>/, in
+    val/ flat or sorted into class folders, or in the authors' flat folders."""
+    from scripts.get_data import in_ilsvrc
+    for path in ("train/n01/n01_5.JPEG", "val/ILSVRC2012_val_00000001.JPEG",
+                 "val/n02/ILSVRC2012_val_00000002.JPEG", "val_image/ILSVRC2012_val_00000003.JPEG"):
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_bytes(b"jpeg")
+    assert in_ilsvrc("image/n01_5.JPEG", str(tmp_path)) == "train/n01/n01_5.JPEG"
+    assert in_ilsvrc("val_image/ILSVRC2012_val_00000001.JPEG", str(tmp_path)) == \
+        "val/ILSVRC2012_val_00000001.JPEG"
+    assert in_ilsvrc("val_image/ILSVRC2012_val_00000002.JPEG", str(tmp_path)) == \
+        "val/n02/ILSVRC2012_val_00000002.JPEG"
+    assert in_ilsvrc("val_image/ILSVRC2012_val_00000003.JPEG", str(tmp_path)) == \
+        "val_image/ILSVRC2012_val_00000003.JPEG"
+    assert in_ilsvrc("image/n01_6.JPEG", str(tmp_path)) is None
+
+
+def test_imagenet_without_a_copy_says_where_to_point_root(tmp_path):
+    from scripts.get_data import main
+    message = user_error(main, ["imagenet", "--root", str(tmp_path / "none"),
+                                "--list-dir", str(tmp_path / "lists")])
+    assert message.startswith(f"--root {tmp_path / 'none'} is not a folder: pass your "
+                              "ILSVRC-2012 copy as --root")
 
 
 def cifar_archive():

@@ -7,6 +7,7 @@ import numpy as np
 import paddle
 import pytest
 
+from support.transcription import assert_relative
 from support.weights import assert_same
 from utils.methods.hashnet_caffe import CaffePairwiseLoss
 
@@ -81,11 +82,6 @@ def paddle_loss_and_grads(b1, l1, b2, l2, **kwargs):
     loss.backward()
     assert loss.dtype == t[0].grad.dtype == t[2].grad.dtype == paddle.float32
     return float(loss), t[0].grad.numpy(), t[2].grad.numpy()
-
-
-def assert_relative(actual, expected, tol=1e-6):
-    err = np.linalg.norm(np.asarray(actual, float) - expected) / np.linalg.norm(expected)
-    assert err <= tol, err
 
 
 CASES = {  # name -> (CaffePairwiseLoss kwargs, whether P reaches the threshold)

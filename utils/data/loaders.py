@@ -162,8 +162,10 @@ def cifar10_split(classes, name, seed):
 
 
 # ---------------------------------------------------------------- builders
-def build_datasets(data, splits=SPLITS):
-    """{split: dataset} of ``data`` (DataSettings): its list files, or CIFAR-10."""
+def build_datasets(data, splits=SPLITS, augment=True):
+    """{split: dataset} of ``data`` (DataSettings): its list files, or CIFAR-10.
+    The training split is augmented (random crops, flips) unless ``augment``
+    is False: then every split is read as the test split is (features)."""
     sizes = dict(resize_size=data.resize_size, crop_size=data.crop_size, seed=data.seed,
                  skip_bad_images=data.skip_bad_images, pipeline=build_pipeline(data.pipeline))
     if data.dataset.startswith("cifar10"):
@@ -171,13 +173,14 @@ def build_datasets(data, splits=SPLITS):
         onehot = np.eye(10, dtype=np.float32)[classes]
         # its own seed: runs whose training seeds differ are evaluated on one split
         parts = dict(zip(SPLITS, cifar10_split(classes, data.dataset, data.split_seed)))
-        return {s: ArrayImages(images[parts[s]], onehot[parts[s]], train=(s == "train"), **sizes)
+        return {s: ArrayImages(images[parts[s]], onehot[parts[s]], train=(s == "train" and augment),
+                               **sizes)
                 for s in splits}
     check_input_dir(data.list_dir, "--list-dir")
     out = {}
     for s in splits:
         ds = ImageList(os.path.join(data.list_dir, f"{s}.txt"), data.data_path, data.num_class,
-                       train=(s == "train"), **sizes)
+                       train=(s == "train" and augment), **sizes)
         refuse_all_unlabelled(ds.list_file, ds.labels)
         ds.check_files()
         out[s] = ds

@@ -46,12 +46,10 @@ class HashNetCaffe(Method):
                                       POSITIVE_FLOAT, kind=float)
 
     @classmethod
-    def resolve(cls, given, bit, dataset):
+    def defaults(cls, bit, dataset):
         """The prototxts' defaults: class_num by dataset, α = 10/bit ("10 / the
         length of code")."""
-        defaults = {"class_num": CLASS_NUM.get(dataset, CLASS_NUM["coco"]),
-                    "sigmoid_param": 10.0 / bit}
-        return cls.Settings(**{k: defaults[k] if v is None else v for k, v in given.items()})
+        return {"class_num": CLASS_NUM.get(dataset, CLASS_NUM["coco"]), "sigmoid_param": 10.0 / bit}
 
     def criterion(self, n_train):
         return TwoStreamLoss(self.settings.sigmoid_param, self.settings.class_num)
@@ -137,7 +135,7 @@ class _CaffePairwise(PyLayer):
         c = paddle.where(c > 0, c, paddle.ones_like(c))                  # Σ weight, 1 if 0
         D = 2 * (paddle.nn.functional.sigmoid(P) - s) * weight            # [N, M]
         if layer.continuous_similarity:
-            D = 4 * _continuous_weight(R, l1, l2) * D
+            D = 4 * continuous_weight(R, l1, l2) * D
         ctx.save_for_backward(b1, b2, D, c)
         ctx.alpha = layer.sigmoid_param
         return (ell * weight).sum() / c
@@ -156,7 +154,7 @@ class _CaffePairwise(PyLayer):
         return _scale_first(g1, n, ctx.alpha), None, _scale_first(g2, n, ctx.alpha), None
 
 
-def _continuous_weight(R, l1, l2):
+def continuous_weight(R, l1, l2):
     """W_ij = R_ij² / (‖l1_i‖²·‖l2_j‖²), a zero norm taken as 1 and W = 0
     replaced by 0.25 (.cu RemoveZero, ContinousSimilarityProcess)."""
     n1 = (l1 * l1).sum(axis=1, keepdim=True)                              # [N, 1]

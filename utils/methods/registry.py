@@ -11,11 +11,32 @@ plus one import line in utils/methods/__init__.py.
 import abc
 import dataclasses
 
-from utils.base.flags import add_options
+from utils.base.flags import NON_NEGATIVE_FLOAT, add_options, option
 from utils.base.registry import Registry
 
 METHODS = Registry("--method", "name")   # name -> Method subclass; --method's choices
 register, unregister, method_class = METHODS.register, METHODS.unregister, METHODS.lookup
+
+
+def quantization_weight():
+    """The flag several methods share, each filling its own default in
+    ``resolve``: the weight λ of its quantization term."""
+    return option(None, "λ, the weight of the method's quantization term (default: the "
+                        "method's official value; docs/comparison.md)", NON_NEGATIVE_FLOAT,
+                  kind=float)
+
+
+def resolve_defaults(cls, given, defaults):
+    """``cls.Settings`` from the flags ``given`` (None: not given), the
+    method's ``defaults`` filling the flags that were not given."""
+    return cls.Settings(**{k: defaults[k] if v is None and k in defaults else v
+                           for k, v in given.items() if v is not None or k in defaults})
+
+
+@dataclasses.dataclass(frozen=True)
+class QuantizationSettings:
+    """The settings of a method whose only flag is its quantization weight."""
+    quantization_weight: float = quantization_weight()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,14 +61,22 @@ class Method(abc.ABC):
       * ``code_rule``: how outputs become codes (utils/retrieval/codes.py);
       * ``Settings``: a frozen dataclass of its own flags, each field made
         with ``utils.base.flags.option`` (``--<field>``, its default, range
-        and help).
+        and help);
+      * ``training``: its official optimisation settings, the defaults of
+        the recipe's flags it names (``learning_rate`` per 64 images,
+        ``optimizer``, ``weight_decay``, ``momentum``, ``epoch``,
+        ``de_step``, ``de_gamma``); a flag given on the command line wins,
+        a flag it does not name keeps the recipe's default;
+      * ``label``: its name in tables and plots (the paper's, e.g. "HashNet-W").
     """
     name = None
+    label = None
     recipes = ("reference",)
     uses_bank = False
     hash_lr = 1.0
     code_rule = "sign"
     Settings = NoSettings
+    training = {}
 
     def __init__(self, settings, bit, num_class):
         self.settings, self.bit, self.num_class = settings, bit, num_class
@@ -55,10 +84,15 @@ class Method(abc.ABC):
     @classmethod
     def resolve(cls, given, bit, dataset):
         """``Settings`` from the flag values ``given`` ({field: value}, None
-        where the flag was not given): the field's default fills a None; a
-        method whose defaults depend on the bit length or the dataset
-        overrides this."""
-        return cls.Settings(**{k: v for k, v in given.items() if v is not None})
+        where the flag was not given): ``defaults`` fills a None, else the
+        field's own default."""
+        return resolve_defaults(cls, given, cls.defaults(bit, dataset))
+
+    @classmethod
+    def defaults(cls, bit, dataset):
+        """{field: value} of the fields whose default is the method's
+        official value for this bit length or dataset (None in ``Settings``)."""
+        return {}
 
     @abc.abstractmethod
     def criterion(self, n_train):
@@ -72,6 +106,11 @@ class Method(abc.ABC):
         """{attribute: value} of the criterion for ``period`` (an epoch of the
         reference recipe, an iteration of the Caffe recipe): HashNet's β."""
         return {}
+
+
+def method_label(cls):
+    """How tables and plots name the method: its ``label``, else its name."""
+    return cls.label or cls.name
 
 
 def add_flags(parser):

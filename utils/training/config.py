@@ -29,6 +29,20 @@ from utils.training.recipes import RECIPES
 RECIPE_SEEDS = {16: 0, 32: 2000, 48: 200, 64: 2000}
 TOP_K = Range(low=1, high=10_000_000, also=(-1,), text="-1 (whole database) or >= 1")
 MOMENTUM = Range(low=0.0, high=1.0, open_high=True, text="in [0, 1)")
+LR_FACTOR = Range(low=0.0, high=1.0, open_low=True, text="in (0, 1]")
+# The reference recipe's optimisation (spec §3): the default of each of these
+# flags unless the --method names its own official value (Method.training).
+TRAINING_DEFAULTS = {"learning_rate": 1e-3, "optimizer": "sgd", "weight_decay": 5e-4,
+                     "momentum": 0.9, "epoch": 150, "de_step": 50, "de_gamma": 0.5}
+
+
+def method_default(key):
+    """The help's note on a flag whose default the method may set."""
+    own = ", ".join(f"{name} {cls.training[key]:g}" if isinstance(cls.training[key], float)
+                    else f"{name} {cls.training[key]}"
+                    for name, cls in sorted(methods.METHODS.items())
+                    if cls.training.get(key, TRAINING_DEFAULTS[key]) != TRAINING_DEFAULTS[key])
+    return (f" (default {TRAINING_DEFAULTS[key]}" + (f"; --method {own}" if own else "") + ")")
 
 
 def build_parser(batch_size=128):
@@ -71,13 +85,18 @@ def build_parser(batch_size=128):
       help="epochs already done (with --resume)")
     a("-ee", "--eval_epoch", type=int, default=10, valid=AT_LEAST_1,
       help="evaluate every N epochs and at the last")
-    a("-lr", "--learning_rate", type=float, default=1e-3, valid=POSITIVE_FLOAT,
-      help="for a global batch of 64")
-    a("--de_step", type=int, default=50, valid=AT_LEAST_1, help="halve lr every N epochs")
-    a("-e", "--epoch", type=int, default=150, valid=AT_LEAST_1)
-    a("-op", "--optimizer", default="sgd", choices=["sgd", "rmsprop", "adamw"], type=str.lower)
-    a("-wd", "--weight_decay", type=float, default=5e-4, valid=NON_NEGATIVE_FLOAT)
-    a("--momentum", type=float, default=0.9, valid=MOMENTUM)
+    a("-lr", "--learning_rate", type=float, default=None, valid=POSITIVE_FLOAT,
+      help="for a global batch of 64" + method_default("learning_rate"))
+    a("--de_step", type=int, default=None, valid=AT_LEAST_1,
+      help="multiply lr by --de_gamma every N epochs" + method_default("de_step"))
+    a("--de_gamma", type=float, default=None, valid=LR_FACTOR,
+      help="the lr factor of every --de_step" + method_default("de_gamma"))
+    a("-e", "--epoch", type=int, default=None, valid=AT_LEAST_1, help=method_default("epoch"))
+    a("-op", "--optimizer", default=None, choices=["sgd", "rmsprop", "adamw"], type=str.lower,
+      help="adamw with -wd 0 is Adam" + method_default("optimizer"))
+    a("-wd", "--weight_decay", type=float, default=None, valid=NON_NEGATIVE_FLOAT,
+      help=method_default("weight_decay"))
+    a("--momentum", type=float, default=None, valid=MOMENTUM, help=method_default("momentum"))
     a("--log_path", default="logs")
     a("--output-dir", "--output_dir", dest="output_dir", default="output",
       help="one training run at a time (it holds a lock on the folder)")
@@ -168,6 +187,9 @@ def resolve_method(args, recipe):
         raise UserError(f"{foreign[0]} is a flag of --method {foreign[1]}, not of --method "
                         f"{args.method}: drop it")
     vars(args).update(dataclasses.asdict(method_settings(args)))
+    for key, default in TRAINING_DEFAULTS.items():
+        if getattr(args, key) is None:
+            setattr(args, key, cls.training.get(key, default))
 
 
 def method_settings(args):

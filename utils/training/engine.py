@@ -283,8 +283,8 @@ def check_counter_types(state, fresh):
 
 
 # Settings a resumed run may change, but should not do silently.
-RESUME_SETTINGS = ("learning_rate", "momentum", "weight_decay", "de_step", "seed", "base_lr",
-                   "num_class", "dataset", "crop_size", "resize_size", "arch")
+RESUME_SETTINGS = ("learning_rate", "momentum", "weight_decay", "de_step", "de_gamma", "seed",
+                   "base_lr", "num_class", "dataset", "crop_size", "resize_size", "arch")
 
 
 def flag_of(key):

@@ -19,7 +19,8 @@ from utils.training.step import restore_rng, seed_epoch, stop_agreed, train_step
 
 
 def epoch_lr(args, epoch):
-    return step_lr(epoch, base_lr(args.learning_rate, args.batch_size, dist.world_size()), args.de_step)
+    return step_lr(epoch, base_lr(args.learning_rate, args.batch_size, dist.world_size()),
+                   args.de_step, args.de_gamma)
 
 
 @dataclasses.dataclass

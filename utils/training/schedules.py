@@ -1,7 +1,7 @@
 """The learning-rate schedules of both recipes, and their optimizer builders.
 
 The reference recipe (spec §3) counts epochs from 1: lr halved every
-``de_step``. The authors' Caffe recipe (spec §8, ``--recipe caffe``) counts
+``de_step`` (another method's official factor: ``de_gamma``). The authors' Caffe recipe (spec §8, ``--recipe caffe``) counts
 iterations from 0: lr from solver.prototxt's "step" policy, and per-parameter
 multipliers from train_val.prototxt. β is the method's (utils/methods/).
 """
@@ -15,9 +15,9 @@ def base_lr(learning_rate, batch_size, world_size=1):
     return learning_rate * batch_size * world_size / 64
 
 
-def step_lr(epoch, lr0, de_step=50):
-    """lr halves every `de_step` epochs."""
-    return lr0 * 0.5 ** ((epoch - 1) // de_step)
+def step_lr(epoch, lr0, de_step=50, gamma=0.5):
+    """lr is multiplied by ``gamma`` every `de_step` epochs (the recipe: halved)."""
+    return lr0 * gamma ** ((epoch - 1) // de_step)
 
 
 def hash_layer_groups(model, hash_lr):
