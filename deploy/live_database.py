@@ -37,7 +37,7 @@ from deploy.database import (database_code_cache, database_list, database_loader
                              index_directory, with_entries)
 from deploy.retrieve import Database, open_coded_database
 from utils.base.errors import UserError
-from utils.base.fingerprint import CacheError, sha256_file
+from utils.base.fingerprint import CacheError, file_stats, sha256_file
 from utils.base.io import atomic_write
 from utils.data.list_format import parse_list, write_list
 from utils.inference.encoder import encode_batches
@@ -111,6 +111,12 @@ class Change:
                 self.rows(np.asarray(labels, np.float32), self.labels),
                 self.rows(packed, self.packed))
 
+    def stats(self, old, root):
+        """The code cache's image stats (``old``, int64 [n, 3]) after the
+        change: an added image's read from disk now, as it was encoded."""
+        added = file_stats([os.path.join(root, p) for p in self.paths])
+        return self.rows(np.asarray(old, np.int64).reshape(-1, 3), added)
+
     def apply_to_index(self, index):
         if self.op == "remove":
             index.remove(self.positions)
@@ -168,7 +174,7 @@ def recover(cache, list_file, num_class, root, index_dir, log=print):
         drop_uploads(change.uploads, paths, root)
         log(f"journal: an interrupted {change.op} had not reached {list_file}: undone")
     elif now == digests["entries_after"]:
-        packed = roll_cache_forward(cache, change, digests, (paths, labels))
+        packed = roll_cache_forward(cache, change, digests, (paths, labels), root)
         if packed is not None and index_dir and is_saved_index(index_dir):
             roll_index_forward(index_dir, change, digests, cache.fingerprint, packed)
         log(f"journal: an interrupted {change.op} had reached {list_file}: completed")
@@ -185,17 +191,19 @@ def drop_uploads(uploads, paths, root):
             os.remove(os.path.join(root, upload))
 
 
-def roll_cache_forward(cache, change, digests, entries):
+def roll_cache_forward(cache, change, digests, entries, root):
     """The cache's codes after the change (written if it held those before),
-    or None when it holds neither."""
+    or None when it holds neither. ``root``: the images' folder."""
     try:
-        packed, labels, saved, _ = cache.read_unchecked()
+        packed, labels, saved, _, stats = cache.read_unchecked()
     except CacheError:
         return None
     if not same_but_list(saved, cache.fingerprint):
         return None
     if codes_digest(packed) == digests["codes_before"]:
         _, _, packed = change.entries([], labels, packed)
+        if stats is not None:
+            cache.images = (entries[0], change.stats(stats, root))
         cache.write(packed, entries[1], entries)
     return packed if codes_digest(packed) == digests["codes_after"] else None
 
@@ -286,6 +294,8 @@ class LiveDatabase:
         try:
             write_list(self.list_file, paths, labels)
             cache.fingerprint = dict(cache.fingerprint, list_sha256=sha256_file(self.list_file))
+            if cache.images is not None:   # the stat identity of every image the codes are of
+                cache.images = (paths, change.stats(cache.images[1], self.args.data_path))
             cache.write(packed, labels, (paths, labels))
             change.apply_to_index(db.index)
             if self.index_dir:
