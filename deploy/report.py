@@ -113,6 +113,12 @@ def _panel(ax, image, colour, lines):
     ax.set_title("\n".join(lines), fontsize=8.5, color="black", linespacing=1.25)
 
 
+def display_name(path):
+    """A file's name as text to draw: the bytes of a name that is not UTF-8
+    (which Python keeps as lone surrogates, and a font cannot draw) show as �."""
+    return os.path.basename(path).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 def save_montage(path, query_path, q_label, results, bit, n, source, query_upright=True):
     """Query + top-k, each framed by relevance, with distances and a legend."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -125,7 +131,7 @@ def save_montage(path, query_path, q_label, results, bit, n, source, query_uprig
     fig = Figure(figsize=(2.15 * ncols, 2.55 * nrows + 1.0), dpi=100)
     FigureCanvasAgg(fig)
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
-    short = lambda p: textwrap.shorten(os.path.basename(p), 24, placeholder="…")  # noqa: E731
+    short = lambda p: textwrap.shorten(display_name(p), 24, placeholder="…")  # noqa: E731
     _panel(axes[0], _thumbnail(query_path, upright=query_upright), COLOURS["query"],
            ["QUERY", short(query_path),
             f"classes {classes(q_label)}" if q_label is not None else "label unknown"])

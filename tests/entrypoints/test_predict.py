@@ -58,6 +58,21 @@ def test_query_in_database_comes_first_at_distance_zero(demo, trained, tmp_path)
         assert t["relevant"] is bool((labels[t["index"]] * labels[q]).sum() > 0)
 
 
+def test_a_query_whose_name_is_not_utf8_is_looked_up(demo, trained, tmp_path):
+    """A name saved in another encoding (bytes that are not UTF-8) is a query
+    like any other: ranked, reported in JSON and drawn in the montage."""
+    img = os.fsdecode(os.path.join(os.fsencode(str(tmp_path)), b"caf\xe9.jpg"))
+    shutil.copy(query_path(demo, trained.query), img)
+    proc = run_script("predict.py", *predict_argv(demo, trained.prefix, img, tmp_path / "out"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    stem = os.path.splitext(os.path.basename(img))[0]
+    with open(tmp_path / "out" / f"retrieval_{stem}_16.json") as f:
+        result = json.load(f)
+    assert result["topk"][0]["distance"] == 0   # the query's own image, in the database
+    with open(result["montage"], "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
 def test_cache_reused_then_rebuilt_after_weights_or_list_change(demo, tiny_trained, tmp_path,
                                                                 capsys):
     shared, q = tiny_trained.prefix, tiny_trained.query
