@@ -339,3 +339,12 @@ def test_a_read_past_the_end_is_refused_before_it_allocates():
     assert reader.read(3) == b"123"
     with pytest.raises(pickle.UnpicklingError, match="declares 3 bytes where the file has 2 left"):
         reader.read(3)
+
+
+def test_a_byte_that_is_no_opcode_is_named(tmp_path):
+    """Bytes that are not a pickle say so, naming the byte (the unpickler's
+    own error would be a bare KeyError of its dispatch table)."""
+    path = tmp_path / "noise.pdparams"
+    path.write_bytes(b"\xe9" + bytes(64))
+    message = user_error(load_state_file, str(path), "checkpoint")
+    assert "not a pickle: byte 0xe9 is no pickle opcode" in message and "\n" not in message

@@ -266,7 +266,13 @@ def restricted_load(file, encoding="latin1"):
     """The object pickled in the open binary ``file``; ``RefusedPickle``
     (message: the refused name or build) if it names anything outside
     ``allowed()`` or builds anything but plain numeric arrays."""
-    return RestrictedUnpickler(file, encoding=encoding).load()
+    try:
+        return RestrictedUnpickler(file, encoding=encoding).load()
+    except KeyError as err:   # the pure-Python unpickler's dispatch table has no such opcode
+        if not isinstance(err.args[0], int):
+            raise
+        raise pickle.UnpicklingError(f"not a pickle: byte {err.args[0]:#04x} is no pickle "
+                                     "opcode") from None
 
 
 # ------------------------------------------------ as paddle.load returns it
