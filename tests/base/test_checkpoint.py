@@ -63,6 +63,7 @@ def test_save_load_identical_outputs(saved):
         np.testing.assert_array_equal(other(images()).numpy(), out)
     mine, theirs = state_numpy(model), state_numpy(other)
     for key in mine:
+        # exact: a save-and-load round trip of the weights
         assert_same(theirs[key], mine[key], key)
 
 
@@ -79,12 +80,14 @@ def test_training_state_round_trip(saved):
     prefix, model, opt, _ = saved
     fresh = build_optimizer("sgd", model.parameters(), 0.01, 5e-4)
     training = load_training_state(prefix, model, fresh)
+    # exact: a save-and-load round trip
     assert training["epoch"] == 7 and training["best_map"] == 0.5
     np.testing.assert_array_equal(np.asarray(training["bank"]["U"]), np.ones([4, 16]))
     mine, theirs = opt.state_dict(), fresh.state_dict()
     velocity = [k for k in mine if "velocity" in k]
     assert velocity
     for key in velocity:
+        # exact: the optimizer's state saved and loaded (a round trip)
         assert_same(np.asarray(theirs[key]), np.asarray(mine[key]), key)
 
 
@@ -244,6 +247,7 @@ def test_float64_weights_are_converted(tmp_path):
     load_weights(model, prefix)
     for key, value in model.state_dict().items():
         assert value.dtype == paddle.float32
+        # exact: the loader's float64 -> float32 cast is numpy's, the same rounding
         np.testing.assert_array_equal(value.numpy(), state[key].astype(np.float32))
 
 
@@ -277,6 +281,7 @@ def test_random_backbone_keeps_init():
     model.load_backbone("random")
     after = state_numpy(model)
     for key in before:
+        # exact: "random" loads nothing, so the weights are untouched
         assert_same(after[key], before[key], key)
 
 

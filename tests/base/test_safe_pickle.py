@@ -124,8 +124,9 @@ def same(a, b, where="$"):
             same(x, y, f"{where}[{i}]")
     elif isinstance(a, paddle.Tensor):
         assert (a.name, a.dtype, a.shape) == (b.name, b.dtype, b.shape), where
+        # exact: the same file's bytes, read by two loaders
         assert np.array_equal(a.numpy(), b.numpy()), where
-    elif isinstance(a, np.ndarray):
+    elif isinstance(a, np.ndarray):   # exact: the same file's bytes, read by two loaders
         assert a.dtype == b.dtype and np.array_equal(a, b), where
     elif type(a).__name__ == "GeneratorState":
         assert a.current_seed() == b.current_seed(), where
@@ -189,6 +190,7 @@ def test_split_big_params_are_joined(tmp_path):
         pickle.dump(state, f, protocol=2)
     loaded = load_paddle_file(path)
     assert list(loaded) == ["w"] and loaded["w"].name == "linear_0.w_0"
+    # exact: a pickle round trip
     np.testing.assert_array_equal(loaded["w"].numpy(), value)
 
 
@@ -286,6 +288,7 @@ def test_big_endian_and_numpy_scalars_still_load(tmp_path):
     with open(path, "wb") as f:
         pickle.dump(state, f, protocol=2)
     loaded = load_state_file(str(path), "state")
+    # exact: a pickle round trip (byte order converted, values unchanged)
     np.testing.assert_array_equal(loaded["w"].numpy(), state["w"])
     assert loaded["n"] == 7 and loaded["b"]
 

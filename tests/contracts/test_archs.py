@@ -59,6 +59,7 @@ def test_random_backbone_keeps_every_weight(built, arch):
     before = {k: v.numpy().copy() for k, v in model.state_dict().items()}
     model.load_backbone("random")
     for key, value in model.state_dict().items():
+        # exact: "random" loads nothing, so the weights are untouched
         np.testing.assert_array_equal(value.numpy(), before[key], err_msg=key)
     assert hash_layer_keys(model) <= set(before)
 

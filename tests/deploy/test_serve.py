@@ -253,9 +253,9 @@ def test_an_export_serves_as_the_model(demo, trained, tmp_path):
     infer.py's cache tag and the export's input size."""
     import deploy.serve as serve
     from deploy.cli import parse_retrieval_args
-    from support.centred_model import codes_of
+    from support.centred_model import assert_codes_agree
     from support.demo_set import CROP, database_batch
-    from utils.inference.export import save_inference_model
+    from utils.inference.export import dygraph_outputs, save_inference_model
     from utils.retrieval.codes import sign_codes
     save_inference_model(trained.model, str(tmp_path), image_size=CROP)
     args = parse_retrieval_args(serve.build_parser(), [
@@ -264,4 +264,5 @@ def test_an_export_serves_as_the_model(demo, trained, tmp_path):
     encoder = serve.open_encoder(args)
     x = database_batch(demo)[:8]
     assert encoder.tag == "_inference" and args.crop_size == CROP
-    np.testing.assert_array_equal(sign_codes(encoder.query(x)), codes_of(trained.model, x))
+    # Paddle Inference against dygraph: a bit may differ only where |z| <= allowed
+    assert_codes_agree(sign_codes(encoder.query(x)), dygraph_outputs(trained.model, x))

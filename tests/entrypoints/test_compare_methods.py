@@ -43,6 +43,7 @@ def test_table_json_and_plot(compared):
     assert list(report["methods"]) == list(METHODS)
     for name, row in zip(METHODS, rows):
         results = report["methods"][name]["results"]
+        # exact: the table formats the mAPs read from comparison.json
         assert row.split(" | ")[1:3] == [f"{results[b]['map']:.4f}" for b in ("16", "32")]
         assert {"map_skip_topk", "map_skip_database", "precision_radius",
                 "seconds"} <= set(results["16"])
@@ -73,6 +74,7 @@ def test_run_again_skips_what_is_done_and_ends_with_the_same_table(compared, dem
     proc = run_in_process(compare_methods.main, *argv(demo, out, *METHODS))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("measured before") == 4 and "Epoch[" not in proc.stdout
+    # exact: the same mAPs, read back from the first run's results
     assert (out / "comparison.md").read_text() == table
 
 

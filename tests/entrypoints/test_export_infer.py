@@ -13,7 +13,7 @@ import numpy as np
 import paddle
 import pytest
 
-from support.centred_model import BIT, brute_topk, codes_of
+from support.centred_model import BIT, assert_codes_agree, brute_topk
 from support.cli import run_predict_inprocess, run_python, run_script
 from support.demo_set import CROP, RESIZE, database_batch, predict_argv, query_path
 from support.errors import assert_cli_error
@@ -66,8 +66,7 @@ def test_exported_codes_equal_dygraph_codes(demo, trained, exported):  # noqa: F
     allowed = allowed_difference(z)
     assert np.median(np.abs(z)) > 1000 * allowed      # the tolerance is small next to |z|
     assert np.abs(saved.run(x) - z).max() <= allowed
-    differ = saved.codes(x) != codes_of(model, x)
-    assert not (differ & (np.abs(z) > allowed)).any()
+    assert_codes_agree(saved.codes(x), z)   # a bit differs only where |z| <= allowed
     assert len(np.unique(saved.codes(x), axis=0)) > 8   # not a collapsed model
 
 
@@ -82,10 +81,20 @@ def test_infer_gives_predict_topk(demo, trained, exported, tmp_path, capsys):  #
     stem = os.path.join(tmp_path, f"retrieval_{os.path.splitext(os.path.basename(img))[0]}_16")
     with open(stem + ".json") as f, open(stem + "_inference.json") as g:
         dygraph, inference = json.load(f), json.load(g)
-    assert inference["topk"] == dygraph["topk"]
+    # Paddle Inference's codes may differ from dygraph's only where |z| <=
+    # allowed_difference(z) (the test above): the rankings agree on the images
+    # whose code cannot differ (all of them, unless some z is that near 0)
+    with paddle.no_grad():
+        z = trained.model(paddle.to_tensor(database_batch(demo))).numpy()
+    free = (np.abs(z) <= allowed_difference(z)).any(axis=1)   # codes that may differ
+    assert not free[q]                                        # the query's own is settled
     order, dist = brute_topk(trained.codes, q, 10)   # the exact ranking, ties by index
-    assert [t["index"] for t in inference["topk"]] == order
-    assert [t["distance"] for t in inference["topk"]] == dist
+    reference = [(i, d) for i, d in zip(order, dist) if not free[i]]
+    assert len(inference["topk"]) == len(dygraph["topk"]) == 10
+    settled = [[t for t in r["topk"] if not free[t["index"]]] for r in (inference, dygraph)]
+    n = min(len(reference), *map(len, settled))
+    assert settled[0][:n] == settled[1][:n]
+    assert [(t["index"], t["distance"]) for t in settled[0][:n]] == reference[:n]
     # its own cache, fingerprinted by the model files; encoded in batches
     assert inference["codes"] == "built"
     assert os.path.isfile(os.path.join(tmp_path, "database_code_demo_16_inference.npz"))

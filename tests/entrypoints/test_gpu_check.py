@@ -103,6 +103,7 @@ def test_cpu_part_end_to_end():
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     verdicts = [line for line in proc.stdout.splitlines() if line.startswith(("PASS", "FAIL"))]
     assert [v.split(":")[0] for v in verdicts] == ["PASS CPU"] * 3, verdicts
+    assert "(tolerance 0.0001 x max(1, max |z|) = " in verdicts[2], verdicts   # the export check's
     assert "no GPU visible" in proc.stdout
 
 
@@ -116,4 +117,5 @@ def test_docs_state_the_check_settings():
     assert gpu_check.HASH_INIT_SCALE == 100 and "std raised from 0.01 to 1" in page
     assert f"relative tolerance {gpu_check.LOSS_RTOL:g}" in page
     assert f"within {gpu_check.UPDATE_RTOL:.0%}".replace("%", " %") in page
-    assert f"with the dygraph model ({gpu_check.INFERENCE_ATOL:g})" in page
+    from utils.inference.export import TOLERANCE
+    assert f"with the dygraph model ({TOLERANCE:g} × max(1, max |z|), the export check's" in page

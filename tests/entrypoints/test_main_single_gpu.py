@@ -54,14 +54,17 @@ def test_cli_eval_reproduces_logged_map(cli_run):
     evaluated = re.findall(r"HashNet eval bit:64, dataset:demo, MAP:([0-9.]+) "
                            r"\(mAP@100 = ([0-9.]+)", cli_run.evaluation.stdout)
     assert len(evaluated) == 1
+    # exact: the saved best weights (a round trip) through the same kernels, threads and batches
     assert evaluated[0][0] == trained[0][3]  # the 3-decimal figures of both logs
     # full precision: the best mAP the training saved == what --eval measured
     best = paddle.load(cli_run.best + ".pdopt")["training"]
     eval_metrics = metrics_files(cli_run.out, "eval")
     assert len(eval_metrics) == 1
+    # exact: as above, then the same float64 metric code on the same codes
     assert eval_metrics[0]["map"] == best["best_map"]
     assert float(evaluated[0][1]) == pytest.approx(best["best_map"], abs=5e-7)
     train_metrics = metrics_files(cli_run.out, "train")
+    # exact: the same codes and metric code (above); JSON round trips a double
     assert train_metrics and train_metrics[-1]["map"] == eval_metrics[0]["map"]
 
 

@@ -26,6 +26,7 @@ def measured_row(proc, tmp_path):
     row = [line for line in proc.stdout.splitlines() if line.startswith("| 16 |")]
     assert len(row) == 1, proc.stdout[-3000:]
     with open(next((tmp_path / "out" / "logs").glob("eval-16-*/metrics.json"))) as f:
+        # exact: the table formats the mAP read from this metrics.json
         assert f"| 16 | {json.load(f)['map']:.4f} |" in row[0]
     return row[0]
 
@@ -63,6 +64,7 @@ def test_reproduce_nuswide_81_on_the_users_images(mirror, tmp_path):
     measured = json.loads((eval_dir / "metrics.json").read_text())["map"]
     summary = [line for line in proc.stdout.splitlines()
                if line.startswith("nuswide_81_m, 16 bits")]
+    # exact: the summary formats the mAP read from this metrics.json
     assert len(summary) == 1 and f" {measured:.4f} " in summary[0]   # no paper column to set it by
     assert len((tmp_path / "lists" / "train.txt").read_text().splitlines()[0].split()) == 82
 

@@ -16,7 +16,7 @@ import numpy as np
 import paddle
 import pytest
 
-from support.centred_model import make_checkpoint
+from support.centred_model import assert_codes_agree, make_checkpoint
 from support.cli import run_python
 from support.demo_set import CROP, RESIZE, database_batch
 from support.leftovers import leftover_name
@@ -61,10 +61,9 @@ def test_fast_encoder_matches_dygraph(demo, centred):
     allowed = allowed_difference(z_dygraph)
     assert np.abs(z_fast - z_dygraph).max() <= allowed
     assert np.median(np.abs(z_dygraph)) > 1000 * allowed   # z not all within noise of 0
-    near_zero = np.abs(z_dygraph) <= allowed
     codes, labels, indices = encoder.encode_batches(forward, database_loader(demo))
     for got in (np.where(z_fast >= 0, 1, -1), codes):
-        assert not ((got != np.where(z_dygraph >= 0, 1, -1)) & ~near_zero).any()
+        assert_codes_agree(got, z_dygraph)   # a bit differs only where |z| <= allowed
     assert indices.tolist() == list(range(len(x))) and labels.shape == (len(x), 10)
 
 
@@ -73,6 +72,7 @@ def test_export_leaves_the_dygraph_model_as_it_was(demo, centred):
     before = {k: v.numpy().copy() for k, v in centred.state_dict().items()}
     z_before = encoder.dygraph_forward(centred)(x)
     encoder.inference_forward(centred)
+    # exact: exporting must not write the weights (copies compared)
     assert all(np.array_equal(v.numpy(), before[k]) for k, v in centred.state_dict().items())
     # exact: the same weights through the same dygraph kernels in this process
     np.testing.assert_array_equal(encoder.dygraph_forward(centred)(x), z_before)
@@ -175,9 +175,8 @@ def test_failed_export_falls_back_to_dygraph_with_one_log_line(demo, centred, mo
         codes, _, _ = encoder.encode_dataset(centred, database_loader(demo))
     lines = [r.getMessage() for r in caplog.records if r.name == "hashnet"]
     assert len(lines) == 1 and "no space left on device" in lines[0] and "dygraph" in lines[0]
-    with paddle.no_grad():
-        expected = np.where(centred(paddle.to_tensor(database_batch(demo))).numpy() >= 0, 1, -1)
-    np.testing.assert_array_equal(codes, expected)
+    # batches of 10 against one batch of all: a bit may differ only where |z| <= allowed
+    assert_codes_agree(codes, encoder.dygraph_forward(centred)(database_batch(demo)))
 
 
 def test_encoder_removes_temp_folders_of_killed_runs(tmp_path, monkeypatch):

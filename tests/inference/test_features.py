@@ -44,6 +44,7 @@ def test_training_split_is_read_without_augmentation(tiny):
     train = build_datasets(data, ("train",), augment=False)["train"]
     first = hash_layer_inputs(model, build_loader(train, 8, shuffle=False))[0]
     again = hash_layer_inputs(model, build_loader(train, 8, shuffle=False))[0]
+    # exact: the same images, kernels, threads and batches in this process
     np.testing.assert_array_equal(first, again)
 
 
@@ -58,6 +59,7 @@ def test_cache_is_reused_while_its_fingerprint_matches(tiny, monkeypatch):
     monkeypatch.setattr(features_module, "hash_layer_inputs", never)
     again = backbone_features(model, "random", data, ("test",), cache, 8, log=lines.append)
     assert "(cached" in lines[-1]
+    # exact: the cache's save-and-load round trip
     np.testing.assert_array_equal(again["test"][0], made["test"][0])
     np.testing.assert_array_equal(again["test"][1], made["test"][1])
 

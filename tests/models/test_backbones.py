@@ -132,10 +132,11 @@ def test_caffemodel_round_trip(tmp_path, v1):
     for name, kind, blobs in layers:
         assert read[name][0] == kind
         for got, want in zip(read[name][1], blobs):
-            # V1 keeps the legacy 4-d num/channels/height/width shape
+            # V1 keeps the legacy 4-d num/channels/height/width shape; exact:
+            # a write-and-read round trip of float32 bytes
             np.testing.assert_array_equal(got.reshape(want.shape), want)
     from models.caffe_convert import caffenet_state
-    state = caffenet_state(read)
+    state = caffenet_state(read)   # exact: the blobs read back, renamed and transposed (copies)
     np.testing.assert_array_equal(state["fc6.weight"], layers[5][2][0].T)   # Paddle [in, out]
     np.testing.assert_array_equal(state["fc6.bias"], layers[5][2][1])
     np.testing.assert_array_equal(state["conv2.weight"], layers[1][2][0])
@@ -153,7 +154,7 @@ def test_the_real_mean_file_layout_reads(tmp_path):
     mean = np.random.default_rng(0).random((3, 4, 5), dtype=np.float32) * 255
     path = tmp_path / "mean.binaryproto"
     path.write_bytes(caffe_proto.blob_bytes(mean, legacy=True))
-    np.testing.assert_array_equal(caffe_proto.read_mean_file(str(path)), mean)
+    np.testing.assert_array_equal(caffe_proto.read_mean_file(str(path)), mean)   # round trip
 
 
 @pytest.fixture
@@ -185,6 +186,7 @@ def test_caffenet_imagenet_weights_are_fetched_checked_and_converted(fixture_ser
     path = imagenet_backbone("caffenet")
     assert path.endswith(".pdparams") and "bvlc_reference_caffenet.hashnet-" in path
     state = paddle.load(path)
+    # exact: the served bytes converted (a copy, transposed) and saved, then loaded
     np.testing.assert_array_equal(state["fc7.weight"].numpy(), layers[6][2][0].T)
     assert [p for p, _ in fixture_server.seen] == ["/dl.caffe.berkeleyvision.org/"
                                                    "bvlc_reference_caffenet.caffemodel"]
@@ -216,6 +218,7 @@ def test_resnet50_imagenet_conversion_loads_paddle_vision_weights(tmp_path):
     hash_before = model.hash_layer.weight.numpy().copy()
     model.load_backbone(str(converted))
     want = paddle.load(str(source))
+    # exact: loading copies the saved values; the hash layer is left as it was
     for key, value in model.state_dict().items():
         if key.startswith("backbone."):
             np.testing.assert_array_equal(value.numpy(), want[key[len("backbone."):]].numpy())
@@ -260,11 +263,15 @@ def test_loading_another_arch_names_both(tmp_path, built):
 
 @pytest.mark.parametrize("arch", ["caffenet", "vgg16", "resnet50"])
 def test_export_parity_and_recorded_arch(tmp_path, built, arch):
-    from utils.inference.export import allowed_difference, export_checked
+    from utils.inference.export import (allowed_difference, check_batch, dygraph_outputs,
+                                        export_checked)
     from utils.inference.predictor import read_export_info
     model = built[arch]
+    z = dygraph_outputs(model, check_batch(2, SMALL[arch]))   # the batch the check runs
     diff, flips, files = export_checked(model, str(tmp_path), SMALL[arch], {"arch": arch}, batch=2)
-    assert flips == 0   # and diff within allowed_difference, or export_checked raises
+    # diff is within allowed_difference, or export_checked raises; a code bit of
+    # Paddle Inference's may differ from dygraph's only where |z| is within it
+    assert flips <= int((np.abs(z) <= allowed_difference(z)).sum())
     assert read_export_info(str(tmp_path), BIT)["arch"] == arch
     # the encoder's export takes any image size (Paddle's own LRN would not)
     from utils.inference.encoder import dygraph_forward, inference_forward

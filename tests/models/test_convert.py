@@ -50,6 +50,7 @@ def paddle_layout(torch_state):
 def test_torchvision_linear_weights_transposed(torch_state, converted):
     for key, value in paddle_layout(torch_state).items():
         assert converted[key].dtype == np.float32, key
+        # exact: a copy, transposed
         assert_same(converted[key], value, key)
 
 
@@ -88,6 +89,7 @@ def test_paddle_vision_keys_map_to_torchvision(paddle_vision):
         # already Paddle shapes; fc6/fc7 weights halved for the dropout mode
         # (see test_paddle_vision_conversion_computes_the_same_function)
         scale = 0.5 if mapped in ("classifier.1.weight", "classifier.4.weight") else 1.0
+        # exact: a copy, or × 0.5 (a power of 2) in float32
         assert_same(out[mapped], value * np.float32(scale), key)
 
 
@@ -106,6 +108,7 @@ def test_paddle_vision_synthetic_layout():
     out = convert(src)
     for i, key in enumerate(paddle_shapes):
         expected = i * (0.5 if key in ("classifier.1.weight", "classifier.4.weight") else 1.0)
+        # exact: small integers, × 0.5 at most: representable in float32
         assert out[key].shape == paddle_shapes[key] and np.all(out[key] == expected), key
 
 
@@ -253,7 +256,7 @@ def assert_all_same(got, expected):
     assert set(got) == set(expected)
     for key, value in expected.items():
         assert got[key].dtype == np.float32, key
-        assert_same(got[key], value, key)
+        assert_same(got[key], value, key)   # exact: a conversion copies (renames, transposes)
 
 
 def test_torchvision_vgg16_converts_bit_exactly():
@@ -286,6 +289,7 @@ def test_cli_converts_torchvision_resnet50_and_the_arch_loads_it(torchvision_res
     hash_before = model.hash_layer.weight.numpy().copy()
     model.load_backbone(str(dst))
     got = state_numpy(model)
+    # exact: the backbone's copies loaded (renamed, transposed); the hash layer untouched
     for key, value in resnet50_expected(torchvision_resnet50).items():
         assert_same(got[key], value, key)
     assert_same(got["hash.weight"], hash_before, "hash.weight")

@@ -236,6 +236,7 @@ def test_backends_give_identical_numbers():
         m = retrieval_metrics(qB, qL, dB, dL, 1000, show_progress=False, backend=backend)
         assert m.pop("kernel") == backend
         results[backend] = m
+        # exact: the same backend's kernel on the same codes, in this process
         assert mean_average_precision(qB, qL, dB, dL, 1000, backend=backend) == m["map"]
     for m in results.values():   # exact: integer counts, then one shared float code, same order
         assert m == results["numpy"]
@@ -246,6 +247,7 @@ def test_backends_give_identical_numbers():
 def test_metrics_dict_is_json_and_complete():
     q, ql, d, dl = random_data(4, 10, 60, 8)
     m = retrieval_metrics(q, ql, d, dl, 20, show_progress=False)
+    # exact: JSON writes a float's shortest repr, which reads back to the same double
     assert json.loads(json.dumps(m)) == m
     for key in ("map", "map_tie_aware", "precision_radius", "recall_radius", "radius", "topk",
                 "pr_curve", "precision_at_n", "kernel", "bit", "num_queries", "num_database"):

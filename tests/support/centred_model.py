@@ -13,6 +13,7 @@ import paddle
 
 import models
 from support.demo_set import database_batch
+from utils.inference.export import allowed_difference
 from utils.retrieval.codes import sign_codes
 
 BIT = 16
@@ -40,6 +41,14 @@ def make_checkpoint(prefix, demo, bit=BIT, seed=0, arch="alexnet"):
 def codes_of(model, x):
     with paddle.no_grad():
         return sign_codes(model(paddle.to_tensor(x)))
+
+
+def assert_codes_agree(codes, z):
+    """``codes`` from other kernels, batch shapes or thread counts than ``z``:
+    sign(z), except where |z| <= allowed_difference(z), the export check's
+    rule (docs/contributing.md, Floats)."""
+    differ = np.asarray(codes) != sign_codes(z)
+    assert not (differ & (np.abs(z) > allowed_difference(z))).any(), np.argwhere(differ)
 
 
 def brute_topk(codes, q, k):

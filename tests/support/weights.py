@@ -24,7 +24,9 @@ def check_backbone_load(model, path, alexnet_state):
     got = state_numpy(model)
     for key, value in got.items():
         if key.startswith("classifier_plus.6."):
+            # exact: the hash layer is not loaded
             assert_same(value, before[key], key)
         else:
+            # exact: a copy of the saved weights
             assert_same(value, alexnet_state[key.replace("classifier_plus.", "classifier.")], key)
     assert not np.array_equal(before["features.0.weight"], got["features.0.weight"])

@@ -174,13 +174,17 @@ def test_resume_uses_epoch_3_lr_and_beta(runs):
 def test_resume_carries_best_map_and_history(runs):
     before = runs.after_two
     resumed = runs.seen["state"]
+    # exact: best mAP and history are copied into the checkpoint and read back
     assert resumed["best_map"] == before["best_map"] == runs.first["best_map"]
     assert resumed["best_epoch"] == before["best_epoch"] == runs.first["best_epoch"]
     assert resumed["history"] == plain(before)["history"] == runs.first["history"]
     maps = [r["map"] for r in runs.second["history"]]
+    # exact: the resumed run's history starts with the checkpoint's copy of the first's
     assert runs.second["history"][:2] == runs.first["history"]
+    # exact: best_map is one of the history's values, copied
     assert runs.second["best_map"] == max(maps)
     assert runs.second["best_epoch"] == 1 + maps.index(max(maps))
+    # exact: model_best's state is a save-and-load round trip of the run's values
     best = load_training(runs.resumed, "model_best")
     assert (best["best_map"], best["best_epoch"]) == (runs.second["best_map"],
                                                       runs.second["best_epoch"])
@@ -319,6 +323,7 @@ def test_mid_epoch_resume_restores_the_rng_streams(make_args):
     args.resume = os.path.join(args.output_dir, "last_16")
     engine.resume(args, recipes.build(args, build_method(args)), (model, optimizer, criterion),
                   resumed, logging.getLogger("test"))
+    # exact: 2.5 is saved and loaded as it was written (a round trip)
     assert resumed["partial"] == reference.EpochProgress(1, step=2, loss_sum=2.5)
     got = draws()
     for a, b in zip(got, expected):

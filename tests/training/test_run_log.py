@@ -108,6 +108,7 @@ def test_history_lines_of_the_wrong_shape_are_one_line(tmp_path, lines, fragment
 
 def test_a_torn_last_line_is_skipped(tmp_path):
     lines = [json.dumps(r) for r in HISTORY_SEED] + ['{"kind": "st']
+    # exact: a JSON round trip of each double
     assert read_history(written_history(tmp_path / "run", lines)) == HISTORY_SEED
 
 
