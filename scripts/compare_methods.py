@@ -41,7 +41,6 @@ from utils.base.checkpoint import load_weights
 from utils.base.errors import UserError, run_cli
 from utils.base.io import atomic_write, atomic_write_json
 from utils.data.presets import DATASET_PRESETS
-from utils.inference.encoder import fastest_forward
 from utils.inference.features import backbone_features
 from utils.methods.shallow import SHALLOW_METHODS
 from utils.retrieval.metrics import retrieval_metrics
@@ -193,10 +192,8 @@ def measure_deep(comparison, name, bit):
     model = models.build(args.arch, bit)
     load_weights(model, prefix, models.arch_of_state)
     loaders = engine.make_loaders(args, ("test", "database"))
-    images = len(loaders["test"].dataset) + len(loaders["database"].dataset)
-    forward = fastest_forward(model, images)
-    query = engine.encode(forward, loaders["test"], "encoding queries")
-    database = engine.encode(forward, loaders["database"], "encoding database")
+    query, database = engine.encode_queries_and_database(model, loaders["test"],
+                                                         loaders["database"], args.method)
     return dict(protocol_metrics(query, database, args.topK), checkpoint=prefix)
 
 

@@ -66,6 +66,15 @@ def encode(forward, loader, desc, code_rule):
                                 complete=not loader.dataset.skip_bad_images)
 
 
+def encode_queries_and_database(model, query_loader, db_loader, method):
+    """((codes, labels) of the queries, (codes, labels) of the database) by
+    ``method``'s code rule, from one export of the weights for both."""
+    forward = fastest_forward(model, len(query_loader.dataset) + len(db_loader.dataset))
+    code_rule = CODE_RULES[methods.method_class(method).code_rule]
+    return (encode(forward, query_loader, "encoding queries", code_rule),
+            encode(forward, db_loader, "encoding database", code_rule))
+
+
 def evaluate(model, query_loader, db_loader, args):
     """Encode queries and database (one export of the weights for both);
     return every retrieval metric (mAP@K, tie-aware mAP, P/R within Hamming
@@ -73,10 +82,8 @@ def evaluate(model, query_loader, db_loader, args):
     the gathered codes; the others wait in the broadcast that hands every
     process the same result (best-model decisions and log lines then agree)."""
     start = time.time()
-    forward = fastest_forward(model, len(query_loader.dataset) + len(db_loader.dataset))
-    code_rule = CODE_RULES[methods.method_class(args.method).code_rule]
-    q_codes, q_labels = encode(forward, query_loader, "encoding queries", code_rule)
-    db_codes, db_labels = encode(forward, db_loader, "encoding database", code_rule)
+    (q_codes, q_labels), (db_codes, db_labels) = encode_queries_and_database(
+        model, query_loader, db_loader, args.method)
     encoded = time.time()
     metrics = None
     if dist.is_main_process():
