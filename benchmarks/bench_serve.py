@@ -68,8 +68,9 @@ def make_database(work, codes, rng):
         f.writelines(f"{p} {' '.join(map(str, row))}\n" for p, row in zip(paths, labels))
     packed = clustered_codes(codes, rng.random((4096, BIT)) < 0.5, 0.08, rng)
     fingerprint = make_fingerprint([weights], list_file, root, BIT, 224, default_resize(224), "cpu")
-    DatabaseCodeCache(os.path.join(save, f"database_code_demo_{BIT}.npz"), fingerprint).write(
-        packed, labels, (paths, labels))
+    cache = DatabaseCodeCache(os.path.join(save, f"database_code_demo_{BIT}.npz"), fingerprint)
+    cache.stat_images(paths)   # as a run that encoded them would: the service checks them
+    cache.write(packed, labels, (paths, labels))
     return root, lists, save, weights
 
 

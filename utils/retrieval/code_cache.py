@@ -108,6 +108,13 @@ class DatabaseCodeCache:
         self.nbytes = (self.bit + 7) // 8
         self.images = None   # (paths, stats) of the list's images, set by get()
 
+    def stat_images(self, paths):
+        """Take the stat identity of the list's images ``paths`` (under the
+        fingerprint's data root) as they are now: what ``write`` saves and
+        ``read`` checks the images against."""
+        root = self.fingerprint["data_path"]
+        self.images = (paths, file_stats([os.path.join(root, p) for p in paths]))
+
     # -------------------------------------------------------------- reading
     def read(self):
         """(packed, labels) from ``path``; CacheError if unreadable,
@@ -216,8 +223,7 @@ class DatabaseCodeCache:
         list), "extended" or "built".
         """
         if entries is not None:
-            root = self.fingerprint["data_path"]
-            self.images = (entries[0], file_stats([os.path.join(root, p) for p in entries[0]]))
+            self.stat_images(entries[0])
         if rebuild:
             self.log(f"database codes: --rebuild_cache: encoding {count:,} images")
         elif os.path.isfile(self.path):
