@@ -194,8 +194,9 @@ MUTANTS = [
            ("tests/training/test_step.py::test_non_finite_loss_takes_no_step",)),
     Mutant("checkpoint_not_atomic", "checkpoints are written in place, not to a temp file + rename",
            "utils/base/io.py",
-           "            write(tmp)\n            fsync_file(tmp)\n            os.replace(tmp, path)\n",
-           "            write(path)\n",
+           "                temps[path] = new_temp_file(directory, os.path.basename(path))\n"
+           "                write(temps[path])\n                fsync_file(temps[path])\n",
+           "                write(path)\n",
            ("tests/training/test_engine.py::test_sigkill_mid_checkpoint_write_resumes_from_previous",)),
     Mutant("cache_ignores_resize", "the code cache's fingerprint leaves out --resize_size",
            "utils/retrieval/code_cache.py",
@@ -218,8 +219,8 @@ MUTANTS = [
             "tests/base/test_safe_pickle.py::test_crafted_checkpoint_is_refused_without_running")),
     Mutant("cifar_read_by_pickle_load", "CIFAR-10 batches are read with pickle.load",
            "utils/data/loaders.py",
-           "        return restricted_load(file, encoding=\"bytes\")\n",
-           "        import pickle\n        return pickle.load(file, encoding=\"bytes\")\n",
+           "        batch = restricted_load(file, encoding=\"bytes\")\n",
+           "        import pickle\n        batch = pickle.load(file, encoding=\"bytes\")\n",
            ("tests/base/test_safe_pickle.py::test_crafted_cifar_batch_is_refused",)),
     # never follow a link we did not make
     Mutant("lock_opened_through_links", "the training lock file is opened the ordinary way "
