@@ -53,6 +53,16 @@ def test_malformed_fields_are_one_line(tmp_path, layer):
     assert "not a readable .caffemodel" in user_error(caffe_proto.read_net, str(path))
 
 
+@pytest.mark.parametrize("blob", [field_bytes(BLOB_SHAPE, 5),            # a shape as a varint
+                                  blob_bytes(np.ones((2, 3), np.float32))],   # no [1, C, H, W]
+                         ids=["shape as varint", "not [1, C, H, W]"])
+def test_a_bad_mean_file_says_to_fetch_it_again(tmp_path, blob):
+    path = tmp_path / "mean.binaryproto"
+    path.write_bytes(blob)
+    message = user_error(caffe_proto.read_mean_file, str(path))
+    assert message.endswith("delete it and fetch it again") and "\n" not in message
+
+
 def test_an_inner_product_that_is_not_a_matrix_is_one_line(tmp_path):
     rng = np.random.default_rng(0)
     layers = [(name, "Convolution", [np.ones((1, 1, 1, 1), np.float32), np.ones(1, np.float32)])

@@ -192,9 +192,11 @@ def read_mean_file(path):
         with open(path, "rb") as f:
             blob = read_blob(f.read())
     except (OSError, ProtoError) as err:
-        raise UserError(f"{path} is not a readable mean .binaryproto ({err})")
+        raise UserError(f"{path} is not a readable mean .binaryproto ({err}): delete it and "
+                        "fetch it again")
     if blob.ndim != 4 or blob.shape[0] != 1:
-        raise UserError(f"{path}: mean blob has shape {list(blob.shape)}, expected [1, C, H, W]")
+        raise UserError(f"{path}: mean blob has shape {list(blob.shape)}, expected [1, C, H, W]: "
+                        "delete it and fetch it again")
     return blob[0]
 
 
