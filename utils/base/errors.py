@@ -1,4 +1,5 @@
 """One-line errors for bad input, and the wrapper every entry point runs in."""
+import io
 import sys
 
 
@@ -36,6 +37,11 @@ def run_cli(main, argv=None):
     ``--debug`` in argv re-raises instead, to show the traceback.
     """
     argv = sys.argv[1:] if argv is None else argv
+    for stream in (sys.stdout, sys.stderr):
+        # a file name that is not UTF-8 (kept by Python as lone surrogates)
+        # prints escaped instead of raising UnicodeEncodeError after the work is done
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors="backslashreplace")
     try:
         return main(argv)
     except UserError as err:
