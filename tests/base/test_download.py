@@ -118,13 +118,13 @@ def test_symlinked_partial_download_is_refused(mirror, tmp_path):  # noqa: F811
 
 def test_mirror_maps_host_and_path(monkeypatch, tmp_path):
     overrides = tmp_path / "sums.json"
-    overrides.write_text(json.dumps({"https://h.org/x/y.txt": {"checksum": "md5:" + "ab" * 16,
-                                                               "size": 3}}))
+    overrides.write_text(json.dumps({"https://127.0.0.1:2/x/y.txt": {
+        "checksum": "md5:" + "ab" * 16, "size": 3}}))
     monkeypatch.setenv(download.BASE_ENV, "http://127.0.0.1:1/")
     monkeypatch.setenv(download.CHECKSUMS_ENV, str(overrides))
-    assert download.mirrored(Remote("https://h.org/x/y.txt", "md5:cd", 9)) ==\
-        Remote("http://127.0.0.1:1/h.org/x/y.txt", "md5:" + "ab" * 16, 3)
-    assert download.mirrored(Remote("https://h.org/z", "md5:cd")).checksum == "md5:cd"
+    assert download.mirrored(Remote("https://127.0.0.1:2/x/y.txt", "md5:cd", 9)) ==\
+        Remote("http://127.0.0.1:1/127.0.0.1:2/x/y.txt", "md5:" + "ab" * 16, 3)
+    assert download.mirrored(Remote("https://127.0.0.1:2/z", "md5:cd")).checksum == "md5:cd"
 
 
 @pytest.mark.parametrize("content, fragment", [
@@ -264,8 +264,8 @@ def test_paddles_downloader_never_writes_through_a_planted_link(monkeypatch, tmp
     assert target.read_text() == VICTIM_TEXT
 
 
-CHECKSUMS_SEED = {"https://h.org/a.zip": {"checksum": "md5:" + "0f" * 16, "size": 12},
-                  "https://h.org/b.txt": {"checksum": "git-blob-sha1:" + "a1" * 20}}
+CHECKSUMS_SEED = {"https://127.0.0.1:2/a.zip": {"checksum": "md5:" + "0f" * 16, "size": 12},
+                  "https://127.0.0.1:2/b.txt": {"checksum": "git-blob-sha1:" + "a1" * 20}}
 
 
 def test_fuzzed_checksums_variable_is_read_or_refused_in_one_line(tmp_path_factory):
@@ -280,7 +280,8 @@ def test_fuzzed_checksums_variable_is_read_or_refused_in_one_line(tmp_path_facto
         old = os.environ.get(download.CHECKSUMS_ENV)
         os.environ[download.CHECKSUMS_ENV] = str(path)
         try:
-            remote = one_line_or_result(mirrored, Remote("https://h.org/a.zip", "md5:" + "1" * 32))
+            remote = one_line_or_result(mirrored,
+                                        Remote("https://127.0.0.1:2/a.zip", "md5:" + "1" * 32))
         finally:
             os.environ.pop(download.CHECKSUMS_ENV)
             if old is not None:

@@ -32,7 +32,8 @@ def test_query_in_database_comes_first_at_distance_zero(demo, trained, tmp_path)
     proc = run_script("predict.py", *predict_argv(demo, prefix, img, tmp_path / "out", "--show"))
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout
-    with open(tmp_path / "out" / f"retrieval_{os.path.splitext(os.path.basename(img))[0]}_16.json") as f:
+    stem = os.path.splitext(os.path.basename(img))[0]
+    with open(tmp_path / "out" / f"retrieval_{stem}_16.json") as f:
         result = json.load(f)
     top = result["topk"]
     assert len(top) == 10
@@ -58,12 +59,14 @@ def test_query_in_database_comes_first_at_distance_zero(demo, trained, tmp_path)
         assert t["relevant"] is bool((labels[t["index"]] * labels[q]).sum() > 0)
 
 
-def test_a_query_whose_name_is_not_utf8_is_looked_up(demo, trained, tmp_path):
+def test_a_query_whose_name_is_not_utf8_is_looked_up(demo, tiny_trained, tmp_path):
     """A name saved in another encoding (bytes that are not UTF-8) is a query
     like any other: ranked, reported in JSON and drawn in the montage."""
+    import predict
     img = os.fsdecode(os.path.join(os.fsencode(str(tmp_path)), b"caf\xe9.jpg"))
-    shutil.copy(query_path(demo, trained.query), img)
-    proc = run_script("predict.py", *predict_argv(demo, trained.prefix, img, tmp_path / "out"))
+    shutil.copy(query_path(demo, tiny_trained.query), img)
+    proc = run_in_process(predict.main, *predict_argv(demo, tiny_trained.prefix, img,
+                                                      tmp_path / "out", *TINY))
     assert proc.returncode == 0, proc.stderr[-3000:]
     stem = os.path.splitext(os.path.basename(img))[0]
     with open(tmp_path / "out" / f"retrieval_{stem}_16.json") as f:

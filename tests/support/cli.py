@@ -41,10 +41,8 @@ def run_script(script, *argv, timeout=300):
     """Run a script of the repo headless (no display: --show must not block)."""
     env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
     env["PYTHONPATH"] = os.pathsep.join([REPO, GUARD_DIR])
-    # surrogateescape: a path that is not UTF-8 comes back as the str it was passed as
     return subprocess.run([sys.executable, script, *argv], cwd=REPO, env=env,
-                          capture_output=True, text=True, errors="surrogateescape",
-                          timeout=timeout)
+                          capture_output=True, text=True, timeout=timeout)
 
 
 def run_in_process(main, *argv):
